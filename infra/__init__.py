@@ -1,0 +1,1 @@
+"""mlstack: the Pulumi program and its components."""

@@ -1,0 +1,28 @@
+"""The AWS provider every resource goes through, carrying the stack's tags as default tags."""
+
+import pulumi_aws as aws
+
+from infra.config import Environment
+
+PROJECT_TAG_VALUE = "mlstack"
+MANAGED_BY = "pulumi"
+
+
+def default_tags(env: Environment) -> dict[str, str]:
+    """Tags on every taggable resource: who owns it, who pays, and which environment it serves."""
+    return {
+        **env.config.extra_tags,
+        "project": PROJECT_TAG_VALUE,
+        "environment": env.name,
+        "managed-by": MANAGED_BY,
+        "owner": env.config.owner,
+        "cost-center": env.config.cost_center,
+    }
+
+
+def create_aws_provider(env: Environment) -> aws.Provider:
+    return aws.Provider(
+        "aws",
+        region=env.region,
+        default_tags=aws.ProviderDefaultTagsArgs(tags=default_tags(env)),
+    )

@@ -1,0 +1,52 @@
+"""Per-tier defaults: what a stack file gets for every key it leaves out.
+
+The tier (`mlstack:tier`) picks the column; the environment's name is the stack's name, so a `qa` stack
+can be a copy of staging with tier `staging`. Keys without a default here are required in every file.
+"""
+
+from typing import Any
+
+TIER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dev": {
+        "network": {
+            "azCount": 2,
+            "natStrategy": "none",
+            "flowLogs": {"enabled": False, "retentionDays": 30},
+        },
+        "compute": {"mode": "ec2"},
+        "service": {"port": 8080},
+    },
+    "staging": {
+        "network": {
+            "azCount": 2,
+            "natStrategy": "single",
+            "flowLogs": {"enabled": True, "retentionDays": 30},
+        },
+        "compute": {"mode": "eks"},
+        "service": {"port": 8080},
+    },
+    "prod": {
+        "network": {
+            "azCount": 3,
+            "natStrategy": "per-az",
+            "flowLogs": {"enabled": True, "retentionDays": 365},
+        },
+        "compute": {"mode": "eks"},
+        "service": {"port": 8080},
+    },
+}
+
+
+def with_tier_defaults(tier: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The stack file's values laid over the tier's defaults, merging nested objects key by key."""
+    return _deep_merge(TIER_DEFAULTS[tier], values)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,1 @@
+"""The network: VPC, subnets, gateways, routes, flow logs, endpoints."""

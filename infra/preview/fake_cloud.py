@@ -1,0 +1,121 @@
+"""Plays the AWS provider offline: invents the ids and ARNs a real create would return, answers invokes.
+
+Every value it invents is remembered, so a plan can show it as "[unknown]" rather than pass it off as real.
+"""
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pulumi
+
+FAKE_ACCOUNT_ID = "123456789012"
+# Availability zones that need no opt-in, per region; other regions are assumed to have three.
+ZONE_COUNTS = {
+    "us-east-1": 6,
+    "us-east-2": 3,
+    "us-west-1": 2,
+    "us-west-2": 4,
+    "eu-west-1": 3,
+    "eu-central-1": 3,
+    "ap-southeast-1": 3,
+}
+DEFAULT_ZONE_COUNT = 3
+# Prefixes AWS uses for resource ids, so invented ids read like real ones in the plan.
+ID_PREFIXES = {
+    "aws:ec2/vpc:Vpc": "vpc",
+    "aws:ec2/subnet:Subnet": "subnet",
+    "aws:ec2/internetGateway:InternetGateway": "igw",
+    "aws:ec2/natGateway:NatGateway": "nat",
+    "aws:ec2/eip:Eip": "eipalloc",
+    "aws:ec2/routeTable:RouteTable": "rtb",
+    "aws:ec2/securityGroup:SecurityGroup": "sg",
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": "sg",
+    "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce",
+    "aws:ec2/flowLog:FlowLog": "fl",
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr",
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
+}
+
+
+class FakeCloud(pulumi.runtime.Mocks):
+    """Answers the program's resource registrations and invokes the way AWS would, deterministically."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.invented: set[str] = set()
+        self._invokes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "aws:index/getAvailabilityZones:getAvailabilityZones": self._availability_zones,
+            "aws:index/getCallerIdentity:getCallerIdentity": self._caller_identity,
+            "aws:index/getRegion:getRegion": lambda _: {"name": self.region, "region": self.region},
+            "aws:index/getPartition:getPartition": lambda _: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
+        }
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if not args.custom:
+            # Components are Pulumi's own grouping; no cloud object stands behind them.
+            return None, {}
+        if args.typ.startswith("pulumi:providers:"):
+            return self._invent(args.typ, args.name, "provider"), dict(args.inputs)
+        resource_id = args.resource_id or self._invent(args.typ, args.name, self._id_prefix(args.typ))
+        outputs = {**args.inputs, **self._computed(args)}
+        return resource_id, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        answer = self._invokes.get(args.token)
+        if answer is None:
+            raise NotImplementedError(f"the offline preview cannot answer the invoke {args.token}; teach FakeCloud how")
+        return answer(args.args)
+
+    def _computed(self, args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
+        """Attributes AWS computes on create that the program reads back."""
+        if not args.typ.startswith("aws:"):
+            return {}
+        service = args.typ.split(":")[1].split("/")[0]
+        computed = {"arn": self._arn(args, service)}
+        if args.typ == "aws:ec2/eip:Eip":
+            computed["allocationId"] = self._invent(args.typ, args.name, "eipalloc")
+            computed["publicIp"] = "203.0.113.10"
+        return computed
+
+    def _arn(self, args: pulumi.runtime.MockResourceArgs, service: str) -> str:
+        kind = args.typ.split(":")[-1].lower()
+        if service == "iam":
+            return self._remember(f"arn:aws:iam::{FAKE_ACCOUNT_ID}:{kind}/{args.name}")
+        if args.typ == "aws:cloudwatch/logGroup:LogGroup":
+            return self._remember(
+                f"arn:aws:logs:{self.region}:{FAKE_ACCOUNT_ID}:log-group:{args.inputs.get('name', args.name)}"
+            )
+        if service == "s3":
+            return self._remember(f"arn:aws:s3:::{args.inputs.get('bucket', args.name)}")
+        suffix = self._invent(args.typ, args.name, kind)
+        return self._remember(f"arn:aws:{service}:{self.region}:{FAKE_ACCOUNT_ID}:{kind}/{suffix}")
+
+    def _availability_zones(self, _: dict[str, Any]) -> dict[str, Any]:
+        count = ZONE_COUNTS.get(self.region, DEFAULT_ZONE_COUNT)
+        letters = "abcdef"[:count]
+        return {
+            "names": [f"{self.region}{letter}" for letter in letters],
+            "zoneIds": [f"{self.region.replace('-', '')[:4]}-az{i + 1}" for i in range(count)],
+            "id": self.region,
+        }
+
+    def _caller_identity(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "accountId": self._remember(FAKE_ACCOUNT_ID),
+            "arn": self._remember(f"arn:aws:iam::{FAKE_ACCOUNT_ID}:user/preview"),
+            "userId": self._remember("AIDAPREVIEWUSER0000000"),
+            "id": FAKE_ACCOUNT_ID,
+        }
+
+    @staticmethod
+    def _id_prefix(type_token: str) -> str:
+        return ID_PREFIXES.get(type_token, type_token.rsplit(":", maxsplit=1)[-1].lower())
+
+    def _invent(self, type_token: str, name: str, prefix: str) -> str:
+        digest = hashlib.sha256(f"{type_token}/{name}/{prefix}".encode()).hexdigest()[:17]
+        return self._remember(f"{prefix}-{digest}")
+
+    def _remember(self, value: str) -> str:
+        self.invented.add(value)
+        return value

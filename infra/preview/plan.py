@@ -1,0 +1,99 @@
+"""plan.json and the manifests folder, in the shape ARCHITECTURE.md fixes."""
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pulumi.runtime import rpc
+
+from infra.preview.engine import SECRET, UNKNOWN, RecordedResource, StackRun
+
+PLAN_VERSION = 1
+# Types that are not objects in a cluster even though the Kubernetes provider registers them.
+NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:kubernetes")
+
+
+class PlanRenderer:
+    """Turns recorded values into what a reviewer may see: secrets hidden, invented values marked unknown."""
+
+    def __init__(self, invented: set[str]) -> None:
+        # Longest first, so an ARN is replaced whole before the account id inside it.
+        self._invented = sorted(invented, key=len, reverse=True)
+        self._invented_exact = set(invented)
+        self._pattern = re.compile("|".join(re.escape(value) for value in self._invented)) if invented else None
+
+    def value(self, value: Any) -> Any:
+        if rpc.is_rpc_secret(value):
+            return SECRET
+        if isinstance(value, str):
+            return self._string(value)
+        if isinstance(value, float) and value.is_integer():
+            # The engine's wire format carries every number as a double; ports and counts are integers.
+            return int(value)
+        if isinstance(value, dict):
+            return {key: self.value(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(item) for item in value]
+        return value
+
+    def _string(self, text: str) -> str:
+        if text == rpc.UNKNOWN or text in self._invented_exact:
+            return UNKNOWN
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(UNKNOWN, text)
+
+
+def empty_cost() -> dict[str, Any]:
+    return {"currency": "USD", "monthly_total": None, "items": [], "prices_as_of": None}
+
+
+def build_plan(run: StackRun) -> dict[str, Any]:
+    renderer = PlanRenderer(run.invented)
+    return {
+        "version": PLAN_VERSION,
+        "project": run.project,
+        "stack": run.stack,
+        "resources": [
+            {
+                "urn": resource.urn,
+                "type": resource.type,
+                "name": resource.name,
+                "parent": resource.parent,
+                "custom": resource.custom,
+                "inputs": renderer.value(resource.inputs),
+            }
+            for resource in run.in_tree_order()
+        ],
+        "outputs": renderer.value(run.outputs),
+        "cost": empty_cost(),
+        "policy": {"violations": []},
+    }
+
+
+def kubernetes_manifests(run: StackRun) -> list[RecordedResource]:
+    return [
+        resource
+        for resource in run.resources
+        if resource.type.startswith("kubernetes:") and not resource.type.startswith(NOT_MANIFESTS)
+    ]
+
+
+def write_plan(run: StackRun, plan: dict[str, Any], out_dir: Path) -> Path:
+    """Write plan.json and one YAML file per Kubernetes object; returns the plan's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan_path = out_dir / "plan.json"
+    plan_path.write_text(json.dumps(plan, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    manifests_dir = out_dir / "manifests"
+    manifests_dir.mkdir(exist_ok=True)
+    for stale in manifests_dir.glob("*.yaml"):
+        stale.unlink()
+    renderer = PlanRenderer(run.invented)
+    for index, resource in enumerate(kubernetes_manifests(run), start=1):
+        kind = resource.type.rsplit(":", 1)[-1]
+        manifest = renderer.value(resource.inputs)
+        path = manifests_dir / f"{index:03d}-{kind.lower()}-{resource.name}.yaml"
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    return plan_path

@@ -1,0 +1,117 @@
+"""The reviewer's view of a run: the resource tree grouped by component, with the inputs that matter."""
+
+import contextlib
+import json
+from collections import Counter
+from typing import Any
+
+from infra.preview.engine import RecordedResource, StackRun
+from infra.preview.plan import PlanRenderer
+
+# Per type, the inputs a reviewer looks at first; everything else is in plan.json.
+KEY_INPUTS: dict[str, tuple[str, ...]] = {
+    "pulumi:providers:aws": ("region", "defaultTags"),
+    "aws:ec2/vpc:Vpc": ("cidrBlock",),
+    "aws:ec2/subnet:Subnet": ("availabilityZone", "cidrBlock", "mapPublicIpOnLaunch"),
+    "aws:ec2/eip:Eip": ("domain",),
+    "aws:ec2/natGateway:NatGateway": ("subnetId",),
+    "aws:ec2/route:Route": ("destinationCidrBlock", "gatewayId", "natGatewayId"),
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": ("subnetId", "routeTableId"),
+    "aws:ec2/vpcEndpoint:VpcEndpoint": ("serviceName", "vpcEndpointType"),
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": ("ingress", "egress"),
+    "aws:ec2/securityGroup:SecurityGroup": ("description",),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": (
+        "ipProtocol",
+        "fromPort",
+        "toPort",
+        "cidrIpv4",
+        "cidrIpv6",
+        "referencedSecurityGroupId",
+    ),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": (
+        "ipProtocol",
+        "fromPort",
+        "toPort",
+        "cidrIpv4",
+        "cidrIpv6",
+        "referencedSecurityGroupId",
+    ),
+    "aws:ec2/flowLog:FlowLog": ("trafficType", "logDestinationType"),
+    "aws:cloudwatch/logGroup:LogGroup": ("name", "retentionInDays"),
+}
+MAX_VALUE_WIDTH = 90
+
+
+def short_type(type_token: str) -> str:
+    """aws:ec2/subnet:Subnet -> aws:ec2.Subnet; component and provider types stay as they are."""
+    package, _, rest = type_token.partition(":")
+    module, _, kind = rest.partition(":")
+    if not kind or package in ("pulumi", "mlstack"):
+        return type_token
+    return f"{package}:{module.split('/')[0]}.{kind}"
+
+
+def render_tree(run: StackRun) -> str:
+    return _TreeRenderer(run).render()
+
+
+class _TreeRenderer:
+    def __init__(self, run: StackRun) -> None:
+        self._run = run
+        self._values = PlanRenderer(run.invented)
+        self._names_by_id = {
+            resource.id: resource.name for resource in run.resources if resource.id and resource.custom
+        }
+        self._lines: list[str] = []
+
+    def render(self) -> str:
+        for root in (resource for resource in self._run.resources if resource.parent is None):
+            self._lines.append(f"{root.name}  ({root.type})")
+            self._children(root, "")
+        return "\n".join(self._lines)
+
+    def _children(self, parent: RecordedResource, indent: str) -> None:
+        children = self._run.children_of(parent.urn)
+        for position, child in enumerate(children):
+            last = position == len(children) - 1
+            branch, continuation = ("└─ ", "   ") if last else ("├─ ", "│  ")
+            details = self._key_inputs(child)
+            self._lines.append(
+                f"{indent}{branch}{child.name}  {short_type(child.type)}{'  ' + details if details else ''}"
+            )
+            self._children(child, indent + continuation)
+
+    def _key_inputs(self, resource: RecordedResource) -> str:
+        shown = []
+        for key in KEY_INPUTS.get(resource.type, ()):
+            if key not in resource.inputs:
+                continue
+            raw = resource.inputs[key]
+            # A reference to another resource of this stack reads better as that resource's name.
+            if isinstance(raw, str) and raw in self._names_by_id:
+                value: Any = f"<{self._names_by_id[raw]}>"
+            else:
+                value = self._values.value(raw)
+            shown.append(f"{key}={_compact(value)}")
+        return " ".join(shown)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, str) and value[:1] in "{[":
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(value)
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= MAX_VALUE_WIDTH else text[: MAX_VALUE_WIDTH - 1] + "…"
+
+
+def render_summary(run: StackRun) -> str:
+    """Counts a reviewer checks at a glance."""
+    cloud = [resource for resource in run.resources if resource.custom and not resource.type.startswith("pulumi:")]
+    counts = Counter(short_type(resource.type) for resource in cloud)
+    lines = [f"{len(cloud)} cloud resources to create:"]
+    lines += [f"  {count:>3}  {type_name}" for type_name, count in sorted(counts.items())]
+    return "\n".join(lines)
+
+
+def render_outputs(outputs: dict[str, Any]) -> str:
+    return "\n".join(f"  {name}: {_compact(value)}" for name, value in outputs.items())

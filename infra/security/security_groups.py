@@ -1,0 +1,119 @@
+"""Security groups: the load balancer faces the allowed CIDRs, the workload faces only the load balancer.
+
+There is no port 22 anywhere: administration goes through SSM Session Manager.
+"""
+
+import ipaddress
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import Environment
+from infra.network.vpc import ANYWHERE_IPV4, Network
+
+LOAD_BALANCER_PORTS = (80, 443)
+ALL_PROTOCOLS = "-1"
+
+
+class SecurityGroups(pulumi.ComponentResource):
+    """The load-balancer group and the workload group, wired to each other."""
+
+    load_balancer_group_id: pulumi.Output[str]
+    workload_group_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, env: Environment, network: Network, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlstack:security:SecurityGroups", name, None, opts)
+        self._name = name
+        self._env = env
+        self._child = pulumi.ResourceOptions(parent=self)
+
+        self._load_balancer = self._create_group("lb", network, "Load balancers: HTTP(S) from the allowed CIDRs only")
+        self._workload = self._create_group(
+            "workload", network, "Model service hosts and nodes: the service port from the load balancers only"
+        )
+        self.load_balancer_group_id = self._load_balancer.id
+        self.workload_group_id = self._workload.id
+        self._admit_allowed_cidrs_to_load_balancer()
+        self._admit_load_balancer_to_workload()
+        if env.config.compute.mode == "eks":
+            self._admit_node_to_node()
+        self._allow_workload_egress()
+
+        self.register_outputs(
+            {"loadBalancerGroupId": self.load_balancer_group_id, "workloadGroupId": self.workload_group_id}
+        )
+
+    def _create_group(self, role: str, network: Network, description: str) -> aws.ec2.SecurityGroup:
+        """A group with no inline rules: every rule is its own resource, so changes are reviewable one by one."""
+        return aws.ec2.SecurityGroup(
+            f"{self._name}-{role}",
+            vpc_id=network.vpc_id,
+            description=description,
+            tags={"Name": f"{self._env.prefix}-{role}"},
+            opts=self._child,
+        )
+
+    def _admit_allowed_cidrs_to_load_balancer(self) -> None:
+        """80 and 443 from each allowed CIDR, IPv4 or IPv6."""
+        for index, cidr in enumerate(self._env.config.network.allowed_cidrs):
+            ipv4 = isinstance(cidr, ipaddress.IPv4Network)
+            for port in LOAD_BALANCER_PORTS:
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{self._name}-lb-in-{port}-{index + 1}",
+                    security_group_id=self._load_balancer.id,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=f"HTTP(S) from allowed range {cidr}",
+                    cidr_ipv4=str(cidr) if ipv4 else None,
+                    cidr_ipv6=None if ipv4 else str(cidr),
+                    opts=self._child,
+                )
+
+    def _admit_load_balancer_to_workload(self) -> None:
+        """The service port, from the load balancers and nowhere else; the load balancers reach nothing else."""
+        port = self._env.config.service.port
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-workload-in-service",
+            security_group_id=self._workload.id,
+            referenced_security_group_id=self._load_balancer.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description="Model service port from the load balancers",
+            opts=self._child,
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-lb-out-service",
+            security_group_id=self._load_balancer.id,
+            referenced_security_group_id=self._workload.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description="Load balancers forward to the model service port only",
+            opts=self._child,
+        )
+
+    def _admit_node_to_node(self) -> None:
+        """Cluster nodes talk to each other: pod networking, DNS, kubelet and webhooks."""
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-workload-in-self",
+            security_group_id=self._workload.id,
+            referenced_security_group_id=self._workload.id,
+            ip_protocol=ALL_PROTOCOLS,
+            description="Node-to-node traffic inside the cluster",
+            opts=self._child,
+        )
+
+    def _allow_workload_egress(self) -> None:
+        """Workloads reach out (image pulls, S3, AWS APIs) through NAT or the S3 endpoint."""
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-workload-out-all",
+            security_group_id=self._workload.id,
+            cidr_ipv4=ANYWHERE_IPV4,
+            ip_protocol=ALL_PROTOCOLS,
+            description="Outbound to AWS APIs, registries and the model bucket",
+            opts=self._child,
+        )
