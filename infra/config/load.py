@@ -108,7 +108,8 @@ def _describe(detail: ErrorDetails) -> str:
         message = _range_of(location)
     else:
         message = detail["msg"].removeprefix("Value error, ")
-        message = message[:1].lower() + message[1:]
+        if message.startswith("Input should"):  # pydantic's own wording, mid-sentence here
+            message = "i" + message[1:]
     return f"{_key_path(location)}: {_show(detail['input'])} is not allowed: {message}"
 
 

@@ -1,0 +1,75 @@
+"""Security groups: only the load balancer faces the world, only on 80/443; nothing opens port 22."""
+
+import pytest
+
+from infra.preview.engine import RecordedResource, StackRun
+from tests.conftest import stack_config
+from tests.graph import ANYWHERE, EGRESS_RULE, INGRESS_RULE, SECURITY_GROUP, environment_of, group_name, port_range
+
+
+def _group(run: StackRun, role: str) -> RecordedResource:
+    (group,) = [group for group in run.of_type(SECURITY_GROUP) if group.name.endswith(f"-{role}")]
+    return group
+
+
+def _ingress_into(run: StackRun, group: RecordedResource) -> list[RecordedResource]:
+    return [rule for rule in run.of_type(INGRESS_RULE) if rule.inputs["securityGroupId"] == group.id]
+
+
+def test_only_the_load_balancer_admits_the_internet_and_only_on_80_and_443(stack_run: StackRun) -> None:
+    load_balancer = _group(stack_run, "lb")
+    for rule in stack_run.of_type(INGRESS_RULE):
+        source = rule.inputs.get("cidrIpv4") or rule.inputs.get("cidrIpv6")
+        if source in ANYWHERE:
+            assert rule.inputs["securityGroupId"] == load_balancer.id, f"{rule.name} admits {source} outside the LB"
+            assert list(port_range(rule)) in ([80], [443]), f"{rule.name} admits {source} on {port_range(rule)}"
+    for group in stack_run.of_type(SECURITY_GROUP):
+        assert not group.inputs.get("ingress"), f"{group.name} must not carry inline rules"
+
+
+def test_load_balancer_admits_exactly_the_allowed_cidrs_on_80_and_443(stack_run: StackRun) -> None:
+    env = environment_of(stack_run, stack_config(stack_run.stack))
+    rules = _ingress_into(stack_run, _group(stack_run, "lb"))
+    admitted = sorted((rule.inputs.get("cidrIpv4") or rule.inputs["cidrIpv6"], *port_range(rule)) for rule in rules)
+    expected = sorted((str(cidr), port) for cidr in env.config.network.allowed_cidrs for port in (80, 443))
+    assert admitted == expected
+
+
+def test_no_rule_opens_port_22_to_anything_outside_its_own_group(stack_run: StackRun) -> None:
+    for rule in stack_run.of_type(INGRESS_RULE):
+        if rule.inputs.get("referencedSecurityGroupId") == rule.inputs["securityGroupId"]:
+            continue  # members of one group talking to each other (cluster nodes)
+        assert 22 not in port_range(rule), f"{rule.name} opens port 22"
+
+
+def test_workload_admits_only_the_service_port_from_the_load_balancer(stack_run: StackRun) -> None:
+    env = environment_of(stack_run, stack_config(stack_run.stack))
+    workload, load_balancer = _group(stack_run, "workload"), _group(stack_run, "lb")
+    from_outside = [
+        rule
+        for rule in _ingress_into(stack_run, workload)
+        if rule.inputs.get("referencedSecurityGroupId") != workload.id
+    ]
+    assert len(from_outside) == 1
+    (rule,) = from_outside
+    assert rule.inputs["referencedSecurityGroupId"] == load_balancer.id
+    assert list(port_range(rule)) == [env.config.service.port]
+    assert "cidrIpv4" not in rule.inputs
+    assert "cidrIpv6" not in rule.inputs
+
+
+def test_load_balancer_reaches_only_the_workload_service_port(stack_run: StackRun) -> None:
+    load_balancer, workload = _group(stack_run, "lb"), _group(stack_run, "workload")
+    (egress,) = [rule for rule in stack_run.of_type(EGRESS_RULE) if rule.inputs["securityGroupId"] == load_balancer.id]
+    assert group_name(stack_run, egress.inputs["referencedSecurityGroupId"]) == workload.name
+    assert list(port_range(egress)) == [8080]
+
+
+@pytest.mark.parametrize(("stack", "node_to_node"), [("dev", False), ("staging", True), ("prod", True)])
+def test_node_to_node_traffic_only_where_there_is_a_cluster(
+    committed_runs: dict[str, StackRun], stack: str, node_to_node: bool
+) -> None:
+    run = committed_runs[stack]
+    workload = _group(run, "workload")
+    self_rules = [r for r in _ingress_into(run, workload) if r.inputs.get("referencedSecurityGroupId") == workload.id]
+    assert bool(self_rules) is node_to_node
