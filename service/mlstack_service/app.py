@@ -1,0 +1,349 @@
+"""The ASGI application: routes, body limits, metrics, request logs, errors as {"error": ...}.
+
+Plain ASGI rather than a framework: the service has seven routes, and the request path is the product
+(make bench compares it with a bare FastAPI endpoint and with MLServer).
+"""
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import orjson
+
+from mlstack_service.errors import (
+    BadRequestError,
+    InferenceError,
+    MethodNotAllowedError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    PayloadTooLargeError,
+    RouteNotFoundError,
+    ServiceError,
+)
+from mlstack_service.logs import RequestLog, log_event
+from mlstack_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mlstack_service.metrics import ServiceMetrics
+from mlstack_service.openapi import openapi_document
+from mlstack_service.protocol import encode_infer_response, parse_infer_request
+from mlstack_service.runtime import OnnxModel
+from mlstack_service.settings import Settings
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json"
+SERVER_NAME = "mlstack-service"
+REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_PATTERN = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+PAYLOAD_LOG_BYTES = 1024
+MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?$")
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    rows: int = 0
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away before sending its whole body."""
+
+
+class InferenceApp:
+    """Serves one model over OIP v2."""
+
+    def __init__(self, model: OnnxModel, settings: Settings, logger: logging.Logger, metrics: ServiceMetrics) -> None:
+        self.model = model
+        self.metadata = model.metadata
+        self.settings = settings
+        self.logger = logger
+        self.metrics = metrics
+        self.ready = False
+        self.draining = False
+        self.request_log = RequestLog(sys.stdout.buffer)
+        self._flusher: asyncio.Task[None] | None = None
+        self._request_ids = _RequestIds()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        server_version = version("mlstack-service")
+        self._static = {
+            "/v2": orjson.dumps({"name": SERVER_NAME, "version": server_version, "extensions": []}),
+            "/v2/health/live": orjson.dumps({"live": True}),
+            "/openapi.json": orjson.dumps(openapi_document(self.metadata, server_version)),
+        }
+        self._model_metadata = orjson.dumps(
+            {
+                "name": self.metadata.name,
+                "versions": [self.metadata.version],
+                "platform": "onnxruntime",
+                "inputs": [{"name": self.metadata.input_name, "datatype": "FP32", "shape": [-1, model.feature_count]}],
+                "outputs": [
+                    {"name": self.metadata.label_output, "datatype": "INT64", "shape": [-1]},
+                    {
+                        "name": self.metadata.probabilities_output,
+                        "datatype": "FP32",
+                        "shape": [-1, len(self.metadata.class_names)],
+                    },
+                ],
+                "parameters": {
+                    "features": [feature.model_dump() for feature in self.metadata.features],
+                    "class_names": self.metadata.class_names,
+                    "execution_providers": model.providers,
+                },
+            }
+        )
+
+    # --- readiness -------------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """SIGTERM: stop advertising readiness; in-flight and straggling requests are still served."""
+        self.draining = True
+        self.metrics.ready = 0
+        log_event(self.logger, logging.INFO, "draining", grace_period_seconds=self.settings.grace_period_seconds)
+
+    @property
+    def accepting(self) -> bool:
+        return self.ready and not self.draining
+
+    # --- ASGI ------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._flusher = asyncio.create_task(self.request_log.flush_periodically())
+                self.ready = True
+                self.metrics.ready = 1
+                log_event(
+                    self.logger,
+                    logging.INFO,
+                    "ready",
+                    model=self.metadata.name,
+                    version=self.metadata.version,
+                    providers=self.model.providers,
+                )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.ready = False
+                # A request still in the thread finishes (threads cannot be cancelled); queued ones are dropped.
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                if self._flusher is not None:
+                    self._flusher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._flusher
+                self.request_log.flush()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = self._request_ids.from_headers(scope["headers"])
+        method: str = scope["method"]
+        path: str = scope["path"]
+        route = "unmatched"
+        metrics = self.metrics
+        metrics.in_flight += 1
+        try:
+            route, handler, arguments = self._route(method, path)
+            response = await handler(scope, receive, request_id, *arguments)
+        except ServiceError as error:
+            response = self._error_response(error, request_id, path)
+        except ClientDisconnectedError:
+            metrics.in_flight -= 1
+            log_event(self.logger, logging.INFO, "client disconnected", request_id=request_id, path=path)
+            return
+        except Exception as error:
+            response = self._error_response(
+                InferenceError(f"unexpected {type(error).__name__}"), request_id, path, error
+            )
+        metrics.in_flight -= 1
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (b"content-type", response.content_type),
+                    (b"content-length", str(len(response.body)).encode()),
+                    (REQUEST_ID_HEADER, request_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+        elapsed = time.perf_counter() - started
+        metrics.observe_request(route, method, response.status, elapsed)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.request_log.write(
+                {
+                    "level": "info",
+                    "event": "request",
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "route": route,
+                    "status": response.status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "rows": response.rows,
+                }
+            )
+
+    def _error_response(
+        self, error: ServiceError, request_id: str, path: str, cause: BaseException | None = None
+    ) -> Response:
+        if isinstance(error, InferenceError):
+            self.logger.error(
+                "inference failed",
+                exc_info=cause or error.__cause__ or error,
+                extra={"fields": {"request_id": request_id, "error_id": error.error_id, "path": path}},
+            )
+        return Response(error.status, orjson.dumps({"error": str(error)}))
+
+    # --- routing ---------------------------------------------------------------------------------
+
+    def _route(self, method: str, path: str) -> tuple[str, Callable[..., Awaitable[Response]], tuple[Any, ...]]:
+        """(route template for metrics, handler, handler arguments); 404/405 for anything else."""
+        if path in self._static:
+            self._allow(method, "GET")
+            return path, self._static_route, (path,)
+        if path == "/v2/health/ready":
+            self._allow(method, "GET")
+            return path, self._ready_route, ()
+        if path == "/metrics":
+            self._allow(method, "GET")
+            return path, self._metrics_route, ()
+        match = MODEL_PATH.match(path)
+        if match is None:
+            raise RouteNotFoundError(f"no route {path}; see /openapi.json")
+        name, model_version, action = match.groups()
+        template = (
+            "/v2/models/{name}" + ("/versions/{version}" if model_version else "") + (f"/{action}" if action else "")
+        )
+        if action == "infer":
+            self._allow(method, "POST")
+            return template, self._infer_route, (name, model_version)
+        self._allow(method, "GET")
+        handler = self._model_ready_route if action == "ready" else self._model_metadata_route
+        return template, handler, (name, model_version)
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed and not (allowed == "GET" and method == "HEAD"):
+            raise MethodNotAllowedError(f"{method} is not allowed here; use {allowed}")
+
+    def _check_model(self, name: str, model_version: str | None) -> None:
+        if name != self.metadata.name:
+            raise ModelNotFoundError(f"model {name!r} is not served here; this server serves {self.metadata.name!r}")
+        if model_version is not None and model_version != self.metadata.version:
+            raise ModelNotFoundError(
+                f"version {model_version!r} of {name!r} is not served here; "
+                f"this server serves {self.metadata.version!r}"
+            )
+
+    # --- handlers --------------------------------------------------------------------------------
+
+    async def _static_route(self, scope: Scope, receive: Receive, request_id: str, path: str) -> Response:
+        return Response(200, self._static[path])
+
+    async def _ready_route(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+        if self.accepting:
+            return Response(200, b'{"ready":true}')
+        reason = "shutting down" if self.draining else "the model is loading"
+        return Response(503, orjson.dumps({"ready": False, "error": reason}))
+
+    async def _metrics_route(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+        return Response(200, self.metrics.exposition(), METRICS_CONTENT_TYPE.encode())
+
+    async def _model_metadata_route(
+        self, scope: Scope, receive: Receive, request_id: str, name: str, model_version: str | None
+    ) -> Response:
+        self._check_model(name, model_version)
+        return Response(200, self._model_metadata)
+
+    async def _model_ready_route(
+        self, scope: Scope, receive: Receive, request_id: str, name: str, model_version: str | None
+    ) -> Response:
+        self._check_model(name, model_version)
+        return await self._ready_route(scope, receive, request_id)
+
+    async def _infer_route(
+        self, scope: Scope, receive: Receive, request_id: str, name: str, model_version: str | None
+    ) -> Response:
+        self._check_model(name, model_version)
+        if not self.ready:
+            raise ModelNotReadyError("the model is still loading")
+        body = await self._read_body(scope, receive)
+        if self.settings.log_payloads:
+            log_event(
+                self.logger,
+                logging.INFO,
+                "payload",
+                request_id=request_id,
+                body=body[:PAYLOAD_LOG_BYTES].decode(errors="replace"),
+            )
+        request = parse_infer_request(body, self.metadata, self.settings.max_rows)
+        rows = len(request.rows)
+        started = time.perf_counter()
+        if rows <= self.settings.inline_rows:
+            prediction = self.model.predict(request.rows)
+        else:
+            # Large batches run beside the event loop so health checks and small requests are not held up.
+            loop = asyncio.get_running_loop()
+            prediction = await loop.run_in_executor(self._executor, self.model.predict, request.rows)
+        self.metrics.observe_inference(time.perf_counter() - started, rows)
+        body = encode_infer_response(prediction, self.metadata, request.request_id or request_id, request.outputs)
+        return Response(200, body, rows=rows)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        for header, value in scope["headers"]:
+            if header == b"content-length":
+                if not value.isdigit():
+                    raise BadRequestError("Content-Length is not a number")
+                if int(value) > limit:
+                    raise PayloadTooLargeError(f"the body is {int(value)} bytes; the limit is {limit}")
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnectedError
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLargeError(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _RequestIds:
+    """The caller's X-Request-ID when it is a sane token, else this process's prefix and a counter."""
+
+    def __init__(self) -> None:
+        # Unique across processes and restarts without paying for a UUID per request.
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def from_headers(self, headers: list[tuple[bytes, bytes]]) -> str:
+        for name, value in headers:
+            if name == REQUEST_ID_HEADER and REQUEST_ID_PATTERN.match(value):
+                return value.decode()
+        return f"{self._prefix}-{next(self._counter):x}"

@@ -1,0 +1,108 @@
+"""Prometheus metrics for the service, all labelled by model name and version.
+
+The request path updates plain counters and bucket arrays (a few hundred nanoseconds); a collector turns
+them into Prometheus families when /metrics is scraped. Every update and every scrape runs on the event
+loop's thread, so no locks are needed.
+"""
+
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MODEL_LABELS = ("model_name", "model_version")
+
+
+class BucketCounts:
+    """A histogram's raw state: count per bucket (the last one is +Inf) and the sum of observations."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip((*[str(float(b)) for b in self.bounds], "+Inf"), self.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
+
+class ServiceMetrics(Collector):
+    """The service's metrics and their exposition."""
+
+    def __init__(self, model_name: str, model_version: str) -> None:
+        self._model = [model_name, model_version]
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.request_latency: dict[str, BucketCounts] = {}
+        self.inference_latency = BucketCounts(LATENCY_BUCKETS)
+        self.rows = BucketCounts(ROW_BUCKETS)
+        self.in_flight = 0
+        self.ready = 0
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        latency = self.request_latency.get(route)
+        if latency is None:
+            latency = self.request_latency[route] = BucketCounts(LATENCY_BUCKETS)
+        latency.observe(seconds)
+
+    def observe_inference(self, seconds: float, rows: int) -> None:
+        self.inference_latency.observe(seconds)
+        self.rows.observe(rows)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        model = self._model
+        requests = CounterMetricFamily(
+            "mlstack_requests",
+            "HTTP requests by route, method and status.",
+            labels=("route", "method", "status", *MODEL_LABELS),
+        )
+        for (route, method, status), count in sorted(self.requests.items()):
+            requests.add_metric([route, method, str(status), *model], count)
+        yield requests
+
+        request_latency = HistogramMetricFamily(
+            "mlstack_request_duration_seconds",
+            "Time from request start to response sent, by route.",
+            labels=("route", *MODEL_LABELS),
+        )
+        for route, counts in sorted(self.request_latency.items()):
+            request_latency.add_metric([route, *model], counts.cumulative(), counts.total)
+        yield request_latency
+
+        for name, documentation, counts in (
+            ("mlstack_inference_duration_seconds", "Time spent in the model for one request.", self.inference_latency),
+            ("mlstack_request_rows", "Rows (examples) per inference request.", self.rows),
+        ):
+            family = HistogramMetricFamily(name, documentation, labels=MODEL_LABELS)
+            family.add_metric(model, counts.cumulative(), counts.total)
+            yield family
+
+        for name, documentation, value in (
+            ("mlstack_requests_in_flight", "Requests being handled now.", self.in_flight),
+            ("mlstack_model_info", "The served model; always 1.", 1),
+            ("mlstack_ready", "1 while the server advertises readiness.", self.ready),
+        ):
+            gauge = GaugeMetricFamily(name, documentation, labels=MODEL_LABELS)
+            gauge.add_metric(model, value)
+            yield gauge

@@ -1,0 +1,169 @@
+"""Model packages: a folder (local or s3://) holding the ONNX model, its metadata and a reference profile.
+
+model.onnx              the model
+metadata.json           name, version, features (names, types, valid ranges), sha256 of model.onnx, training summary
+reference_profile.json  per-feature bins and proportions of the training data, and the training predictions
+"""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+PROFILE_FILE = "reference_profile.json"
+PACKAGE_FILES = (MODEL_FILE, METADATA_FILE, PROFILE_FILE)
+HASH_CHUNK_BYTES = 1 << 20
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class PackageError(Exception):
+    """A model package that cannot be served: missing, incomplete, corrupt or inconsistent."""
+
+
+class Feature(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: Literal["float"]
+    min: float
+    max: float
+    description: str = ""
+
+
+class ModelMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    version: str = Field(min_length=1, max_length=64)
+    model_file: str = MODEL_FILE
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input_name: str
+    label_output: str
+    probabilities_output: str
+    class_names: list[str] = Field(min_length=2)
+    features: list[Feature] = Field(min_length=1)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature.name for feature in self.features]
+
+
+class FeatureProfile(BaseModel):
+    bin_edges: list[float]
+    proportions: list[float]
+
+
+class PredictionProfile(BaseModel):
+    class_proportions: dict[str, float]
+    score_bin_edges: list[float]
+    score_proportions: list[float]
+
+
+class ReferenceProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: int
+    features: dict[str, FeatureProfile]
+    predictions: PredictionProfile
+
+
+class ModelPackage(BaseModel):
+    """A verified package on local disk."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    root: Path
+    metadata: ModelMetadata
+    profile: ReferenceProfile
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.metadata.model_file
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_package(uri: str, cache_dir: Path) -> ModelPackage:
+    """Fetch (for s3://) and verify a package; raises PackageError naming what is wrong and where."""
+    root = fetch_from_s3(uri, cache_dir) if uri.startswith("s3://") else Path(uri)
+    if not root.is_dir():
+        raise PackageError(f"model package {uri}: no such folder")
+    missing = [name for name in (METADATA_FILE, PROFILE_FILE) if not (root / name).is_file()]
+    if missing:
+        raise PackageError(f"model package {uri}: missing {', '.join(missing)}")
+    metadata = _parse(root / METADATA_FILE, ModelMetadata, uri)
+    profile = _parse(root / PROFILE_FILE, ReferenceProfile, uri)
+    model_path = root / metadata.model_file
+    if not model_path.is_file():
+        raise PackageError(f"model package {uri}: missing {metadata.model_file}")
+    actual = sha256_of(model_path)
+    if actual != metadata.sha256:
+        raise PackageError(
+            f"model package {uri}: sha256 of {metadata.model_file} is {actual}, but metadata.json says "
+            f"{metadata.sha256}; the file is corrupt or does not belong to this package"
+        )
+    unprofiled = sorted(set(metadata.feature_names) - set(profile.features))
+    if unprofiled:
+        raise PackageError(f"model package {uri}: {PROFILE_FILE} has no profile for {unprofiled}")
+    return ModelPackage(root=root, metadata=metadata, profile=profile)
+
+
+def _parse(path: Path, model: type[ModelT], uri: str) -> ModelT:
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise PackageError(f"model package {uri}: {path.name}: {where}: {first['msg']}") from None
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix -> (bucket, "some/prefix/")."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise PackageError(f"{uri}: an S3 URI needs a bucket, e.g. s3://models/loan-approval/1.0.0/")
+    return bucket, (prefix.rstrip("/") + "/") if prefix else ""
+
+
+def fetch_from_s3(uri: str, cache_dir: Path) -> Path:
+    """Download the package's files from s3://bucket/prefix/ into cache_dir."""
+    import boto3  # noqa: PLC0415 (only packages in S3 pay for importing boto3)
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    bucket, prefix = split_s3_uri(uri)
+    target = cache_dir / bucket / prefix
+    target.mkdir(parents=True, exist_ok=True)
+    client = boto3.client("s3")
+    for name in PACKAGE_FILES:
+        try:
+            client.download_file(bucket, f"{prefix}{name}", str(target / name))
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "error")
+            raise PackageError(f"model package {uri}: cannot read s3://{bucket}/{prefix}{name}: {code}") from None
+        except BotoCoreError as error:
+            raise PackageError(f"model package {uri}: cannot reach S3: {error}") from None
+    return target
+
+
+def write_package(target: Path, model_bytes: bytes, metadata: dict[str, Any], profile: dict[str, Any]) -> ModelPackage:
+    """Write a package folder, filling in the model's sha256; returns it verified."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    (target / MODEL_FILE).write_bytes(model_bytes)
+    metadata = {**metadata, "model_file": MODEL_FILE, "sha256": hashlib.sha256(model_bytes).hexdigest()}
+    (target / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    (target / PROFILE_FILE).write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
+    return load_package(str(target), target)

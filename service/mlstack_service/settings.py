@@ -1,0 +1,36 @@
+"""Service settings: MLSTACK_* environment variables, typed and checked at start-up."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "example_model")
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. `MLSTACK_PORT=9000` sets `port`, and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="MLSTACK_", extra="ignore", frozen=True)
+
+    model_uri: str = Field(DEFAULT_MODEL_URI, description="model package: a local folder or an s3:// prefix")
+    model_cache_dir: Path = Field(Path("/tmp/mlstack-models"), description="where s3:// packages are downloaded")
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cuda runs the model on the CUDA execution provider")
+    cuda_device_id: int = Field(0, ge=0)
+    intra_op_threads: int = Field(
+        1, ge=0, description="onnxruntime intra-op threads; 1 per served core, 0 = ort default"
+    )
+    inline_rows: int = Field(
+        256, ge=0, description="requests up to this many rows run inference on the event loop; larger ones in a thread"
+    )
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies get 413")
+    max_rows: int = Field(10_000, ge=1, description="rows per request above this get 413")
+    grace_period_seconds: float = Field(25.0, ge=0, description="after SIGTERM, how long in-flight requests may take")
+    drain_seconds: float = Field(
+        0.0, ge=0, description="after SIGTERM, how long to keep serving with readiness false before closing"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_payloads: bool = Field(False, description="log the first KiB of each request body (off: payloads are data)")

@@ -1,0 +1,153 @@
+"""Train the example loan-approval classifier and export it as a model package.
+
+    python -m mlstack_service.train --out service/example_model
+
+Deterministic: the same seed and library versions give a byte-identical package (the tests check the committed one).
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from numpy.typing import NDArray
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn import __version__ as sklearn_version
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlstack_service.package import ModelPackage, write_package
+from mlstack_service.synthetic import FEATURE_NAMES, FEATURES, generate_applications
+
+MODEL_NAME = "loan-approval"
+MODEL_VERSION = "1.0.0"
+SEED = 20261128
+TRAINING_ROWS = 20_000
+HOLDOUT_FRACTION = 0.2
+PROFILE_BINS = 10
+INPUT_NAME = "input"
+CLASS_NAMES = ["rejected", "approved"]
+# Opsets every onnxruntime since 1.16 runs.
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+
+def train(features: NDArray[np.float32], labels: NDArray[np.int64]) -> Pipeline:
+    model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression(C=1.0, max_iter=2_000))])
+    model.fit(features, labels)
+    return model
+
+
+def export_onnx(model: Pipeline) -> bytes:
+    onnx_model = to_onnx(
+        model,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, len(FEATURES)]))],
+        options={id(model.named_steps["classify"]): {"zipmap": False}},
+        target_opset=TARGET_OPSET,
+    )
+    # Drop producer details that vary between machines so the bytes depend on the model only.
+    onnx_model.producer_version = ""
+    onnx_model.doc_string = ""
+    serialized: bytes = onnx_model.SerializeToString()
+    return serialized
+
+
+def reference_profile(
+    features: NDArray[np.float32], scores: NDArray[np.float64], labels: NDArray[np.int64]
+) -> dict[str, Any]:
+    """Decile bins per feature and the distribution of predictions, for drift detection."""
+    profile: dict[str, Any] = {"rows": len(features), "features": {}}
+    for index, name in enumerate(FEATURE_NAMES):
+        column = features[:, index].astype(np.float64)
+        edges = np.unique(np.quantile(column, np.linspace(0, 1, PROFILE_BINS + 1)))
+        counts, _ = np.histogram(column, bins=edges)
+        profile["features"][name] = {
+            "bin_edges": [round(float(edge), 6) for edge in edges],
+            "proportions": [round(float(count) / len(column), 6) for count in counts],
+        }
+    score_edges = np.linspace(0, 1, PROFILE_BINS + 1)
+    score_counts, _ = np.histogram(scores, bins=score_edges)
+    profile["predictions"] = {
+        "class_proportions": {
+            name: round(float(np.mean(labels == index)), 6) for index, name in enumerate(CLASS_NAMES)
+        },
+        "score_bin_edges": [round(float(edge), 6) for edge in score_edges],
+        "score_proportions": [round(float(count) / len(scores), 6) for count in score_counts],
+    }
+    return profile
+
+
+def build_package(
+    target: Path,
+    rows: int = TRAINING_ROWS,
+    seed: int = SEED,
+    version: str = MODEL_VERSION,
+    joblib_path: Path | None = None,
+) -> ModelPackage:
+    """Train on synthetic data and write the package; optionally also the scikit-learn pipeline as joblib."""
+    features, labels = generate_applications(rows, seed)
+    split = int(rows * (1 - HOLDOUT_FRACTION))
+    model = train(features[:split], labels[:split])
+    if joblib_path is not None:
+        joblib.dump(model, joblib_path)
+    holdout_scores = model.predict_proba(features[split:])[:, 1]
+    train_scores = model.predict_proba(features[:split])[:, 1]
+    predicted = (train_scores >= 0.5).astype(np.int64)
+    metadata = {
+        "name": MODEL_NAME,
+        "version": version,
+        "input_name": INPUT_NAME,
+        "label_output": "label",
+        "probabilities_output": "probabilities",
+        "class_names": CLASS_NAMES,
+        "features": [
+            {"name": spec.name, "type": "float", "min": spec.low, "max": spec.high, "description": spec.description}
+            for spec in FEATURES
+        ],
+        "training": {
+            "rows": split,
+            "seed": seed,
+            "positive_rate": round(float(labels[:split].mean()), 6),
+            "library": f"scikit-learn {sklearn_version}",
+            "estimator": "StandardScaler + LogisticRegression",
+            "holdout": {
+                "rows": rows - split,
+                "accuracy": round(float(accuracy_score(labels[split:], holdout_scores >= 0.5)), 4),
+                "log_loss": round(float(log_loss(labels[split:], holdout_scores)), 4),
+                "roc_auc": round(float(roc_auc_score(labels[split:], holdout_scores)), 4),
+            },
+            "feature_summary": {
+                name: {
+                    "mean": round(float(features[:split, index].mean()), 4),
+                    "std": round(float(features[:split, index].std()), 4),
+                }
+                for index, name in enumerate(FEATURE_NAMES)
+            },
+        },
+    }
+    profile = reference_profile(features[:split], train_scores, predicted)
+    return write_package(target, export_onnx(model), metadata, profile)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="package folder to (re)write")
+    parser.add_argument("--rows", type=int, default=TRAINING_ROWS)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--version", default=MODEL_VERSION)
+    parser.add_argument("--joblib", type=Path, help="also save the scikit-learn pipeline here (for MLServer)")
+    args = parser.parse_args(argv)
+    package = build_package(args.out, args.rows, args.seed, args.version, args.joblib)
+    holdout = package.metadata.training["holdout"]
+    print(  # noqa: T201 (a command's result)
+        f"wrote {package.root}: {package.metadata.name} {package.metadata.version}, "
+        f"holdout accuracy {holdout['accuracy']}, AUC {holdout['roc_auc']}, sha256 {package.metadata.sha256[:12]}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
