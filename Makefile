@@ -15,21 +15,26 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
 
-.PHONY: help bootstrap test lint typecheck unit preview lock clean
+MLSERVER_VENV := .venv-mlserver
+SERVE_PORT ?= 8080
+
+.PHONY: help bootstrap test lint typecheck unit preview serve bench lock clean
 
 help:
 	@echo "make preview [STACK=dev]  offline preview: resource tree, cost, policy; writes build/STACK/"
 	@echo "make test                 ruff, mypy and every test"
+	@echo "make serve                the model service on http://127.0.0.1:$(SERVE_PORT) with the bundled example model"
+	@echo "make bench                service benchmark vs a bare FastAPI endpoint and MLServer (needs wrk, taskset)"
 	@echo "make lock                 re-pin requirements/dev.txt after changing pyproject.toml"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(BIN)/.bootstrapped: $(UV) pyproject.toml requirements/dev.txt
+$(BIN)/.bootstrapped: $(UV) pyproject.toml service/pyproject.toml requirements/dev.txt
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
 	$(UV) pip sync --quiet --python $(BIN)/python requirements/dev.txt
-	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable . --editable service
 	touch $@
 
 bootstrap: $(BIN)/.bootstrapped
@@ -49,10 +54,26 @@ test: lint typecheck unit
 preview: bootstrap
 	$(BIN)/mlstack preview $(STACK) --out build/$(STACK)
 
-# Pins the whole dependency tree as name==version lines: no lock file that records download addresses.
+serve: bootstrap
+	MLSTACK_HOST=127.0.0.1 MLSTACK_PORT=$(SERVE_PORT) $(BIN)/python -m mlstack_service
+
+$(MLSERVER_VENV)/.bootstrapped: $(UV) service/bench/requirements-mlserver.txt
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(MLSERVER_VENV)
+	$(UV) pip sync --quiet --python $(MLSERVER_VENV)/bin/python service/bench/requirements-mlserver.txt
+	touch $@
+
+bench: bootstrap $(MLSERVER_VENV)/.bootstrapped
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	cd service/bench && ../../$(BIN)/python run.py --mlserver-python ../../$(MLSERVER_VENV)/bin/python
+
+# Pins every dependency tree as name==version lines: no lock file that records download addresses.
+# requirements/dev.txt: the development environment; service/requirements-*.txt: the images (no Pulumi).
+COMPILE := $(UV) pip compile --quiet --python-version 3.11 --no-header --no-annotate
 lock: $(UV)
-	$(UV) pip compile --quiet --python-version 3.11 --extra dev --no-header --no-annotate \
-		--output-file requirements/dev.txt pyproject.toml
+	$(COMPILE) --extra dev --extra train --output-file requirements/dev.txt pyproject.toml service/pyproject.toml
+	$(COMPILE) --output-file service/requirements-cpu.txt service/pyproject.toml
+	sed 's/^onnxruntime==/onnxruntime-gpu==/' service/requirements-cpu.txt > service/requirements-gpu.txt
+	$(COMPILE) --output-file service/bench/requirements-mlserver.txt service/bench/requirements-mlserver.in
 
 clean:
-	rm -rf $(VENV) $(TOOLS) build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) $(MLSERVER_VENV) build .mypy_cache .ruff_cache .pytest_cache
