@@ -3,9 +3,18 @@
 import pulumi
 
 from infra.aws_provider import create_aws_provider
+from infra.compute.addons.cluster_autoscaler import ClusterAutoscaler
+from infra.compute.addons.nvidia_device_plugin import NvidiaDevicePlugin
+from infra.compute.ec2_host import Ec2Host
+from infra.compute.eks_addons import EksAddons
+from infra.compute.eks_cluster import EksCluster
+from infra.compute.node_pools import NodePools
 from infra.config import load_stack_config
 from infra.network.vpc import Network
+from infra.registry.ecr import ContainerRegistry
+from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
+from infra.storage.model_bucket import ModelBucket
 
 env = load_stack_config()
 aws_provider = create_aws_provider(env)
@@ -13,6 +22,9 @@ with_aws = pulumi.ResourceOptions(providers=[aws_provider])
 
 network = Network("network", env, opts=with_aws)
 security_groups = SecurityGroups("security", env, network, opts=with_aws)
+keys = EncryptionKeys("keys", env, opts=with_aws)
+registry = ContainerRegistry("registry", env, keys, opts=with_aws)
+bucket = ModelBucket("models", env, keys, opts=with_aws)
 
 pulumi.export("environment", env.name)
 pulumi.export("region", env.region)
@@ -22,3 +34,28 @@ pulumi.export("publicSubnetIds", network.public_subnet_ids)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("loadBalancerSecurityGroupId", security_groups.load_balancer_group_id)
 pulumi.export("workloadSecurityGroupId", security_groups.workload_group_id)
+pulumi.export("repositoryUrl", registry.repository_url)
+pulumi.export("modelBucketName", bucket.bucket_name)
+pulumi.export("modelUri", bucket.model_uri(env.config.service.model_name, env.config.service.model_version))
+
+if env.config.compute.mode == "ec2":
+    host = Ec2Host(
+        "host",
+        env,
+        network=network,
+        security_groups=security_groups,
+        registry=registry,
+        bucket=bucket,
+        keys=keys,
+        opts=with_aws,
+    )
+    pulumi.export("serviceUrl", host.service_url)
+    pulumi.export("autoScalingGroupName", host.auto_scaling_group_name)
+else:
+    cluster = EksCluster("eks", env, network, keys, opts=with_aws)
+    pools = NodePools("pools", env, cluster=cluster, network=network, security_groups=security_groups, opts=with_aws)
+    addons = EksAddons("eks-addons", env, cluster, list(pools.node_groups.values()), opts=with_aws)
+    NvidiaDevicePlugin.from_pools("nvidia-device-plugin", pools, cluster.provider, opts=with_aws)
+    ClusterAutoscaler("cluster-autoscaler", env, cluster, [addons], opts=with_aws)
+    pulumi.export("clusterName", cluster.name)
+    pulumi.export("kubeconfig", cluster.kubeconfig)

@@ -8,30 +8,60 @@ from typing import Any
 
 TIER_DEFAULTS: dict[str, dict[str, Any]] = {
     "dev": {
+        "protect": False,
         "network": {
             "azCount": 2,
             "natStrategy": "none",
             "flowLogs": {"enabled": False, "retentionDays": 30},
         },
-        "compute": {"mode": "ec2"},
+        "compute": {
+            "mode": "ec2",
+            "eks": {
+                "logRetentionDays": 30,
+                "cpuPool": {"instanceTypes": ["t3.large"], "minSize": 1, "maxSize": 2, "desiredSize": 1},
+                "gpuPool": {
+                    "enabled": False,
+                    "instanceTypes": ["g5.xlarge"],
+                    "minSize": 0,
+                    "maxSize": 1,
+                    "desiredSize": 0,
+                },
+            },
+        },
         "service": {"port": 8080},
     },
     "staging": {
+        "protect": False,
         "network": {
             "azCount": 2,
             "natStrategy": "single",
             "flowLogs": {"enabled": True, "retentionDays": 30},
         },
-        "compute": {"mode": "eks"},
+        "compute": {
+            "mode": "eks",
+            "eks": {
+                "logRetentionDays": 30,
+                "cpuPool": {"instanceTypes": ["m6i.large"], "minSize": 2, "maxSize": 4, "desiredSize": 2},
+                "gpuPool": {"instanceTypes": ["g5.xlarge", "g6.xlarge"], "minSize": 0, "maxSize": 1, "desiredSize": 0},
+            },
+        },
         "service": {"port": 8080},
     },
     "prod": {
+        "protect": True,
         "network": {
             "azCount": 3,
             "natStrategy": "per-az",
             "flowLogs": {"enabled": True, "retentionDays": 365},
         },
-        "compute": {"mode": "eks"},
+        "compute": {
+            "mode": "eks",
+            "eks": {
+                "logRetentionDays": 365,
+                "cpuPool": {"instanceTypes": ["m6i.xlarge"], "minSize": 3, "maxSize": 10, "desiredSize": 3},
+                "gpuPool": {"instanceTypes": ["g5.xlarge", "g6.xlarge"], "minSize": 1, "maxSize": 4, "desiredSize": 1},
+            },
+        },
         "service": {"port": 8080},
     },
 }

@@ -64,6 +64,7 @@ def parse_stack_config(stack: str, config: dict[str, Any]) -> Environment:
         shown = "missing" if tier is None else f"{tier!r} is not allowed"
         allowed = ", ".join(TIER_DEFAULTS)
         raise StackConfigError(f"{source}: {NAMESPACE}:tier: {shown}; choose one of {allowed}")
+    _check_compute_block(source, values)
     merged = with_tier_defaults(tier, values)
     try:
         stack_config = StackConfig.model_validate(merged)
@@ -71,6 +72,20 @@ def parse_stack_config(stack: str, config: dict[str, Any]) -> Environment:
         problems = "; ".join(_describe(detail) for detail in error.errors())
         raise StackConfigError(f"{source}: {problems}") from None
     return Environment(name=stack, region=region, config=stack_config)
+
+
+def _check_compute_block(source: str, values: dict[str, Any]) -> None:
+    """Settings for the compute mode not in use would be silently ignored: refuse them instead."""
+    compute = values.get("compute")
+    if not isinstance(compute, dict):
+        return
+    mode = compute.get("mode")
+    for block, wanted in (("eks", "eks"), ("ec2", "ec2")):
+        if block in compute and mode is not None and mode != wanted:
+            raise StackConfigError(
+                f"{source}: {NAMESPACE}:compute.{block}: set, but compute.mode is {mode!r}; "
+                f"remove it or set compute.mode to '{wanted}'"
+            )
 
 
 def _engine_config() -> dict[str, Any]:

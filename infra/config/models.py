@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from infra.network.cidr import SUBNET_MAX_PREFIX, VPC_MAX_PREFIX, VPC_MIN_PREFIX, plan_subnets
+from infra.versions import DEFAULT_KUBERNETES_VERSION, EKS_ADDON_VERSIONS
 
 Tier = Literal["dev", "staging", "prod"]
 NatStrategy = Literal["none", "single", "per-az"]
@@ -42,6 +43,7 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 MAX_AZ_COUNT = 6
+GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p4d", "p5")
 PROD_MIN_AZ_COUNT = 2
 TAG_VALUE_PATTERN = r"^[A-Za-z0-9 _.:/=+\-@]{1,256}$"
 
@@ -58,6 +60,13 @@ class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True)
 
 
+def check_log_retention(days: int) -> int:
+    if days not in LOG_RETENTION_DAYS:
+        allowed = ", ".join(str(d) for d in LOG_RETENTION_DAYS)
+        raise ValueError(f"CloudWatch Logs retention must be one of {allowed}")
+    return days
+
+
 class FlowLogsConfig(ConfigModel):
     """VPC flow logs, delivered to a CloudWatch log group."""
 
@@ -68,10 +77,7 @@ class FlowLogsConfig(ConfigModel):
     @field_validator("retention_days")
     @classmethod
     def _known_retention(cls, days: int) -> int:
-        if days not in LOG_RETENTION_DAYS:
-            allowed = ", ".join(str(d) for d in LOG_RETENTION_DAYS)
-            raise ValueError(f"CloudWatch Logs retention must be one of {allowed}")
-        return days
+        return check_log_retention(days)
 
 
 def _parse_vpc_cidr(value: object) -> ipaddress.IPv4Network:
@@ -129,16 +135,118 @@ class NetworkConfig(ConfigModel):
         return self
 
 
+class RegistryConfig(ConfigModel):
+    """The ECR repository for the service image."""
+
+    keep_tagged_images: Annotated[int, Field(ge=1, le=1000)] = 30
+    untagged_expiry_days: Annotated[int, Field(ge=1, le=365)] = 7
+
+
+class ModelBucketConfig(ConfigModel):
+    """The S3 bucket holding model packages."""
+
+    model_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*/$")] = "models/"
+    noncurrent_version_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 90
+
+
+class Ec2HostConfig(ConfigModel):
+    """The single host that runs the containers (compute.mode ec2)."""
+
+    instance_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")] = "t3.large"
+    root_volume_gb: Annotated[int, Field(ge=20, le=1000)] = 30
+
+
+CapacityType = Literal["ON_DEMAND", "SPOT"]
+ControlPlaneLog = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
+DEFAULT_CONTROL_PLANE_LOGS: tuple[ControlPlaneLog, ...] = ("api", "audit", "authenticator")
+
+
+class NodePoolConfig(ConfigModel):
+    """One EKS managed node group."""
+
+    instance_types: Annotated[list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]], Field(min_length=1)]
+    capacity_type: CapacityType = "ON_DEMAND"
+    min_size: Annotated[int, Field(ge=0, le=100)]
+    max_size: Annotated[int, Field(ge=1, le=100)]
+    desired_size: Annotated[int, Field(ge=0, le=100)]
+    disk_size_gb: Annotated[int, Field(ge=20, le=2000)] = 50
+
+    @model_validator(mode="after")
+    def _sizes_in_order(self) -> "NodePoolConfig":
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ConfigRuleError(
+                "desiredSize",
+                f"{self.desired_size} must lie between minSize {self.min_size} and maxSize {self.max_size}",
+            )
+        return self
+
+
+class GpuPoolConfig(NodePoolConfig):
+    """The GPU node group: NVIDIA AMI, tainted so only pods that ask for a GPU land there."""
+
+    enabled: bool = True
+    label: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+=[A-Za-z0-9._-]+$")] = "mlstack.io/accelerator=gpu"
+
+    @field_validator("instance_types")
+    @classmethod
+    def _gpu_families(cls, types: list[str]) -> list[str]:
+        wrong = [name for name in types if name.split(".")[0] not in GPU_FAMILIES]
+        if wrong:
+            raise ValueError(f"{wrong} are not GPU instance types; use the {'/'.join(GPU_FAMILIES)} families")
+        return types
+
+
+class EksConfig(ConfigModel):
+    """The EKS cluster (compute.mode eks)."""
+
+    version: Annotated[str, Field(pattern=r"^1\.\d{2}$")] = DEFAULT_KUBERNETES_VERSION
+    endpoint_public_access: bool = True
+    endpoint_private_access: bool = True
+    public_access_cidrs: Annotated[list[ipaddress.IPv4Network], Field(min_length=1)] = Field(
+        default_factory=lambda: [ipaddress.IPv4Network("0.0.0.0/0")]
+    )
+    admin_principal_arns: list[Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:.+$")]] = Field(
+        default_factory=list
+    )
+    log_types: list[ControlPlaneLog] = Field(default_factory=lambda: list(DEFAULT_CONTROL_PLANE_LOGS))
+    log_retention_days: int = 90
+    cpu_pool: NodePoolConfig
+    gpu_pool: GpuPoolConfig
+
+    @field_validator("version")
+    @classmethod
+    def _pinned_version(cls, version: str) -> str:
+        if version not in EKS_ADDON_VERSIONS:
+            raise ValueError(f"add-on versions are pinned only for Kubernetes {', '.join(EKS_ADDON_VERSIONS)}")
+        return version
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _known_retention(cls, days: int) -> int:
+        return check_log_retention(days)
+
+
 class ComputeConfig(ConfigModel):
     """Where the model service runs."""
 
     mode: ComputeMode
+    ec2: Ec2HostConfig = Field(default_factory=Ec2HostConfig)
+    eks: EksConfig | None = None
+
+    @model_validator(mode="after")
+    def _eks_settings_for_eks(self) -> "ComputeConfig":
+        if self.mode == "eks" and self.eks is None:
+            raise ConfigRuleError("eks", "compute.mode is 'eks' but the eks settings are missing")
+        return self
 
 
 class ServiceConfig(ConfigModel):
-    """The model service as the network sees it."""
+    """The model service: its port, the image tag it runs and the model package it serves."""
 
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    image_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")] = "0.1.0"
+    model_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")] = "loan-approval"
+    model_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "1.0.0"
 
 
 class StackConfig(ConfigModel):
@@ -148,7 +256,10 @@ class StackConfig(ConfigModel):
     owner: Annotated[str, Field(pattern=TAG_VALUE_PATTERN)]
     cost_center: Annotated[str, Field(pattern=TAG_VALUE_PATTERN)]
     extra_tags: dict[str, str] = Field(default_factory=dict)
+    protect: bool
     network: NetworkConfig
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    model_bucket: ModelBucketConfig = Field(default_factory=ModelBucketConfig)
     compute: ComputeConfig
     service: ServiceConfig
 
@@ -159,6 +270,10 @@ class StackConfig(ConfigModel):
                 "network.natStrategy",
                 "'none' leaves the private subnets without egress, but EKS nodes run "
                 "there and must pull images and reach the API; use 'single' or 'per-az'",
+            )
+        if self.compute.mode == "ec2" and self.network.az_count < 2:
+            raise ConfigRuleError(
+                "network.azCount", "the EC2 host sits behind an Application Load Balancer, which needs 2 AZs"
             )
         if self.tier == "prod" and self.network.az_count < PROD_MIN_AZ_COUNT:
             raise ConfigRuleError(

@@ -37,6 +37,9 @@ class RecordedResource:
     provider: str | None
     inputs: dict[str, Any]
     id: str | None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    protect: bool = False
+    retain_on_delete: bool = False
 
 
 @dataclass
@@ -48,6 +51,7 @@ class StackRun:
     resources: list[RecordedResource]
     outputs: dict[str, Any]
     invented: set[str] = field(default_factory=set)
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def of_type(self, type_token: str) -> list[RecordedResource]:
         return [resource for resource in self.resources if resource.type == type_token]
@@ -101,6 +105,9 @@ class RecordingMonitor(MockMonitor):
                 provider=request.provider or None,
                 inputs=inputs,
                 id=response.id or None,
+                outputs=self.resources[response.urn].state if response.urn in self.resources else {},
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
             )
         )
         return response
@@ -131,7 +138,14 @@ def run_program(stack: str, config: dict[str, Any], secret_keys: list[str] | Non
         pulumi.runtime.set_all_config({}, [])
         asyncio.set_event_loop(None)
         loop.close()
-    return StackRun(project=PROJECT, stack=stack, resources=monitor.recorded, outputs=outputs, invented=cloud.invented)
+    return StackRun(
+        project=PROJECT,
+        stack=stack,
+        resources=monitor.recorded,
+        outputs=outputs,
+        invented=cloud.invented,
+        invokes=cloud.invokes,
+    )
 
 
 def _abandon_outstanding_work(loop: asyncio.AbstractEventLoop) -> None:

@@ -21,6 +21,8 @@ ZONE_COUNTS = {
     "ap-southeast-1": 3,
 }
 DEFAULT_ZONE_COUNT = 3
+# Types whose physical name Pulumi derives from the logical one when the program sets none.
+AUTONAMED = ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile")
 # Prefixes AWS uses for resource ids, so invented ids read like real ones in the plan.
 ID_PREFIXES = {
     "aws:ec2/vpc:Vpc": "vpc",
@@ -44,11 +46,13 @@ class FakeCloud(pulumi.runtime.Mocks):
     def __init__(self, region: str) -> None:
         self.region = region
         self.invented: set[str] = set()
+        self.invokes: list[tuple[str, dict[str, Any]]] = []
         self._invokes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._availability_zones,
             "aws:index/getCallerIdentity:getCallerIdentity": self._caller_identity,
             "aws:index/getRegion:getRegion": lambda _: {"name": self.region, "region": self.region},
             "aws:index/getPartition:getPartition": lambda _: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
+            "aws:ssm/getParameter:getParameter": self._ssm_parameter,
         }
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -62,6 +66,7 @@ class FakeCloud(pulumi.runtime.Mocks):
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        self.invokes.append((args.token, dict(args.args)))
         answer = self._invokes.get(args.token)
         if answer is None:
             raise NotImplementedError(f"the offline preview cannot answer the invoke {args.token}; teach FakeCloud how")
@@ -73,10 +78,50 @@ class FakeCloud(pulumi.runtime.Mocks):
             return {}
         service = args.typ.split(":")[1].split("/")[0]
         computed = {"arn": self._arn(args, service)}
-        if args.typ == "aws:ec2/eip:Eip":
-            computed["allocationId"] = self._invent(args.typ, args.name, "eipalloc")
-            computed["publicIp"] = "203.0.113.10"
+        computed |= self._type_specific(args)
         return computed
+
+    def _type_specific(self, args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
+        """The outputs of each type that the program reads back, in the shape the provider returns them."""
+        typ, name = args.typ, args.name
+        if typ in AUTONAMED and "name" not in args.inputs:
+            # The engine autonames these (logical name plus a random suffix) before anything is created.
+            return {"name": f"{name}-{hashlib.sha256(name.encode()).hexdigest()[:7]}"}
+        if typ == "aws:ec2/eip:Eip":
+            return {"allocationId": self._invent(typ, name, "eipalloc"), "publicIp": "203.0.113.10"}
+        if typ == "aws:ecr/repository:Repository":
+            registry = f"{FAKE_ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com"
+            return {"repositoryUrl": self._remember(f"{registry}/{args.inputs['name']}")}
+        if typ == "aws:s3/bucket:Bucket":
+            bucket = args.inputs.get("bucket") or self._invent(
+                typ, name, args.inputs.get("bucketPrefix", "bucket").rstrip("-")
+            )
+            return {"bucket": bucket, "id": bucket, "arn": self._remember(f"arn:aws:s3:::{bucket}")}
+        if typ == "aws:kms/key:Key":
+            return {"keyId": self._invent(typ, name, "key")}
+        if typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            return {"latestVersion": 1}
+        if typ == "aws:lb/loadBalancer:LoadBalancer":
+            return {"dnsName": self._remember(f"{self._invent(typ, name, 'alb')}.{self.region}.elb.amazonaws.com")}
+        if typ == "aws:autoscaling/group:Group":
+            return {"name": self._invent(typ, name, "asg")}
+        if typ == "aws:eks/cluster:Cluster":
+            return {
+                "endpoint": self._remember(
+                    f"https://{self._invent(typ, name, 'eks')}.gr7.{self.region}.eks.amazonaws.com"
+                ),
+                "certificateAuthority": {"data": self._remember("LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==")},
+                "vpcConfig": {
+                    **args.inputs.get("vpcConfig", {}),
+                    "clusterSecurityGroupId": self._invent(typ, name, "sg"),
+                },
+            }
+        if typ == "aws:eks/nodeGroup:NodeGroup":
+            return {
+                "nodeGroupName": self._invent(typ, name, "nodegroup"),
+                "resources": [{"autoscalingGroups": [{"name": self._invent(typ, name, "eks-asg")}]}],
+            }
+        return {}
 
     def _arn(self, args: pulumi.runtime.MockResourceArgs, service: str) -> str:
         kind = args.typ.split(":")[-1].lower()
@@ -99,6 +144,11 @@ class FakeCloud(pulumi.runtime.Mocks):
             "zoneIds": [f"{self.region.replace('-', '')[:4]}-az{i + 1}" for i in range(count)],
             "id": self.region,
         }
+
+    def _ssm_parameter(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Public SSM parameters (AMI aliases) resolve to an id only AWS knows."""
+        name = args["name"]
+        return {"name": name, "value": self._invent("aws:ssm/getParameter", name, "ami"), "type": "String", "id": name}
 
     def _caller_identity(self, _: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -109,6 +109,28 @@ def test_structured_values_arrive_as_json_text_like_from_the_cli() -> None:
         ("prod", "mlstack:service.port", 80, "mlstack:service.port: 80 is not allowed: must be from 1024 to 65535"),
         ("prod", "mlstack:owner", "", "mlstack:owner: '' is not allowed"),
         ("prod", "mlstack:extraTags", {"owner": "someone"}, "mlstack:extraTags: ['owner'] are set by mlstack itself"),
+        (
+            "staging",
+            "mlstack:compute.eks.gpuPool.instanceTypes",
+            ["m6i.large"],
+            "['m6i.large'] are not GPU instance types",
+        ),
+        ("staging", "mlstack:compute.eks.version", "1.29", "add-on versions are pinned only for Kubernetes 1.33"),
+        ("staging", "mlstack:compute.eks.cpuPool.capacityType", "spot", "input should be 'ON_DEMAND' or 'SPOT'"),
+        (
+            "staging",
+            "mlstack:compute.eks.cpuPool.desiredSize",
+            9,
+            "mlstack:compute.eks.cpuPool.desiredSize: 9 must lie between minSize 2 and maxSize 4",
+        ),
+        ("dev", "mlstack:compute.eks", {"version": "1.33"}, "mlstack:compute.eks: set, but compute.mode is 'ec2'"),
+        ("dev", "mlstack:network.azCount", 1, "Application Load Balancer, which needs 2 AZs"),
+        (
+            "prod",
+            "mlstack:compute.eks.adminPrincipalArns",
+            ["alice"],
+            "mlstack:compute.eks.adminPrincipalArns[0]: 'alice'",
+        ),
         # Cross-field rules name the key to change.
         ("prod", "mlstack:network.azCount", 1, "mlstack:network.azCount: tier 'prod' needs at least 2 availability"),
         ("staging", "mlstack:network.natStrategy", "none", "mlstack:network.natStrategy: 'none' leaves the private"),

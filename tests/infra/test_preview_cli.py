@@ -59,6 +59,17 @@ def test_make_preview_prod_prints_the_tree_and_writes_the_plan() -> None:
         "└─ network  mlstack:network:Network" in result.stdout or "├─ network  mlstack:network:Network" in result.stdout
     )
     assert "network-nat-3  aws:ec2.NatGateway" in result.stdout
+    for listed in (
+        "registry-model-service  aws:ecr.Repository",
+        "models-bucket  aws:s3.Bucket",
+        "eks-cluster  aws:eks.Cluster",
+        "pools-cpu  aws:eks.NodeGroup",
+        "pools-gpu  aws:eks.NodeGroup",
+        "nvidia-device-plugin-release  kubernetes:helm.sh.Release",
+        "cluster-autoscaler-release  kubernetes:helm.sh.Release",
+        "eks-addons-vpc-cni  aws:eks.Addon",
+    ):
+        assert listed in result.stdout, listed
     plan = _plan(REPO_ROOT / "build" / "prod")
     assert plan["stack"] == "prod"
     assert _private_subnet_zones(plan) == ["us-east-1a", "us-east-1b", "us-east-1c"]

@@ -1,6 +1,7 @@
 """The project's own contracts: Pulumi.yaml, the program's independence from the preview, the README."""
 
 import ast
+import typing
 from pathlib import Path
 
 import yaml
@@ -46,8 +47,9 @@ def _config_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     for name, field in model.model_fields.items():
         key = f"{prefix}{field.alias or name}"
         keys.append(key)
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            keys += _config_keys(field.annotation, f"{key}.")
+        for candidate in (field.annotation, *typing.get_args(field.annotation)):  # X | None too
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                keys += _config_keys(candidate, f"{key}.")
     return keys
 
 

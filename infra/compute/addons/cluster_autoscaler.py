@@ -1,0 +1,100 @@
+"""Cluster Autoscaler (Helm, pinned) with its own IAM role through EKS Pod Identity.
+
+Chosen over Karpenter: the pools stay EKS managed node groups whose sizes sit in the stack file, the preview
+and the cost estimate; Karpenter would bring its own CRDs, an interruption queue and nodes outside them.
+"""
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.compute.addons.helm import pinned_release
+from infra.compute.eks_cluster import EksCluster
+from infra.config import Environment
+from infra.security.iam import pod_identity_trust_policy, policy_document
+from infra.versions import CLUSTER_AUTOSCALER_CHART, CLUSTER_AUTOSCALER_IMAGE_TAGS
+
+NAMESPACE = "kube-system"
+SERVICE_ACCOUNT = "cluster-autoscaler"
+READ_ACTIONS = [
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeLaunchConfigurations",
+    "autoscaling:DescribeScalingActivities",
+    "autoscaling:DescribeTags",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:GetInstanceTypesFromInstanceRequirements",
+    "eks:DescribeNodegroup",
+]
+SCALE_ACTIONS = ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]
+
+
+def autoscaler_policy_statements(cluster_name: str) -> list[dict[str, object]]:
+    """Read anything; change only the ASGs EKS tagged as this cluster's."""
+    return [
+        {"Effect": "Allow", "Action": READ_ACTIONS, "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": SCALE_ACTIONS,
+            "Resource": "*",
+            "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}},
+        },
+    ]
+
+
+def autoscaler_values(cluster_name: str, region: str, kubernetes_version: str) -> dict[str, object]:
+    return {
+        "cloudProvider": "aws",
+        "awsRegion": region,
+        "autoDiscovery": {"clusterName": cluster_name},
+        "image": {"tag": CLUSTER_AUTOSCALER_IMAGE_TAGS[kubernetes_version]},
+        "rbac": {"serviceAccount": {"create": True, "name": SERVICE_ACCOUNT}},
+        "extraArgs": {
+            "balance-similar-node-groups": True,
+            "skip-nodes-with-system-pods": False,
+            "expander": "least-waste",
+        },
+        "priorityClassName": "system-cluster-critical",
+    }
+
+
+class ClusterAutoscaler(pulumi.ComponentResource):
+    """The IAM role, its Pod Identity association and the Helm release."""
+
+    def __init__(
+        self,
+        name: str,
+        env: Environment,
+        cluster: EksCluster,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:compute:ClusterAutoscaler", name, None, opts)
+        eks = env.config.compute.eks
+        assert eks is not None
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{name}-role", assume_role_policy=pod_identity_trust_policy(), opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-policy",
+            role=role.id,
+            policy=policy_document(autoscaler_policy_statements(env.cluster_name)),
+            opts=child,
+        )
+        association = aws.eks.PodIdentityAssociation(
+            f"{name}-pod-identity",
+            cluster_name=cluster.name,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
+            role_arn=role.arn,
+            opts=child,
+        )
+        pinned_release(
+            f"{name}-release",
+            release_name="cluster-autoscaler",
+            chart=CLUSTER_AUTOSCALER_CHART,
+            namespace=NAMESPACE,
+            values=autoscaler_values(env.cluster_name, env.region, eks.version),
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[association, *depends_on]),
+        )
+        self.register_outputs({})

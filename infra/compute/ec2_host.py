@@ -1,0 +1,255 @@
+"""The dev compute: one EC2 host running the repository's compose file, behind an Application Load Balancer.
+
+An Auto Scaling group of one replaces a failed host; the load balancer gives it a stable address and health
+checks on the service's ready route.
+"""
+
+import base64
+import json
+import string
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import Environment
+from infra.network.vpc import Network
+from infra.registry.ecr import ContainerRegistry
+from infra.security.iam import attach_managed_policies, policy_document, trust_policy
+from infra.security.kms import EncryptionKeys
+from infra.security.security_groups import SecurityGroups
+from infra.storage.model_bucket import ModelBucket
+from infra.versions import AL2023_AMI_SSM_PARAMETER, DOCKER_COMPOSE_VERSION
+
+USER_DATA_TEMPLATE = Path(__file__).with_name("host_user_data.sh")
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "compose.yaml"
+HOST_MANAGED_POLICIES = ("AmazonSSMManagedInstanceCore", "CloudWatchAgentServerPolicy")
+READY_PATH = "/v2/health/ready"
+# Containers reach IMDS through the docker bridge: one hop more than the host itself.
+CONTAINER_IMDS_HOP_LIMIT = 2
+ECR_PULL_ACTIONS = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+
+
+def cloudwatch_agent_config(log_group: str) -> str:
+    """Host memory and disk metrics, and the containers' logs, into CloudWatch."""
+    return json.dumps(
+        {
+            "metrics": {
+                "namespace": "mlstack/host",
+                "metrics_collected": {
+                    "mem": {"measurement": ["mem_used_percent"]},
+                    "disk": {"measurement": ["used_percent"], "resources": ["/"]},
+                },
+            },
+            "logs": {
+                "logs_collected": {
+                    "files": {
+                        "collect_list": [
+                            {
+                                "file_path": "/var/lib/docker/containers/*/*.log",
+                                "log_group_name": log_group,
+                                "log_stream_name": "{instance_id}",
+                            }
+                        ]
+                    }
+                }
+            },
+        },
+        indent=2,
+    )
+
+
+def render_user_data(*, image: str, model_uri: str, region: str, log_group: str) -> str:
+    registry_host = image.split("/", 1)[0]
+    return string.Template(USER_DATA_TEMPLATE.read_text()).substitute(
+        compose_version=DOCKER_COMPOSE_VERSION,
+        registry_host=registry_host,
+        cloudwatch_agent_config=cloudwatch_agent_config(log_group),
+        compose_file=COMPOSE_FILE.read_text().rstrip(),
+        image=image,
+        model_uri=model_uri,
+        region=region,
+    )
+
+
+class Ec2Host(pulumi.ComponentResource):
+    """Launch template, instance profile, Auto Scaling group of one, and the load balancer in front."""
+
+    service_url: pulumi.Output[str]
+    auto_scaling_group_name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        env: Environment,
+        *,
+        network: Network,
+        security_groups: SecurityGroups,
+        registry: ContainerRegistry,
+        bucket: ModelBucket,
+        keys: EncryptionKeys,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:compute:Ec2Host", name, None, opts)
+        self._name = name
+        self._env = env
+        self._child = pulumi.ResourceOptions(parent=self)
+        # Without NAT the host needs a public address (behind the workload security group) to reach ECR and S3.
+        self._public = env.config.network.nat_strategy == "none"
+        subnets = network.public_subnet_ids if self._public else network.private_subnet_ids
+
+        log_group = self._create_log_group()
+        profile = self._create_instance_profile(registry, bucket, keys)
+        template = self._create_launch_template(profile, security_groups, registry, bucket, log_group)
+        target_group = self._create_load_balancer(network, security_groups)
+        group = aws.autoscaling.Group(
+            f"{name}-asg",
+            min_size=1,
+            max_size=1,
+            desired_capacity=1,
+            vpc_zone_identifiers=subnets,
+            launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            target_group_arns=[target_group.arn],
+            health_check_type="ELB",
+            health_check_grace_period=300,
+            # A new launch template version (new AMI, new image tag) replaces the host.
+            instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
+                strategy="Rolling",
+                preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(min_healthy_percentage=0),
+            ),
+            tags=[aws.autoscaling.GroupTagArgs(key="Name", value=f"{env.prefix}-host", propagate_at_launch=True)],
+            opts=self._child,
+        )
+        self.auto_scaling_group_name = group.name
+        self.register_outputs({"serviceUrl": self.service_url, "autoScalingGroupName": self.auto_scaling_group_name})
+
+    def _create_log_group(self) -> aws.cloudwatch.LogGroup:
+        """Where the CloudWatch agent ships the containers' logs."""
+        return aws.cloudwatch.LogGroup(
+            f"{self._name}-logs",
+            name=f"/{self._env.prefix}/host",
+            retention_in_days=30,
+            opts=self._child,
+        )
+
+    def _create_instance_profile(
+        self, registry: ContainerRegistry, bucket: ModelBucket, keys: EncryptionKeys
+    ) -> aws.iam.InstanceProfile:
+        """Pull this repository's images, read this bucket's model prefix, SSM and the CloudWatch agent."""
+        role = aws.iam.Role(
+            f"{self._name}-role",
+            assume_role_policy=trust_policy("ec2.amazonaws.com"),
+            opts=self._child,
+        )
+        attach_managed_policies(self._name, role, HOST_MANAGED_POLICIES, self._child)
+        aws.iam.RolePolicy(
+            f"{self._name}-pull-and-read-models",
+            role=role.id,
+            policy=policy_document(
+                [
+                    # GetAuthorizationToken has no resource-level permissions; the pulls below are scoped.
+                    {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+                    {"Effect": "Allow", "Action": ECR_PULL_ACTIONS, "Resource": registry.repository_arn},
+                    *bucket.read_models_statements(keys.models.arn),
+                ]
+            ),
+            opts=self._child,
+        )
+        return aws.iam.InstanceProfile(f"{self._name}-profile", role=role.name, opts=self._child)
+
+    def _create_launch_template(
+        self,
+        profile: aws.iam.InstanceProfile,
+        security_groups: SecurityGroups,
+        registry: ContainerRegistry,
+        bucket: ModelBucket,
+        log_group: aws.cloudwatch.LogGroup,
+    ) -> aws.ec2.LaunchTemplate:
+        """AL2023 from its SSM parameter, IMDSv2 only, encrypted gp3 root, no key pair."""
+        ami = aws.ssm.get_parameter_output(name=AL2023_AMI_SSM_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self))
+        service = self._env.config.service
+        image = pulumi.Output.concat(registry.repository_url, ":", service.image_tag)
+        user_data = pulumi.Output.all(
+            image, bucket.model_uri(service.model_name, service.model_version), log_group.name
+        ).apply(
+            lambda values: base64.b64encode(
+                render_user_data(
+                    image=values[0], model_uri=values[1], region=self._env.region, log_group=values[2]
+                ).encode()
+            ).decode()
+        )
+        return aws.ec2.LaunchTemplate(
+            f"{self._name}-launch-template",
+            image_id=ami.value,
+            instance_type=self._env.config.compute.ec2.instance_type,
+            iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=CONTAINER_IMDS_HOP_LIMIT
+            ),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/xvda",
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=self._env.config.compute.ec2.root_volume_gb,
+                        volume_type="gp3",
+                        encrypted="true",
+                        delete_on_termination="true",
+                    ),
+                )
+            ],
+            network_interfaces=[
+                aws.ec2.LaunchTemplateNetworkInterfaceArgs(
+                    associate_public_ip_address=str(self._public).lower(),
+                    security_groups=[security_groups.workload_group_id],
+                )
+            ],
+            user_data=user_data,
+            update_default_version=True,
+            tag_specifications=[
+                aws.ec2.LaunchTemplateTagSpecificationArgs(
+                    resource_type="instance", tags={"Name": f"{self._env.prefix}-host"}
+                ),
+                aws.ec2.LaunchTemplateTagSpecificationArgs(
+                    resource_type="volume", tags={"Name": f"{self._env.prefix}-host"}
+                ),
+            ],
+            opts=self._child,
+        )
+
+    def _create_load_balancer(self, network: Network, security_groups: SecurityGroups) -> aws.lb.TargetGroup:
+        """An internet-facing ALB on port 80, admitting only the allowed CIDRs (its security group)."""
+        protect = self._env.config.protect
+        balancer = aws.lb.LoadBalancer(
+            f"{self._name}-alb",
+            load_balancer_type="application",
+            internal=False,
+            security_groups=[security_groups.load_balancer_group_id],
+            subnets=network.public_subnet_ids,
+            drop_invalid_header_fields=True,
+            enable_deletion_protection=protect,
+            opts=self._child,
+        )
+        target_group = aws.lb.TargetGroup(
+            f"{self._name}-tg",
+            port=self._env.config.service.port,
+            protocol="HTTP",
+            target_type="instance",
+            vpc_id=network.vpc_id,
+            deregistration_delay=30,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                path=READY_PATH, matcher="200", interval=10, healthy_threshold=2, unhealthy_threshold=3
+            ),
+            opts=self._child,
+        )
+        aws.lb.Listener(
+            f"{self._name}-http",
+            load_balancer_arn=balancer.arn,
+            port=80,
+            protocol="HTTP",
+            default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)],
+            opts=self._child,
+        )
+        self.service_url = pulumi.Output.concat("http://", balancer.dns_name)
+        return target_group

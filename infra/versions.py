@@ -1,0 +1,33 @@
+"""Every version that deploys, in one place. Bump here, preview, review, apply.
+
+EKS add-on versions are per Kubernetes minor; confirm a bump with
+`aws eks describe-addon-versions --kubernetes-version <minor> --addon-name <name>`.
+"""
+
+DEFAULT_KUBERNETES_VERSION = "1.33"
+
+# EKS managed add-ons, by Kubernetes minor version.
+EKS_ADDON_VERSIONS: dict[str, dict[str, str]] = {
+    "1.33": {
+        "vpc-cni": "v1.19.5-eksbuild.1",
+        "coredns": "v1.12.1-eksbuild.2",
+        "kube-proxy": "v1.33.0-eksbuild.2",
+        "aws-ebs-csi-driver": "v1.48.0-eksbuild.1",
+        "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
+    },
+}
+
+# Helm charts: (repository, chart, version).
+NVIDIA_DEVICE_PLUGIN_CHART = ("https://nvidia.github.io/k8s-device-plugin", "nvidia-device-plugin", "0.17.1")
+CLUSTER_AUTOSCALER_CHART = ("https://kubernetes.github.io/autoscaler", "cluster-autoscaler", "9.50.1")
+# Cluster Autoscaler's minor version must match the cluster's.
+CLUSTER_AUTOSCALER_IMAGE_TAGS = {"1.33": "v1.33.0"}
+
+# The EC2 host: Amazon Linux 2023 resolved through its public SSM parameter, never a hard-coded AMI id.
+AL2023_AMI_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+# Docker Compose v2 plugin for the host (Amazon Linux 2023 packages Docker but not the compose plugin).
+DOCKER_COMPOSE_VERSION = "v2.39.2"
+
+# EKS managed node group AMI types.
+CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
+GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
