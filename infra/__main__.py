@@ -15,6 +15,9 @@ from infra.registry.ecr import ContainerRegistry
 from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
 from infra.storage.model_bucket import ModelBucket
+from infra.workloads.batch_cronjob import BatchScoring
+from infra.workloads.load_balancer_controller import LoadBalancerController
+from infra.workloads.model_service import ModelService
 
 env = load_stack_config()
 aws_provider = create_aws_provider(env)
@@ -57,5 +60,24 @@ else:
     addons = EksAddons("eks-addons", env, cluster, list(pools.node_groups.values()), opts=with_aws)
     NvidiaDevicePlugin.from_pools("nvidia-device-plugin", pools, cluster.provider, opts=with_aws)
     ClusterAutoscaler("cluster-autoscaler", env, cluster, [addons], opts=with_aws)
+    controller = LoadBalancerController(
+        "lb-controller", env, cluster=cluster, network=network, depends_on=[addons], opts=with_aws
+    )
+    service = ModelService(
+        "model-service",
+        env,
+        cluster=cluster,
+        pools=pools,
+        registry=registry,
+        bucket=bucket,
+        keys=keys,
+        security_groups=security_groups,
+        depends_on=[addons, controller],
+        opts=with_aws,
+    )
+    if env.config.batch.enabled:
+        BatchScoring("batch", env, service=service, registry=registry, bucket=bucket, keys=keys, opts=with_aws)
     pulumi.export("clusterName", cluster.name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("serviceUrl", service.service_url)
+    pulumi.export("releaseTracks", {track.name: track.weight for track in service.tracks})

@@ -31,3 +31,8 @@ DOCKER_COMPOSE_VERSION = "v2.39.2"
 # EKS managed node group AMI types.
 CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
+
+# AWS Load Balancer Controller: the chart and the controller share their minor version.
+AWS_LOAD_BALANCER_CONTROLLER_CHART = ("https://aws.github.io/eks-charts", "aws-load-balancer-controller", "1.13.3")
+# Scales an idle blue-green colour down after its delay (kubectl, matching the cluster's minor).
+KUBECTL_IMAGE = "docker.io/bitnami/kubectl:1.33"

@@ -29,6 +29,8 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
             },
         },
         "service": {"port": 8080},
+        "release": {"strategy": "rolling", "replicas": 1, "maxReplicas": 2},
+        "batch": {"enabled": False},
     },
     "staging": {
         "protect": False,
@@ -46,6 +48,7 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
             },
         },
         "service": {"port": 8080},
+        "release": {"strategy": "blue-green", "replicas": 2, "maxReplicas": 4},
     },
     "prod": {
         "protect": True,
@@ -63,6 +66,7 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
             },
         },
         "service": {"port": 8080},
+        "release": {"strategy": "canary", "replicas": 3, "maxReplicas": 12},
     },
 }
 

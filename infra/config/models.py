@@ -249,6 +249,97 @@ class ServiceConfig(ConfigModel):
     model_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "1.0.0"
 
 
+Color = Literal["blue", "green"]
+ReleaseStrategy = Literal["rolling", "blue-green", "canary"]
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Mi|Gi)?$"
+
+
+class ReleaseVersion(ConfigModel):
+    """What one track of the service runs: an image tag and a model package version."""
+
+    image_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")]
+    model_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class BlueGreenConfig(ConfigModel):
+    """Two colours; traffic follows activeColor; the idle one scales down after a delay or stays warm."""
+
+    active_color: Color = "blue"
+    blue: ReleaseVersion
+    green: ReleaseVersion
+    idle: Literal["scale-down", "warm"] = "scale-down"
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86_400)] = 600
+
+
+class CanaryConfig(ConfigModel):
+    """A canary beside the stable track (service.imageTag / modelVersion), taking `weight` percent."""
+
+    weight: Annotated[int, Field(ge=0, le=100)] = 0
+    version: ReleaseVersion | None = None
+
+    @model_validator(mode="after")
+    def _version_when_weighted(self) -> "CanaryConfig":
+        if self.weight > 0 and self.version is None:
+            raise ConfigRuleError(
+                "version", "a canary with weight > 0 needs the version it runs (imageTag, modelVersion)"
+            )
+        return self
+
+
+class ResourcesConfig(ConfigModel):
+    cpu_request: Annotated[str, Field(pattern=QUANTITY)] = "500m"
+    cpu_limit: Annotated[str, Field(pattern=QUANTITY)] = "1"
+    memory_request: Annotated[str, Field(pattern=QUANTITY)] = "512Mi"
+    memory_limit: Annotated[str, Field(pattern=QUANTITY)] = "1Gi"
+
+
+class ReleaseConfig(ConfigModel):
+    """How the service runs on Kubernetes and how new versions reach traffic."""
+
+    strategy: ReleaseStrategy
+    replicas: Annotated[int, Field(ge=1, le=100)]
+    max_replicas: Annotated[int, Field(ge=1, le=200)]
+    target_cpu_utilization: Annotated[int, Field(ge=10, le=100)] = 70
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    blue_green: BlueGreenConfig | None = None
+    canary: CanaryConfig | None = None
+
+    @model_validator(mode="after")
+    def _strategy_settings(self) -> "ReleaseConfig":
+        if self.max_replicas < self.replicas:
+            raise ConfigRuleError("maxReplicas", f"{self.max_replicas} is below replicas {self.replicas}")
+        if self.strategy == "blue-green" and self.blue_green is None:
+            raise ConfigRuleError("blueGreen", "strategy 'blue-green' needs blueGreen.blue and blueGreen.green")
+        for block, strategy in (("blueGreen", "blue-green"), ("canary", "canary")):
+            if (
+                getattr(self, "blue_green" if block == "blueGreen" else "canary") is not None
+                and self.strategy != strategy
+            ):
+                raise ConfigRuleError(
+                    block, f"set, but release.strategy is {self.strategy!r}; remove it or use '{strategy}'"
+                )
+        return self
+
+
+class IngressConfig(ConfigModel):
+    """The ALB in front of the service on EKS."""
+
+    scheme: Literal["internet-facing", "internal"] = "internet-facing"
+    certificate_arn: Annotated[str | None, Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/.+$")] = (
+        None
+    )
+
+
+class BatchConfig(ConfigModel):
+    """The scheduled batch scoring job on EKS."""
+
+    enabled: bool = True
+    schedule: Annotated[str, Field(pattern=r"^(\S+\s+){4}\S+$")] = "0 3 * * *"
+    input_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*/$")] = "batch/input/"
+    output_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*/$")] = "batch/output/"
+
+
 class StackConfig(ConfigModel):
     """Everything under the `mlstack:` namespace of one stack file."""
 
@@ -262,6 +353,9 @@ class StackConfig(ConfigModel):
     model_bucket: ModelBucketConfig = Field(default_factory=ModelBucketConfig)
     compute: ComputeConfig
     service: ServiceConfig
+    release: ReleaseConfig
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "StackConfig":
@@ -280,6 +374,10 @@ class StackConfig(ConfigModel):
                 "network.azCount",
                 f"tier 'prod' needs at least {PROD_MIN_AZ_COUNT} availability zones to survive losing one",
             )
+        if self.release.accelerator == "gpu" and (self.compute.eks is None or not self.compute.eks.gpu_pool.enabled):
+            raise ConfigRuleError("release.accelerator", "'gpu' needs compute.eks.gpuPool.enabled: true")
+        if self.tier == "prod" and self.release.replicas < 2:
+            raise ConfigRuleError("release.replicas", "prod runs at least 2 replicas so one can be lost or replaced")
         reserved = {"project", "environment", "managed-by", "owner", "cost-center"} & set(self.extra_tags)
         if reserved:
             raise ConfigRuleError("extraTags", f"{sorted(reserved)} are set by mlstack itself; remove them")

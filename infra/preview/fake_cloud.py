@@ -73,7 +73,11 @@ class FakeCloud(pulumi.runtime.Mocks):
         return answer(args.args)
 
     def _computed(self, args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
-        """Attributes AWS computes on create that the program reads back."""
+        """Attributes AWS (or a controller in the cluster) computes on create that the program reads back."""
+        if args.typ == "kubernetes:networking.k8s.io/v1:Ingress":
+            # The AWS Load Balancer Controller publishes the ALB's name in the Ingress status.
+            hostname = f"k8s-{self._invent(args.typ, args.name, 'alb')}.{self.region}.elb.amazonaws.com"
+            return {"status": {"loadBalancer": {"ingress": [{"hostname": self._remember(hostname)}]}}}
         if not args.typ.startswith("aws:"):
             return {}
         service = args.typ.split(":")[1].split("/")[0]

@@ -11,6 +11,7 @@ from pulumi.runtime import rpc
 from infra.preview.engine import SECRET, UNKNOWN, RecordedResource, StackRun
 
 PLAN_VERSION = 1
+MANIFEST_HEAD = ("apiVersion", "kind", "metadata", "spec")
 # Types that are not objects in a cluster even though the Kubernetes provider registers them.
 NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:kubernetes")
 
@@ -33,7 +34,8 @@ class PlanRenderer:
             # The engine's wire format carries every number as a double; ports and counts are integers.
             return int(value)
         if isinstance(value, dict):
-            return {key: self.value(item) for key, item in value.items()}
+            # The engine's maps are unordered; sorted keys make plans and manifests diff cleanly.
+            return {key: self.value(value[key]) for key in sorted(value)}
         if isinstance(value, list | tuple):
             return [self.value(item) for item in value]
         return value
@@ -76,7 +78,7 @@ def build_plan(run: StackRun) -> dict[str, Any]:
 def kubernetes_manifests(run: StackRun) -> list[RecordedResource]:
     return [
         resource
-        for resource in run.resources
+        for resource in run.in_tree_order()
         if resource.type.startswith("kubernetes:") and not resource.type.startswith(NOT_MANIFESTS)
     ]
 
@@ -93,7 +95,9 @@ def write_plan(run: StackRun, plan: dict[str, Any], out_dir: Path) -> Path:
     renderer = PlanRenderer(run.invented)
     for index, resource in enumerate(kubernetes_manifests(run), start=1):
         kind = resource.type.rsplit(":", 1)[-1]
-        manifest = renderer.value(resource.inputs)
+        rendered = renderer.value(resource.inputs)
+        manifest = {key: rendered[key] for key in MANIFEST_HEAD if key in rendered}
+        manifest |= {key: value for key, value in rendered.items() if key not in MANIFEST_HEAD}
         path = manifests_dir / f"{index:03d}-{kind.lower()}-{resource.name}.yaml"
         path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     return plan_path

@@ -246,10 +246,40 @@ def score(
     return summary
 
 
+def expand_inputs(input_uri: str, output_uri: str) -> list[tuple[str, str]]:
+    """(input, output) pairs: the file itself, or every CSV/Parquet file under a prefix ending in '/'."""
+    if not input_uri.endswith("/"):
+        return [(input_uri, output_uri)]
+    if not output_uri.endswith("/"):
+        raise BatchError(
+            f"{output_uri}: with an input prefix ({input_uri}) the output must be a prefix too (end it with /)"
+        )
+    filesystem, path = filesystem_for(input_uri)
+    scheme = "s3://" if input_uri.startswith("s3://") else ""
+    try:
+        found = filesystem.get_file_info(fs.FileSelector(path.rstrip("/"), recursive=False, allow_not_found=True))
+    except OSError as error:
+        raise BatchError(f"{input_uri}: cannot list it: {error}") from None
+    names = sorted(
+        info.base_name
+        for info in found
+        if info.type == fs.FileType.File and info.base_name.rsplit(".", 1)[-1] in ("csv", "parquet", "pq")
+    )
+    if not names:
+        raise BatchError(f"{input_uri}: no .csv or .parquet files under it")
+    return [(f"{input_uri}{name}" if scheme else str(Path(input_uri) / name), f"{output_uri}{name}") for name in names]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlstack_service.batch", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, help="CSV or Parquet file, local path or s3://bucket/key")
-    parser.add_argument("--output", required=True, help="where predictions go (CSV or Parquet by extension)")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="CSV or Parquet file, local or s3://bucket/key; a prefix ending in / scores every file under it",
+    )
+    parser.add_argument(
+        "--output", required=True, help="where predictions go (CSV or Parquet by extension; a prefix for a prefix)"
+    )
     parser.add_argument("--model", default=Settings().model_uri, help="model package: folder or s3:// prefix")
     parser.add_argument("--rejects", help="where rows that cannot be scored go (default: <output>.rejects.csv)")
     parser.add_argument("--id-column", default="id", help="the input's row id column (default: id)")
@@ -257,28 +287,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per chunk (Parquet)")
     args = parser.parse_args(argv)
     try:
+        pairs = expand_inputs(args.input, args.output)
         with tempfile.TemporaryDirectory(prefix="mlstack-model-") as cache:
             model = OnnxModel(load_package(args.model, Path(cache)), Settings(model_uri=args.model))
-            summary = score(
-                model,
-                input_uri=args.input,
-                output_uri=args.output,
-                rejects_uri=args.rejects or default_rejects_uri(args.output),
-                id_column=args.id_column,
-                chunk_rows=args.chunk_rows,
-                file_format=args.input_format,
-                progress=sys.stderr.isatty(),
-            )
+            for input_uri, output_uri in pairs:
+                rejects_uri = args.rejects if args.rejects and len(pairs) == 1 else default_rejects_uri(output_uri)
+                summary = score(
+                    model,
+                    input_uri=input_uri,
+                    output_uri=output_uri,
+                    rejects_uri=rejects_uri,
+                    id_column=args.id_column,
+                    chunk_rows=args.chunk_rows,
+                    file_format=args.input_format,
+                    progress=sys.stderr.isatty(),
+                )
+                _report(summary, output_uri, rejects_uri)
     except (BatchError, PackageError) as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201 (the command's user interface)
         return EXIT_FAILED
-    print(f"scored {summary.scored} rows into {args.output}; rejected {summary.rejected}", file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def _report(summary: Summary, output_uri: str, rejects_uri: str) -> None:
+    print(f"scored {summary.scored} rows into {output_uri}; rejected {summary.rejected}", file=sys.stderr)  # noqa: T201
     if summary.rejected:
-        rejects = args.rejects or default_rejects_uri(args.output)
-        print(f"rejected rows are in {rejects}; the first {len(summary.examples)}:", file=sys.stderr)  # noqa: T201
+        print(f"rejected rows are in {rejects_uri}; the first {len(summary.examples)}:", file=sys.stderr)  # noqa: T201
         for example in summary.examples:
             print(f"  {example}", file=sys.stderr)  # noqa: T201
-    return 0
 
 
 if __name__ == "__main__":

@@ -161,3 +161,18 @@ def test_memory_stays_bounded_whatever_the_file_size(tmp_path: Path) -> None:
     assert pq.ParquetFile(tmp_path / "big.parquet").metadata.num_rows == chunk_rows * big_chunks
     assert big_peak < small_peak * 1.3, f"peak grew from {small_peak:.0f} to {big_peak:.0f} MiB with a 6x larger input"
     assert big_peak < big_mib * 0.6, f"peak {big_peak:.0f} MiB while scoring a {big_mib:.0f} MiB file"
+
+
+def test_a_prefix_scores_every_file_under_it_into_the_output_prefix(tmp_path: Path, moto_s3: MotoS3) -> None:
+    s3 = moto_s3.client()
+    s3.create_bucket(Bucket="nightly")
+    for name, seed in (("monday.parquet", 11), ("tuesday.parquet", 12)):
+        pq.write_table(_table(300, seed=seed), tmp_path / name)
+        s3.upload_file(str(tmp_path / name), "nightly", f"batch/input/{name}")
+    result = _run("--input", "s3://nightly/batch/input/", "--output", "s3://nightly/batch/output/", env=moto_s3.env)
+    assert result.returncode == 0, result.stderr
+    written = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="nightly", Prefix="batch/output/")["Contents"])
+    assert written == ["batch/output/monday.parquet", "batch/output/tuesday.parquet"]
+    refused = _run("--input", "s3://nightly/batch/input/", "--output", "s3://nightly/one-file.csv", env=moto_s3.env)
+    assert refused.returncode == 2
+    assert "the output must be a prefix too" in refused.stderr

@@ -5,12 +5,12 @@ and the cost estimate; Karpenter would bring its own CRDs, an interruption queue
 """
 
 import pulumi
-import pulumi_aws as aws
 
 from infra.compute.addons.helm import pinned_release
 from infra.compute.eks_cluster import EksCluster
 from infra.config import Environment
-from infra.security.iam import pod_identity_trust_policy, policy_document
+from infra.security.iam import policy_document
+from infra.security.pod_identity import pod_identity_role
 from infra.versions import CLUSTER_AUTOSCALER_CHART, CLUSTER_AUTOSCALER_IMAGE_TAGS
 
 NAMESPACE = "kube-system"
@@ -74,19 +74,12 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         eks = env.config.compute.eks
         assert eks is not None
         child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(f"{name}-role", assume_role_policy=pod_identity_trust_policy(), opts=child)
-        aws.iam.RolePolicy(
-            f"{name}-policy",
-            role=role.id,
-            policy=policy_document(autoscaler_policy_statements(env.cluster_name)),
-            opts=child,
-        )
-        association = aws.eks.PodIdentityAssociation(
-            f"{name}-pod-identity",
+        identity = pod_identity_role(
+            name,
             cluster_name=cluster.name,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
-            role_arn=role.arn,
+            policy=policy_document(autoscaler_policy_statements(env.cluster_name)),
             opts=child,
         )
         pinned_release(
@@ -95,6 +88,8 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             chart=CLUSTER_AUTOSCALER_CHART,
             namespace=NAMESPACE,
             values=autoscaler_values(env.cluster_name, env.region, eks.version),
-            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[association, *depends_on]),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=cluster.provider, depends_on=[identity.association, *depends_on]
+            ),
         )
         self.register_outputs({})

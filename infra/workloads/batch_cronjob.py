@@ -1,0 +1,136 @@
+"""Scheduled batch scoring: a CronJob running the service image's batch scorer over an S3 prefix."""
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.compute.node_pools import POOL_LABEL
+from infra.config import Environment
+from infra.registry.ecr import ContainerRegistry
+from infra.security.iam import policy_document
+from infra.security.kms import EncryptionKeys
+from infra.storage.model_bucket import ModelBucket
+from infra.workloads.model_service import ModelService
+from infra.workloads.objects import create
+from infra.workloads.pod_template import MODEL_CACHE_DIR, RUN_AS
+from infra.workloads.release_tracks import APP
+
+
+class BatchScoring(pulumi.ComponentResource):
+    """Reads `batch.inputPrefix`, writes `batch.outputPrefix`, with the same image and service account as serving."""
+
+    def __init__(
+        self,
+        name: str,
+        env: Environment,
+        *,
+        service: ModelService,
+        registry: ContainerRegistry,
+        bucket: ModelBucket,
+        keys: EncryptionKeys,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:workloads:BatchScoring", name, None, opts)
+        settings = env.config.batch
+        arn = bucket.bucket_arn
+        aws.iam.RolePolicy(
+            f"{name}-read-input-write-output",
+            role=service.role.id,
+            policy=policy_document(
+                [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject"],
+                        "Resource": pulumi.Output.concat(arn, "/", settings.input_prefix, "*"),
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                        "Resource": pulumi.Output.concat(arn, "/", settings.output_prefix, "*"),
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:ListBucket"],
+                        "Resource": arn,
+                        "Condition": {
+                            "StringLike": {"s3:prefix": [f"{settings.input_prefix}*", f"{settings.output_prefix}*"]}
+                        },
+                    },
+                    {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": keys.models.arn},
+                ]
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        service_config = env.config.service
+        image = pulumi.Output.concat(registry.repository_url, ":", service_config.image_tag)
+        prefix = pulumi.Output.concat("s3://", bucket.bucket_name, "/")
+        model_uri = bucket.model_uri(service_config.model_name, service_config.model_version)
+        create(
+            k8s.batch.v1.CronJob,
+            f"{name}-cronjob",
+            metadata={
+                "name": f"{APP}-batch",
+                "namespace": service.namespace,
+                "labels": {"app.kubernetes.io/name": f"{APP}-batch"},
+            },
+            spec={
+                "schedule": settings.schedule,
+                "concurrencyPolicy": "Forbid",
+                "startingDeadlineSeconds": 3600,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {
+                    "spec": {
+                        "backoffLimit": 2,
+                        "activeDeadlineSeconds": 6 * 3600,
+                        "template": {
+                            "metadata": {"labels": {"app.kubernetes.io/name": f"{APP}-batch"}},
+                            "spec": {
+                                "serviceAccountName": service.service_account,
+                                "restartPolicy": "Never",
+                                "nodeSelector": {POOL_LABEL: "cpu"},
+                                "securityContext": {
+                                    "runAsNonRoot": True,
+                                    "runAsUser": RUN_AS,
+                                    "runAsGroup": RUN_AS,
+                                    "seccompProfile": {"type": "RuntimeDefault"},
+                                },
+                                "containers": [
+                                    {
+                                        "name": "batch",
+                                        "image": image,
+                                        "command": ["python", "-m", "mlstack_service.batch"],
+                                        "args": [
+                                            "--model",
+                                            model_uri,
+                                            "--input",
+                                            pulumi.Output.concat(prefix, settings.input_prefix),
+                                            "--output",
+                                            pulumi.Output.concat(prefix, settings.output_prefix),
+                                        ],
+                                        "env": [
+                                            {"name": "AWS_REGION", "value": env.region},
+                                            {"name": "TMPDIR", "value": "/tmp"},
+                                            {"name": "MLSTACK_MODEL_CACHE_DIR", "value": MODEL_CACHE_DIR},
+                                        ],
+                                        "resources": {
+                                            "requests": {"cpu": "1", "memory": "1Gi"},
+                                            "limits": {"cpu": "2", "memory": "2Gi"},
+                                        },
+                                        "securityContext": {
+                                            "allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]},
+                                        },
+                                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                                    }
+                                ],
+                                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}],
+                            },
+                        },
+                    }
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=service.provider),
+        )
+        self.register_outputs({})

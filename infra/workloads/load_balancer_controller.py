@@ -1,0 +1,62 @@
+"""The AWS Load Balancer Controller (Helm, pinned) with its IAM role through EKS Pod Identity."""
+
+import json
+from pathlib import Path
+
+import pulumi
+
+from infra.compute.addons.helm import pinned_release
+from infra.compute.eks_cluster import EksCluster
+from infra.config import Environment
+from infra.network.vpc import Network
+from infra.security.pod_identity import pod_identity_role
+from infra.versions import AWS_LOAD_BALANCER_CONTROLLER_CHART
+
+NAMESPACE = "kube-system"
+SERVICE_ACCOUNT = "aws-load-balancer-controller"
+# AWS's published policy for the controller: it may only change load balancers and security groups it tagged.
+POLICY_FILE = Path(__file__).with_name("aws_load_balancer_controller_policy.json")
+
+
+class LoadBalancerController(pulumi.ComponentResource):
+    """Turns Ingress objects into ALBs."""
+
+    release: pulumi.Resource
+
+    def __init__(
+        self,
+        name: str,
+        env: Environment,
+        *,
+        cluster: EksCluster,
+        network: Network,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:workloads:LoadBalancerController", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        identity = pod_identity_role(
+            name,
+            cluster_name=cluster.name,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
+            policy=json.dumps(json.loads(POLICY_FILE.read_text())),
+            opts=child,
+        )
+        self.release = pinned_release(
+            f"{name}-release",
+            release_name="aws-load-balancer-controller",
+            chart=AWS_LOAD_BALANCER_CONTROLLER_CHART,
+            namespace=NAMESPACE,
+            values={
+                "clusterName": env.cluster_name,
+                "region": env.region,
+                "vpcId": network.vpc_id,
+                "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT},
+                "replicaCount": 2,
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=cluster.provider, depends_on=[identity.association, *depends_on]
+            ),
+        )
+        self.register_outputs({})

@@ -1,0 +1,102 @@
+"""The model service's pod, hardened: non-root, read-only root, no capabilities, probes on the v2 health routes."""
+
+from typing import Any
+
+from infra.compute.taints import Taint, tolerations_for
+
+CONTAINER_PORT_NAME = "http"
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+RUN_AS = 10001
+GPU_RESOURCE = "nvidia.com/gpu"
+# Kubernetes stops routing to a terminating pod a few seconds after it starts terminating; the preStop
+# pause covers that window, then SIGTERM starts the service's own drain (its grace period below).
+PRE_STOP_SECONDS = 10
+SERVICE_GRACE_SECONDS = 25
+TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + SERVICE_GRACE_SECONDS + 5
+MODEL_CACHE_DIR = "/tmp/models"
+
+
+def container_env(port: int, model_uri: str, gpu: bool, region: str) -> list[dict[str, str]]:
+    return [
+        {"name": "MLSTACK_MODEL_URI", "value": model_uri},
+        {"name": "MLSTACK_PORT", "value": str(port)},
+        {"name": "MLSTACK_DEVICE", "value": "cuda" if gpu else "cpu"},
+        {"name": "MLSTACK_MODEL_CACHE_DIR", "value": MODEL_CACHE_DIR},
+        {"name": "MLSTACK_GRACE_PERIOD_SECONDS", "value": str(SERVICE_GRACE_SECONDS)},
+        {"name": "AWS_REGION", "value": region},
+    ]
+
+
+def pod_template(
+    *,
+    labels: dict[str, str],
+    image: str,
+    env: list[dict[str, str]],
+    port: int,
+    resources: dict[str, dict[str, str]],
+    service_account: str,
+    node_selector: dict[str, str],
+    gpu_taints: list[Taint] | None,
+) -> dict[str, Any]:
+    """A pod template; `gpu_taints` set means a GPU pod: it requests a GPU and tolerates the GPU pool."""
+    gpu = gpu_taints is not None
+    limits = dict(resources["limits"])
+    if gpu:
+        limits[GPU_RESOURCE] = "1"
+    spec: dict[str, Any] = {
+        "serviceAccountName": service_account,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "nodeSelector": node_selector,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": labels},
+            }
+        ],
+        "containers": [
+            {
+                "name": "model-service",
+                "image": image,
+                "ports": [{"name": CONTAINER_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+                "env": env,
+                "resources": {"requests": dict(resources["requests"]), "limits": limits},
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "startupProbe": {
+                    "httpGet": {"path": READY_PATH, "port": CONTAINER_PORT_NAME},
+                    "periodSeconds": 2,
+                    "failureThreshold": 60,
+                },
+                "readinessProbe": {
+                    "httpGet": {"path": READY_PATH, "port": CONTAINER_PORT_NAME},
+                    "periodSeconds": 5,
+                    "failureThreshold": 2,
+                },
+                "livenessProbe": {
+                    "httpGet": {"path": LIVE_PATH, "port": CONTAINER_PORT_NAME},
+                    "periodSeconds": 10,
+                    "failureThreshold": 3,
+                },
+                "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+    }
+    if gpu:
+        spec["tolerations"] = tolerations_for(gpu_taints or [])
+    return {"metadata": {"labels": labels}, "spec": spec}
