@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+import numpy as np
 import orjson
 
 from mlstack_service.errors import (
@@ -72,6 +73,7 @@ class InferenceApp:
         self.settings = settings
         self.logger = logger
         self.metrics = metrics
+        self._class_names = list(self.metadata.class_names)
         self.ready = False
         self.draining = False
         self.request_log = RequestLog(sys.stdout.buffer)
@@ -307,7 +309,10 @@ class InferenceApp:
             # Large batches run beside the event loop so health checks and small requests are not held up.
             loop = asyncio.get_running_loop()
             prediction = await loop.run_in_executor(self._executor, self.model.predict, request.rows)
-        self.metrics.observe_inference(time.perf_counter() - started, rows)
+        counts = np.bincount(prediction.labels, minlength=len(self._class_names))
+        self.metrics.observe_inference(
+            time.perf_counter() - started, rows, dict(zip(self._class_names, counts.tolist(), strict=False))
+        )
         body = encode_infer_response(prediction, self.metadata, request.request_id or request_id, request.outputs)
         return Response(200, body, rows=rows)
 

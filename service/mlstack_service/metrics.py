@@ -52,6 +52,7 @@ class ServiceMetrics(Collector):
         self.rows = BucketCounts(ROW_BUCKETS)
         self.in_flight = 0
         self.ready = 0
+        self.predictions: dict[str, int] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -63,9 +64,11 @@ class ServiceMetrics(Collector):
             latency = self.request_latency[route] = BucketCounts(LATENCY_BUCKETS)
         latency.observe(seconds)
 
-    def observe_inference(self, seconds: float, rows: int) -> None:
+    def observe_inference(self, seconds: float, rows: int, class_counts: dict[str, int]) -> None:
         self.inference_latency.observe(seconds)
         self.rows.observe(rows)
+        for name, count in class_counts.items():
+            self.predictions[name] = self.predictions.get(name, 0) + count
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -89,6 +92,13 @@ class ServiceMetrics(Collector):
         for route, counts in sorted(self.request_latency.items()):
             request_latency.add_metric([route, *model], counts.cumulative(), counts.total)
         yield request_latency
+
+        predictions = CounterMetricFamily(
+            "mlstack_predictions", "Predictions served, by predicted class.", labels=("class_name", *MODEL_LABELS)
+        )
+        for class_name, count in sorted(self.predictions.items()):
+            predictions.add_metric([class_name, *model], count)
+        yield predictions
 
         for name, documentation, counts in (
             ("mlstack_inference_duration_seconds", "Time spent in the model for one request.", self.inference_latency),

@@ -165,7 +165,13 @@ def test_metrics_count_requests_rows_and_latency_by_model(server: ServerProcess)
                     return float(metric_sample.value)
         return 0.0
 
+    def predictions() -> float:
+        return sample("mlstack_predictions_total", class_name="approved") + sample(
+            "mlstack_predictions_total", class_name="rejected"
+        )
+
     route = "/v2/models/{name}/infer"
+    predictions_before = predictions()
     ok_before = sample("mlstack_requests_total", route=route, status="200")
     bad_before = sample("mlstack_requests_total", route=route, status="400")
     rows_before = sample("mlstack_request_rows_sum")
@@ -175,6 +181,7 @@ def test_metrics_count_requests_rows_and_latency_by_model(server: ServerProcess)
     assert sample("mlstack_requests_total", route=route, status="200") == ok_before + 3
     assert sample("mlstack_requests_total", route=route, status="400") == bad_before + 1
     assert sample("mlstack_request_rows_sum") == rows_before + 30
+    assert predictions() == predictions_before + 30
     assert sample("mlstack_request_duration_seconds_count", route=route) >= 4
     assert sample("mlstack_inference_duration_seconds_count") >= 3
     assert sample("mlstack_model_info") == 1
