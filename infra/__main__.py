@@ -10,6 +10,7 @@ from infra.compute.eks_addons import EksAddons
 from infra.compute.eks_cluster import EksCluster
 from infra.compute.node_pools import NodePools
 from infra.config import load_stack_config
+from infra.monitoring.kube_prometheus_stack import Monitoring
 from infra.network.vpc import Network
 from infra.registry.ecr import ContainerRegistry
 from infra.security.kms import EncryptionKeys
@@ -54,6 +55,7 @@ if env.config.compute.mode == "ec2":
     )
     pulumi.export("serviceUrl", host.service_url)
     pulumi.export("autoScalingGroupName", host.auto_scaling_group_name)
+    pulumi.export("grafanaUrl", host.grafana_url)
 else:
     cluster = EksCluster("eks", env, network, keys, opts=with_aws)
     pools = NodePools("pools", env, cluster=cluster, network=network, security_groups=security_groups, opts=with_aws)
@@ -75,6 +77,17 @@ else:
         depends_on=[addons, controller],
         opts=with_aws,
     )
+    monitoring = Monitoring(
+        "monitoring",
+        env,
+        cluster=cluster,
+        pools=pools,
+        load_balancer_group_id=security_groups.load_balancer_group_id,
+        depends_on=[addons, controller],
+        opts=with_aws,
+    )
+    pulumi.export("grafanaUrl", monitoring.grafana_url)
+    pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     if env.config.batch.enabled:
         BatchScoring("batch", env, service=service, registry=registry, bucket=bucket, keys=keys, opts=with_aws)
     pulumi.export("clusterName", cluster.name)

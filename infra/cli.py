@@ -30,11 +30,13 @@ def project_root(start: Path) -> Path:
 
 def _stack_config_error(error: BaseException) -> StackConfigError | None:
     """The StackConfigError behind an exception, even when the SDK wrapped it on the way out."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, StackConfigError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
+    current: BaseException | None = error
+    visited: set[int] = set()
+    while current is not None and id(current) not in visited:  # chains can loop back on themselves
+        if isinstance(current, StackConfigError):
+            return current
+        visited.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 

@@ -36,3 +36,10 @@ GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 AWS_LOAD_BALANCER_CONTROLLER_CHART = ("https://aws.github.io/eks-charts", "aws-load-balancer-controller", "1.13.3")
 # Scales an idle blue-green colour down after its delay (kubectl, matching the cluster's minor).
 KUBECTL_IMAGE = "docker.io/bitnami/kubectl:1.33"
+
+# Monitoring on EKS. Confirm a bump with `helm search repo <repo>/<chart> --versions`.
+KUBE_PROMETHEUS_STACK_CHART = ("https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack", "78.3.2")
+DCGM_EXPORTER_CHART = ("https://nvidia.github.io/dcgm-exporter/helm-charts", "dcgm-exporter", "4.4.1")
+# Prometheus and Grafana beside the service in compose.yaml (the dev host and laptops).
+PROMETHEUS_IMAGE = "prom/prometheus:v3.5.0"
+GRAFANA_IMAGE = "grafana/grafana:12.1.1"

@@ -5,6 +5,7 @@ checks on the service's ready route.
 """
 
 import base64
+import gzip
 import json
 import string
 from pathlib import Path
@@ -13,13 +14,15 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import Environment
+from infra.config.models import SloConfig
+from infra.monitoring.slo_rules import MONITORING_DIR, dashboards, rule_files
 from infra.network.vpc import Network
 from infra.registry.ecr import ContainerRegistry
 from infra.security.iam import attach_managed_policies, policy_document, trust_policy
 from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
 from infra.storage.model_bucket import ModelBucket
-from infra.versions import AL2023_AMI_SSM_PARAMETER, DOCKER_COMPOSE_VERSION
+from infra.versions import AL2023_AMI_SSM_PARAMETER, DOCKER_COMPOSE_VERSION, GRAFANA_IMAGE, PROMETHEUS_IMAGE
 
 USER_DATA_TEMPLATE = Path(__file__).with_name("host_user_data.sh")
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "compose.yaml"
@@ -59,17 +62,46 @@ def cloudwatch_agent_config(log_group: str) -> str:
     )
 
 
-def render_user_data(*, image: str, model_uri: str, region: str, log_group: str) -> str:
+def host_monitoring_files(slo: SloConfig) -> dict[str, str]:
+    """monitoring/ as the host's compose file expects it, with this stack's SLO rules."""
+    files = {f"monitoring/rules/{name}": text for name, text in rule_files(slo).items()}
+    files |= {f"monitoring/dashboards/{name}": text for name, text in dashboards().items()}
+    files["monitoring/prometheus.yml"] = (MONITORING_DIR / "prometheus.yml").read_text()
+    for path in sorted((MONITORING_DIR / "grafana").rglob("*.yml")):
+        files[f"monitoring/{path.relative_to(MONITORING_DIR)}"] = path.read_text()
+    return files
+
+
+def _write_files(files: dict[str, str]) -> str:
+    """Shell that writes each file under /opt/mlstack, verbatim (quoted heredocs expand nothing)."""
+    blocks = []
+    for path, text in files.items():
+        target = f"/opt/mlstack/{path}"
+        blocks.append(
+            f"mkdir -p {target.rsplit('/', 1)[0]}\ncat > {target} <<'MLSTACK_FILE'\n{text.rstrip()}\nMLSTACK_FILE"
+        )
+    return "\n".join(blocks)
+
+
+def render_user_data(*, image: str, model_uri: str, region: str, log_group: str, slo: SloConfig) -> str:
     registry_host = image.split("/", 1)[0]
     return string.Template(USER_DATA_TEMPLATE.read_text()).substitute(
         compose_version=DOCKER_COMPOSE_VERSION,
         registry_host=registry_host,
         cloudwatch_agent_config=cloudwatch_agent_config(log_group),
         compose_file=COMPOSE_FILE.read_text().rstrip(),
+        monitoring_files=_write_files(host_monitoring_files(slo)),
         image=image,
+        prometheus_image=PROMETHEUS_IMAGE,
+        grafana_image=GRAFANA_IMAGE,
         model_uri=model_uri,
         region=region,
     )
+
+
+def encode_user_data(script: str) -> str:
+    """gzip, then base64: cloud-init unpacks it, and the 16 KiB user-data limit applies to the compressed bytes."""
+    return base64.b64encode(gzip.compress(script.encode(), mtime=0)).decode()
 
 
 class Ec2Host(pulumi.ComponentResource):
@@ -77,6 +109,7 @@ class Ec2Host(pulumi.ComponentResource):
 
     service_url: pulumi.Output[str]
     auto_scaling_group_name: pulumi.Output[str]
+    grafana_url: pulumi.Output[str]
 
     def __init__(
         self,
@@ -123,6 +156,13 @@ class Ec2Host(pulumi.ComponentResource):
             opts=self._child,
         )
         self.auto_scaling_group_name = group.name
+        # Grafana listens on the host's loopback only; SSM port forwarding reaches it without opening a port.
+        self.grafana_url = pulumi.Output.concat(
+            "aws ssm start-session --document-name AWS-StartPortForwardingSession ",
+            "--parameters portNumber=3000,localPortNumber=3000 --target <instance in ",
+            group.name,
+            ">, then http://127.0.0.1:3000",
+        )
         self.register_outputs({"serviceUrl": self.service_url, "autoScalingGroupName": self.auto_scaling_group_name})
 
     def _create_log_group(self) -> aws.cloudwatch.LogGroup:
@@ -174,11 +214,15 @@ class Ec2Host(pulumi.ComponentResource):
         user_data = pulumi.Output.all(
             image, bucket.model_uri(service.model_name, service.model_version), log_group.name
         ).apply(
-            lambda values: base64.b64encode(
+            lambda values: encode_user_data(
                 render_user_data(
-                    image=values[0], model_uri=values[1], region=self._env.region, log_group=values[2]
-                ).encode()
-            ).decode()
+                    image=values[0],
+                    model_uri=values[1],
+                    region=self._env.region,
+                    log_group=values[2],
+                    slo=self._env.config.monitoring.slo,
+                )
+            )
         )
         return aws.ec2.LaunchTemplate(
             f"{self._name}-launch-template",

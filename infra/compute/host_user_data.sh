@@ -22,8 +22,11 @@ mkdir -p /opt/mlstack
 cat > /opt/mlstack/compose.yaml <<'YAML'
 ${compose_file}
 YAML
+${monitoring_files}
 cat > /opt/mlstack/.env <<'ENV'
 MLSTACK_IMAGE=${image}
+MLSTACK_PROMETHEUS_IMAGE=${prometheus_image}
+MLSTACK_GRAFANA_IMAGE=${grafana_image}
 MLSTACK_MODEL_URI=${model_uri}
 AWS_REGION=${region}
 ENV

@@ -49,6 +49,7 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
         },
         "service": {"port": 8080},
         "release": {"strategy": "blue-green", "replicas": 2, "maxReplicas": 4},
+        "monitoring": {"retentionDays": 15, "storageGb": 50},
     },
     "prod": {
         "protect": True,
@@ -67,6 +68,7 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
         },
         "service": {"port": 8080},
         "release": {"strategy": "canary", "replicas": 3, "maxReplicas": 12},
+        "monitoring": {"retentionDays": 30, "storageGb": 100},
     },
 }
 

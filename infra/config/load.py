@@ -19,6 +19,8 @@ from infra.config.models import ConfigRuleError, StackConfig
 NAMESPACE = "mlstack"
 STACK_CONFIG_DIR = "stacks"
 REGION_KEY = "aws:region"
+# Alert receivers: credentials, so they live outside the typed model and must be Pulumi secrets.
+SECRET_KEYS = ("slackWebhookUrl", "pagerdutyRoutingKey", "alertWebhookUrl")
 REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
 
@@ -47,7 +49,15 @@ def stack_file(stack: str) -> str:
 def load_stack_config() -> Environment:
     """The running Pulumi program's environment, from the config the engine handed it."""
     stack = pulumi.get_stack()
-    return parse_stack_config(stack, _engine_config())
+    config = _engine_config()
+    for key in SECRET_KEYS:
+        full_key = f"{NAMESPACE}:{key}"
+        if full_key in config and not runtime_config.is_config_secret(full_key):
+            raise StackConfigError(
+                f"{stack_file(stack)}: {full_key}: holds a credential and must be a secret; "
+                f"set it with `pulumi config set --secret {full_key} ...`"
+            )
+    return parse_stack_config(stack, config)
 
 
 def parse_stack_config(stack: str, config: dict[str, Any]) -> Environment:
@@ -58,7 +68,11 @@ def parse_stack_config(stack: str, config: dict[str, Any]) -> Environment:
         shown = "missing" if region is None else f"{region!r} is not an AWS region"
         raise StackConfigError(f"{source}: {REGION_KEY}: {shown}; set it to a region such as us-east-1")
 
-    values = {key.split(":", 1)[1]: _decode(value) for key, value in config.items() if key.startswith(f"{NAMESPACE}:")}
+    values = {
+        key.split(":", 1)[1]: _decode(value)
+        for key, value in config.items()
+        if key.startswith(f"{NAMESPACE}:") and key.split(":", 1)[1] not in SECRET_KEYS
+    }
     tier = values.get("tier")
     if tier not in TIER_DEFAULTS:
         shown = "missing" if tier is None else f"{tier!r} is not allowed"

@@ -340,6 +340,22 @@ class BatchConfig(ConfigModel):
     output_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*/$")] = "batch/output/"
 
 
+class SloConfig(ConfigModel):
+    """Targets the alerts hold the service to."""
+
+    latency_p99_seconds: Annotated[float, Field(gt=0, le=60)] = 0.25
+    error_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.01
+
+
+class MonitoringConfig(ConfigModel):
+    """Prometheus, Alertmanager and Grafana (kube-prometheus-stack on EKS)."""
+
+    retention_days: Annotated[int, Field(ge=1, le=365)] = 15
+    storage_gb: Annotated[int, Field(ge=5, le=4000)] = 20
+    grafana_exposure: Literal["port-forward", "ingress"] = "port-forward"
+    slo: SloConfig = Field(default_factory=SloConfig)
+
+
 class StackConfig(ConfigModel):
     """Everything under the `mlstack:` namespace of one stack file."""
 
@@ -356,6 +372,7 @@ class StackConfig(ConfigModel):
     release: ReleaseConfig
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "StackConfig":

@@ -78,6 +78,8 @@ class FakeCloud(pulumi.runtime.Mocks):
             # The AWS Load Balancer Controller publishes the ALB's name in the Ingress status.
             hostname = f"k8s-{self._invent(args.typ, args.name, 'alb')}.{self.region}.elb.amazonaws.com"
             return {"status": {"loadBalancer": {"ingress": [{"hostname": self._remember(hostname)}]}}}
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            return {"result": self._remember(self._invent(args.typ, args.name, "password")), "bcryptHash": "[unknown]"}
         if not args.typ.startswith("aws:"):
             return {}
         service = args.typ.split(":")[1].split("/")[0]

@@ -27,7 +27,9 @@ class PlanRenderer:
 
     def value(self, value: Any) -> Any:
         if rpc.is_rpc_secret(value):
-            return SECRET
+            inner = rpc.unwrap_rpc_secret(value)
+            # A secret map keeps its keys (a reviewer sees which entries a Secret holds), never its values.
+            return dict.fromkeys(sorted(inner), SECRET) if isinstance(inner, dict) else SECRET
         if isinstance(value, str):
             return self._string(value)
         if isinstance(value, float) and value.is_integer():

@@ -11,6 +11,6 @@ from typing import Any, TypeVar
 ObjectT = TypeVar("ObjectT")
 
 
-def create(kind: Callable[..., ObjectT], resource_name: str, **fields: Any) -> ObjectT:
-    """`kind(resource_name, **fields)`, e.g. create(k8s.apps.v1.Deployment, "web", metadata={...}, spec={...})."""
-    return kind(resource_name, **fields)
+def create(resource_class: Callable[..., ObjectT], resource_name: str, /, **fields: Any) -> ObjectT:
+    """`resource_class(resource_name, **fields)`: create(k8s.apps.v1.Deployment, "web", metadata={...}, spec={...})."""
+    return resource_class(resource_name, **fields)

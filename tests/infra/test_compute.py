@@ -1,6 +1,7 @@
 """Compute per stack file: the dev EC2 host, the EKS clusters, their node pools, add-ons and IAM."""
 
 import base64
+import gzip
 import json
 from typing import Any
 
@@ -10,7 +11,7 @@ from infra.compute.ec2_host import COMPOSE_FILE, HOST_MANAGED_POLICIES
 from infra.compute.node_pools import NODE_MANAGED_POLICIES
 from infra.preview.engine import RecordedResource, StackRun
 from infra.versions import AL2023_AMI_SSM_PARAMETER, EKS_ADDON_VERSIONS, GPU_AMI_TYPE
-from tests.conftest import RunStack, stack_config
+from tests.conftest import REPO_ROOT, RunStack, stack_config
 from tests.graph import environment_of
 
 CLUSTER = "aws:eks/cluster:Cluster"
@@ -81,13 +82,29 @@ def test_dev_user_data_runs_the_repositorys_compose_file_with_this_stacks_image(
 ) -> None:
     run = committed_runs["dev"]
     env = environment_of(run, stack_config("dev"))
-    script = base64.b64decode(_one(run, LAUNCH_TEMPLATE).inputs["userData"]).decode()
+    script = gzip.decompress(base64.b64decode(_one(run, LAUNCH_TEMPLATE).inputs["userData"])).decode()
     assert COMPOSE_FILE.read_text().rstrip() in script
     repository = _one(run, "aws:ecr/repository:Repository")
     assert f"MLSTACK_IMAGE={repository.outputs['repositoryUrl']}:{env.config.service.image_tag}" in script
     assert f"/models/{env.config.service.model_name}/{env.config.service.model_version}/" in script
     assert "systemctl enable --now mlstack.service" in script
     assert "Restart=always" in script
+
+
+def test_dev_user_data_carries_the_repositorys_monitoring_files(committed_runs: dict[str, StackRun]) -> None:
+    run = committed_runs["dev"]
+    encoded = _one(run, LAUNCH_TEMPLATE).inputs["userData"]
+    script = gzip.decompress(base64.b64decode(encoded)).decode()
+    monitoring = REPO_ROOT / "monitoring"
+    for path in [
+        *monitoring.glob("rules/*.rules.yml"),
+        *monitoring.glob("dashboards/*.json"),
+        monitoring / "prometheus.yml",
+    ]:
+        target = f"/opt/mlstack/monitoring/{path.relative_to(monitoring)}"
+        assert f"cat > {target} <<'MLSTACK_FILE'\n{path.read_text().rstrip()}\nMLSTACK_FILE" in script, target
+    # EC2 caps user data at 16 KiB; gzip keeps the script well under it.
+    assert len(base64.b64decode(encoded)) < 16 * 1024
 
 
 def test_dev_host_is_reachable_only_through_the_load_balancer_on_port_80(committed_runs: dict[str, StackRun]) -> None:

@@ -27,3 +27,9 @@ def test_whole_numbers_stay_integers() -> None:
     renderer = PlanRenderer(set())
     assert renderer.value({"fromPort": 443.0, "ratio": 0.5}) == {"fromPort": 443, "ratio": 0.5}
     assert isinstance(renderer.value(443.0), int)
+
+
+def test_a_secret_map_shows_its_keys_but_no_value() -> None:
+    renderer = PlanRenderer(set())
+    secret = {rpc._special_sig_key: rpc._special_secret_sig, "value": {"password": "hunter2", "user": "admin"}}
+    assert renderer.value({"stringData": secret}) == {"stringData": {"password": "[secret]", "user": "[secret]"}}

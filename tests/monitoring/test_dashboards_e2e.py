@@ -30,6 +30,7 @@ OTHER_EXPORTERS = re.compile(r"^(kube_|DCGM_)")
 GPU_ONLY = {"mlstack-gpu"}
 PROMQL_FUNCTIONS = {
     "sum",
+    "group_left",
     "rate",
     "histogram_quantile",
     "max",

@@ -57,3 +57,18 @@ def test_a_broken_rule_fails_promtool(tmp_path: Path) -> None:
         "groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: rate(mlstack_requests_total[5m]\n"
     )
     assert _promtool("check", "rules", str(broken)).returncode != 0
+
+
+def test_compose_runs_prometheus_and_grafana_on_the_repositorys_files() -> None:
+    compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+    assert {"model-service", "prometheus", "grafana"} <= set(compose["services"])
+    for service in ("prometheus", "grafana"):
+        for volume in compose["services"][service]["volumes"]:
+            source = volume.split(":", 1)[0]
+            assert (REPO_ROOT / source).exists(), f"{service} mounts {source}, which the repository lacks"
+    scrape = yaml.safe_load((REPO_ROOT / "monitoring" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    (target,) = job["static_configs"][0]["targets"]
+    assert target == "model-service:8080", "Prometheus must scrape the compose service by its name"
+    for rule_file in scrape["rule_files"]:
+        assert (REPO_ROOT / "monitoring" / rule_file).is_file()

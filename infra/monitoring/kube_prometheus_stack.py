@@ -1,0 +1,244 @@
+"""Monitoring on EKS: kube-prometheus-stack (Prometheus, Alertmanager, Grafana), the repository's rules and
+dashboards, a ServiceMonitor for the model service, and dcgm-exporter on the GPU pool.
+"""
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+import yaml
+
+from infra.compute.addons.helm import pinned_release
+from infra.compute.eks_cluster import EksCluster
+from infra.compute.node_pools import NodePools
+from infra.compute.taints import tolerations_for
+from infra.config import Environment
+from infra.config.load import NAMESPACE as CONFIG_NAMESPACE
+from infra.monitoring.slo_rules import dashboards, rule_files
+from infra.versions import DCGM_EXPORTER_CHART, KUBE_PROMETHEUS_STACK_CHART
+from infra.workloads.model_service import NAMESPACE as SERVICE_NAMESPACE
+from infra.workloads.objects import create
+from infra.workloads.release_tracks import APP
+
+NAMESPACE = "monitoring"
+RELEASE = "kube-prometheus-stack"
+GRAFANA_SERVICE = f"{RELEASE}-grafana"
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+ALERTMANAGER_SECRET = "alertmanager-mlstack"
+DASHBOARD_LABEL = "grafana_dashboard"
+
+
+def alertmanager_config(receivers: dict[str, str | None]) -> dict[str, Any]:
+    """Route every alert to the configured receivers; page-severity alerts to PagerDuty when it is set."""
+    slack, pagerduty, webhook = (
+        receivers.get(key) for key in ("slackWebhookUrl", "pagerdutyRoutingKey", "alertWebhookUrl")
+    )
+    default: dict[str, Any] = {"name": "default"}
+    if slack:
+        default["slack_configs"] = [
+            {"api_url": slack, "send_resolved": True, "title": "{{ .CommonAnnotations.summary }}"}
+        ]
+    if webhook:
+        default["webhook_configs"] = [{"url": webhook, "send_resolved": True}]
+    receivers_list = [default]
+    routes = []
+    if pagerduty:
+        receivers_list.append(
+            {"name": "pager", "pagerduty_configs": [{"routing_key": pagerduty, "send_resolved": True}]}
+        )
+        routes.append({"receiver": "pager", "matchers": ['severity="page"'], "continue": True})
+    return {
+        "route": {"receiver": "default", "group_by": ["alertname", "model_name"], "routes": routes},
+        "receivers": receivers_list,
+    }
+
+
+def kube_prometheus_stack_values(env: Environment) -> dict[str, Any]:
+    """Retention and storage from config; every ServiceMonitor and PrometheusRule picked up; secrets by reference."""
+    settings = env.config.monitoring
+    return {
+        "prometheus": {
+            "prometheusSpec": {
+                "retention": f"{settings.retention_days}d",
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "storageSpec": {
+                    "volumeClaimTemplate": {
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": f"{settings.storage_gb}Gi"}},
+                        }
+                    }
+                },
+            }
+        },
+        "alertmanager": {"alertmanagerSpec": {"configSecret": ALERTMANAGER_SECRET}},
+        "grafana": {
+            "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
+            "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "searchNamespace": NAMESPACE}},
+        },
+    }
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Everything that watches the service and pages when it misbehaves."""
+
+    grafana_url: pulumi.Output[str]
+    grafana_admin_password: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        env: Environment,
+        *,
+        cluster: EksCluster,
+        pools: NodePools,
+        load_balancer_group_id: pulumi.Output[str],
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:monitoring:Monitoring", name, None, opts)
+        settings = env.config.monitoring
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=depends_on)
+        namespace = create(k8s.core.v1.Namespace, f"{name}-namespace", metadata={"name": NAMESPACE}, opts=k8s_opts)
+        in_namespace = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
+        password = random.RandomPassword(
+            f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        config = pulumi.Config(CONFIG_NAMESPACE)
+        receivers = pulumi.Output.all(
+            **{key: config.get_secret(key) for key in ("slackWebhookUrl", "pagerdutyRoutingKey", "alertWebhookUrl")}
+        )
+        # Credentials go into Secrets the chart references, so the release's values stay readable in a preview.
+        create(
+            k8s.core.v1.Secret,
+            f"{name}-grafana-admin-secret",
+            metadata={"name": GRAFANA_ADMIN_SECRET, "namespace": NAMESPACE},
+            string_data={"admin-user": "admin", "admin-password": password.result},
+            opts=in_namespace,
+        )
+        create(
+            k8s.core.v1.Secret,
+            f"{name}-alertmanager-secret",
+            metadata={"name": ALERTMANAGER_SECRET, "namespace": NAMESPACE},
+            string_data={
+                "alertmanager.yaml": pulumi.Output.secret(
+                    receivers.apply(lambda r: yaml.safe_dump(alertmanager_config(r)))
+                )
+            },
+            opts=in_namespace,
+        )
+        release = pinned_release(
+            f"{name}-release",
+            release_name=RELEASE,
+            chart=KUBE_PROMETHEUS_STACK_CHART,
+            namespace=NAMESPACE,
+            values=kube_prometheus_stack_values(env),
+            opts=in_namespace,
+        )
+        after_release = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[release]))
+        for file_name, text in rule_files(settings.slo).items():
+            create(
+                k8s.apiextensions.CustomResource,
+                f"{name}-rules-{file_name.split('.')[0]}",
+                api_version="monitoring.coreos.com/v1",
+                kind="PrometheusRule",
+                metadata={"name": f"mlstack-{file_name.split('.')[0]}", "namespace": NAMESPACE},
+                spec=yaml.safe_load(text),
+                opts=after_release,
+            )
+        for file_name, text in dashboards().items():
+            create(
+                k8s.core.v1.ConfigMap,
+                f"{name}-dashboard-{file_name.removesuffix('.json')}",
+                metadata={
+                    "name": f"mlstack-dashboard-{file_name.removesuffix('.json')}",
+                    "namespace": NAMESPACE,
+                    "labels": {DASHBOARD_LABEL: "1"},
+                },
+                data={file_name: text},
+                opts=in_namespace,
+            )
+        create(
+            k8s.apiextensions.CustomResource,
+            f"{name}-service-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata={"name": APP, "namespace": NAMESPACE},
+            spec={
+                "namespaceSelector": {"matchNames": [SERVICE_NAMESPACE]},
+                "selector": {"matchLabels": {"app.kubernetes.io/name": APP}},
+                "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            },
+            opts=after_release,
+        )
+        gpu = pools.spec("gpu")
+        if gpu is not None:
+            pinned_release(
+                f"{name}-dcgm-exporter",
+                release_name="dcgm-exporter",
+                chart=DCGM_EXPORTER_CHART,
+                namespace=NAMESPACE,
+                values={
+                    "tolerations": tolerations_for(gpu.taints),
+                    "nodeSelector": dict(gpu.labels),
+                    "serviceMonitor": {"enabled": True, "interval": "15s"},
+                },
+                opts=after_release,
+            )
+        self.grafana_admin_password = pulumi.Output.secret(password.result)
+        if settings.grafana_exposure == "ingress":
+            self.grafana_url = self._grafana_ingress(name, env, load_balancer_group_id, after_release)
+        else:
+            self.grafana_url = pulumi.Output.from_input(
+                f"kubectl -n {NAMESPACE} port-forward svc/{GRAFANA_SERVICE} 3000:80, then http://127.0.0.1:3000"
+            )
+        self.register_outputs({"grafanaUrl": self.grafana_url})
+
+    @staticmethod
+    def _grafana_ingress(
+        name: str, env: Environment, load_balancer_group_id: pulumi.Output[str], opts: pulumi.ResourceOptions
+    ) -> pulumi.Output[str]:
+        """Grafana behind its own ALB, admitting only the stack's allowed CIDRs (the load-balancer group)."""
+        ingress = create(
+            k8s.networking.v1.Ingress,
+            f"{name}-grafana-ingress",
+            metadata={
+                "name": "grafana",
+                "namespace": NAMESPACE,
+                "annotations": load_balancer_group_id.apply(
+                    lambda group: {
+                        "alb.ingress.kubernetes.io/scheme": env.config.ingress.scheme,
+                        "alb.ingress.kubernetes.io/target-type": "ip",
+                        "alb.ingress.kubernetes.io/healthcheck-path": "/api/health",
+                        "alb.ingress.kubernetes.io/security-groups": group,
+                        "alb.ingress.kubernetes.io/manage-backend-security-group-rules": "false",
+                    }
+                ),
+            },
+            spec={
+                "ingressClassName": "alb",
+                "rules": [
+                    {
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": GRAFANA_SERVICE, "port": {"number": 80}}},
+                                }
+                            ]
+                        }
+                    }
+                ],
+            },
+            opts=opts,
+        )
+        return ingress.status.apply(
+            lambda status: (
+                f"http://{status.load_balancer.ingress[0].hostname}"
+                if status and status.load_balancer and status.load_balancer.ingress
+                else ""
+            )
+        )
