@@ -40,6 +40,10 @@ ID_PREFIXES = {
 }
 
 
+class UnansweredInvokeError(LookupError):
+    """The program asked a data source the fake cloud has no answer for; guessing one would mislead the plan."""
+
+
 class FakeCloud(pulumi.runtime.Mocks):
     """Answers the program's resource registrations and invokes the way AWS would, deterministically."""
 
@@ -69,7 +73,9 @@ class FakeCloud(pulumi.runtime.Mocks):
         self.invokes.append((args.token, dict(args.args)))
         answer = self._invokes.get(args.token)
         if answer is None:
-            raise NotImplementedError(f"the offline preview cannot answer the invoke {args.token}; teach FakeCloud how")
+            raise UnansweredInvokeError(
+                f"the offline preview cannot answer the invoke {args.token}; teach FakeCloud how"
+            )
         return answer(args.args)
 
     def _computed(self, args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
