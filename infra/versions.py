@@ -39,6 +39,7 @@ KUBECTL_IMAGE = "docker.io/bitnami/kubectl:1.33"
 
 # Monitoring on EKS. Confirm a bump with `helm search repo <repo>/<chart> --versions`.
 KUBE_PROMETHEUS_STACK_CHART = ("https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack", "78.3.2")
+PROMETHEUS_ADAPTER_CHART = ("https://prometheus-community.github.io/helm-charts", "prometheus-adapter", "4.11.0")
 DCGM_EXPORTER_CHART = ("https://nvidia.github.io/dcgm-exporter/helm-charts", "dcgm-exporter", "4.4.1")
 # Prometheus and Grafana beside the service in compose.yaml (the dev host and laptops).
 PROMETHEUS_IMAGE = "prom/prometheus:v3.5.0"

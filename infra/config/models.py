@@ -300,6 +300,7 @@ class ReleaseConfig(ConfigModel):
     replicas: Annotated[int, Field(ge=1, le=100)]
     max_replicas: Annotated[int, Field(ge=1, le=200)]
     target_cpu_utilization: Annotated[int, Field(ge=10, le=100)] = 70
+    target_requests_per_second: Annotated[int, Field(ge=1, le=100_000)] = 200
     accelerator: Literal["cpu", "gpu"] = "cpu"
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     blue_green: BlueGreenConfig | None = None

@@ -16,8 +16,9 @@ from infra.compute.taints import tolerations_for
 from infra.config import Environment
 from infra.config.load import NAMESPACE as CONFIG_NAMESPACE
 from infra.monitoring.slo_rules import dashboards, rule_files
-from infra.versions import DCGM_EXPORTER_CHART, KUBE_PROMETHEUS_STACK_CHART
+from infra.versions import DCGM_EXPORTER_CHART, KUBE_PROMETHEUS_STACK_CHART, PROMETHEUS_ADAPTER_CHART
 from infra.workloads.model_service import NAMESPACE as SERVICE_NAMESPACE
+from infra.workloads.model_service import REQUESTS_PER_SECOND_METRIC
 from infra.workloads.objects import create
 from infra.workloads.release_tracks import APP
 
@@ -77,6 +78,26 @@ def kube_prometheus_stack_values(env: Environment) -> dict[str, Any]:
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "searchNamespace": NAMESPACE}},
+        },
+    }
+
+
+def prometheus_adapter_values() -> dict[str, Any]:
+    """Serve the model service's per-pod request rate to the HorizontalPodAutoscaler as a custom metric."""
+    return {
+        "prometheus": {"url": f"http://{RELEASE}-prometheus.{NAMESPACE}.svc", "port": 9090},
+        "rules": {
+            "default": False,
+            "custom": [
+                {
+                    "seriesQuery": 'mlstack_requests_total{namespace!="",pod!=""}',
+                    "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+                    "name": {"matches": "^mlstack_requests_total$", "as": REQUESTS_PER_SECOND_METRIC},
+                    "metricsQuery": (
+                        'sum(rate(<<.Series>>{<<.LabelMatchers>>,route=~"/v2/models/.*infer"}[2m])) by (<<.GroupBy>>)'
+                    ),
+                }
+            ],
         },
     }
 
@@ -171,6 +192,14 @@ class Monitoring(pulumi.ComponentResource):
                 "selector": {"matchLabels": {"app.kubernetes.io/name": APP}},
                 "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
             },
+            opts=after_release,
+        )
+        pinned_release(
+            f"{name}-prometheus-adapter",
+            release_name="prometheus-adapter",
+            chart=PROMETHEUS_ADAPTER_CHART,
+            namespace=NAMESPACE,
+            values=prometheus_adapter_values(),
             opts=after_release,
         )
         gpu = pools.spec("gpu")

@@ -27,6 +27,8 @@ from infra.workloads.release_tracks import APP, Track, release_tracks
 NAMESPACE = "mlstack"
 SERVICE_ACCOUNT = "model-service"
 SERVICE_PORT = 80
+# Served by Prometheus Adapter (infra/monitoring/kube_prometheus_stack.py) from the service's request counter.
+REQUESTS_PER_SECOND_METRIC = "mlstack_requests_per_second"
 WEIGHTED_ACTION = "weighted-forward"
 GPU_IMAGE_SUFFIX = "-gpu"
 
@@ -190,6 +192,7 @@ class ModelService(pulumi.ComponentResource):
                     "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": track.resource_name},
                     "minReplicas": track.replicas,
                     "maxReplicas": max(track.replicas, release.max_replicas),
+                    # The larger of the two wins: CPU for heavy rows, request rate for many small requests.
                     "metrics": [
                         {
                             "type": "Resource",
@@ -197,7 +200,17 @@ class ModelService(pulumi.ComponentResource):
                                 "name": "cpu",
                                 "target": {"type": "Utilization", "averageUtilization": release.target_cpu_utilization},
                             },
-                        }
+                        },
+                        {
+                            "type": "Pods",
+                            "pods": {
+                                "metric": {"name": REQUESTS_PER_SECOND_METRIC},
+                                "target": {
+                                    "type": "AverageValue",
+                                    "averageValue": str(release.target_requests_per_second),
+                                },
+                            },
+                        },
                     ],
                 },
                 opts=pulumi.ResourceOptions.merge(self._in_namespace, pulumi.ResourceOptions(depends_on=[deployment])),

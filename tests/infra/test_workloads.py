@@ -285,3 +285,23 @@ def test_ingress_uses_the_stacks_load_balancer_group_and_the_ready_route(committ
     lb_group = next(g for g in run.of_type("aws:ec2/securityGroup:SecurityGroup") if g.name.endswith("-lb"))
     raw = next(r for r in run.of_type(INGRESS))
     assert raw.inputs["metadata"]["annotations"]["alb.ingress.kubernetes.io/security-groups"] == lb_group.id
+
+
+def test_autoscaling_follows_cpu_and_the_request_rate_prometheus_adapter_serves(
+    committed_runs: dict[str, StackRun],
+) -> None:
+    run = committed_runs["prod"]
+    env = environment_of(run, stack_config("prod"))
+    (hpa,) = [m for m in _manifests(run) if m["kind"] == "HorizontalPodAutoscaler"]
+    metrics = {metric["type"]: metric for metric in hpa["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"]["target"]["averageUtilization"] == env.config.release.target_cpu_utilization
+    pods = metrics["Pods"]["pods"]
+    assert pods["target"]["averageValue"] == str(env.config.release.target_requests_per_second)
+    (adapter,) = [r for r in run.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "prometheus-adapter"]
+    (rule,) = adapter.inputs["values"]["rules"]["custom"]
+    assert rule["name"]["as"] == pods["metric"]["name"]
+    assert "mlstack_requests_total" in rule["seriesQuery"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (
+        env.config.release.replicas,
+        env.config.release.max_replicas,
+    )
