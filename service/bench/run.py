@@ -135,11 +135,13 @@ def run_wrk(url: str, body_file: Path, concurrency: int, seconds: int) -> tuple[
     return rps, percentiles[50] * 1000, percentiles[99] * 1000, errors
 
 
-def measure(server: str, port: int, bodies: dict[int, Path], seconds: int) -> list[Result]:
+def measure(
+    server: str, port: int, bodies: dict[int, Path], seconds: int, scenarios: tuple[tuple[int, int], ...] = SCENARIOS
+) -> list[Result]:
     url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
     run_wrk(url, bodies[1], 8, 1)  # warm-up
     results = []
-    for rows, concurrency in SCENARIOS:
+    for rows, concurrency in scenarios:
         rps, p50, p99, errors = run_wrk(url, bodies[rows], concurrency, seconds)
         results.append(Result(server, rows, concurrency, rps, p50, p99, errors))
     return results
@@ -196,7 +198,9 @@ def check_targets(results: list[Result], limits: dict[int, float], rss_mib: floa
     def pick(server: str, rows: int, concurrency: int) -> Result:
         return next(r for r in results if (r.server, r.rows, r.concurrency) == (server, rows, concurrency))
 
-    ours, mlserver, bare = (pick(name, 1, 8) for name in ("mlstack", "mlserver", "bare-fastapi"))
+    ours, mlserver, bare, no_drift = (pick(name, 1, 8) for name in ("mlstack", "mlserver", "bare-fastapi", "no-drift"))
+    drift_cost = 1 - ours.requests_per_second / no_drift.requests_per_second
+    drift_cost_64 = 1 - pick("mlstack", 64, 8).requests_per_second / pick("no-drift", 64, 8).requests_per_second
     ours_64 = pick("mlstack", 64, 8)
     mlserver_ratio = ours.requests_per_second / mlserver.requests_per_second
     bare_ratio = ours.requests_per_second / bare.requests_per_second
@@ -212,6 +216,8 @@ def check_targets(results: list[Result], limits: dict[int, float], rss_mib: floa
         ("1 row, c8: zero errors", str(ours.errors), ours.errors == 0),
         ("64 rows, c8: rows/s vs in-process >= 50%", f"{in_process_ratio:.0%}", in_process_ratio >= 0.5),
         ("resident memory after the run < 250 MiB", f"{rss_mib:.0f} MiB", rss_mib < 250),
+        ("drift tracking costs < 5% of req/s (1 row, c8)", f"{drift_cost:.1%}", drift_cost < 0.05),
+        ("drift tracking costs < 5% of req/s (64 rows, c8)", f"{drift_cost_64:.1%}", drift_cost_64 < 0.05),
     ]
 
 
@@ -258,6 +264,17 @@ def main() -> int:
         ) as pid:
             results += measure("mlstack", port, bodies, args.seconds)
             rss_mib = resident_mib(pid)
+
+        # The same server with drift tracking off, for the cost of tracking it.
+        port = free_port()
+        env = {**env, "MLSTACK_PORT": str(port), "MLSTACK_DRIFT_ENABLED": "false"}
+        with running(
+            [sys.executable, "-m", "mlstack_service"],
+            env,
+            f"http://127.0.0.1:{port}/v2/health/ready",
+            work / "nodrift.log",
+        ):
+            results += measure("no-drift", port, bodies, args.seconds, ((1, 8), (64, 8)))
 
         port = free_port()
         env = {**base_env, "BARE_MODEL_PATH": str(package_dir / "model.onnx")}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlstack_service.drift import DriftMonitor, FeedbackTracker
 from mlstack_service.errors import (
     BadRequestError,
     InferenceError,
@@ -49,7 +50,7 @@ SERVER_NAME = "mlstack-service"
 REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID_PATTERN = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 PAYLOAD_LOG_BYTES = 1024
-MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?$")
+MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer|feedback))?$")
 
 
 @dataclass(slots=True)
@@ -74,6 +75,17 @@ class InferenceApp:
         self.logger = logger
         self.metrics = metrics
         self._class_names = list(self.metadata.class_names)
+        self.drift: DriftMonitor | None = None
+        self.feedback: FeedbackTracker | None = None
+        self._drift_task: asyncio.Task[None] | None = None
+        if settings.drift_enabled:
+            self.drift = DriftMonitor(
+                model.package.profile, self.metadata.feature_names, self._class_names, settings.drift_window
+            )
+            self.feedback = FeedbackTracker(
+                settings.feedback_max_pending, settings.feedback_ttl_seconds, settings.feedback_window
+            )
+            metrics.attach_drift(self.drift, self.feedback, settings.drift_psi_threshold)
         self.ready = False
         self.draining = False
         self.request_log = RequestLog(sys.stdout.buffer)
@@ -133,6 +145,8 @@ class InferenceApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._flusher = asyncio.create_task(self.request_log.flush_periodically())
+                if self.drift is not None:
+                    self._drift_task = asyncio.create_task(self._refresh_drift())
                 self.ready = True
                 self.metrics.ready = 1
                 log_event(
@@ -148,6 +162,8 @@ class InferenceApp:
                 self.ready = False
                 # A request still in the thread finishes (threads cannot be cancelled); queued ones are dropped.
                 self._executor.shutdown(wait=False, cancel_futures=True)
+                if self._drift_task is not None:
+                    self._drift_task.cancel()
                 if self._flusher is not None:
                     self._flusher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -241,6 +257,9 @@ class InferenceApp:
         if action == "infer":
             self._allow(method, "POST")
             return template, self._infer_route, (name, model_version)
+        if action == "feedback":
+            self._allow(method, "POST")
+            return template, self._feedback_route, (name, model_version)
         self._allow(method, "GET")
         handler = self._model_ready_route if action == "ready" else self._model_metadata_route
         return template, handler, (name, model_version)
@@ -313,8 +332,36 @@ class InferenceApp:
         self.metrics.observe_inference(
             time.perf_counter() - started, rows, dict(zip(self._class_names, counts.tolist(), strict=False))
         )
-        body = encode_infer_response(prediction, self.metadata, request.request_id or request_id, request.outputs)
+        response_id = request.request_id or request_id
+        if self.drift is not None and self.feedback is not None:
+            positive = prediction.probabilities[:, 1]
+            self.drift.record(request.rows, positive)
+            self.feedback.remember(response_id, positive)
+        body = encode_infer_response(prediction, self.metadata, response_id, request.outputs)
         return Response(200, body, rows=rows)
+
+    async def _feedback_route(
+        self, scope: Scope, receive: Receive, request_id: str, name: str, model_version: str | None
+    ) -> Response:
+        """Ground truth for an earlier inference: {"id": "<the infer response's id>", "labels": [0, 1, ...]}."""
+        self._check_model(name, model_version)
+        if self.feedback is None:
+            raise RouteNotFoundError("feedback is off on this server (MLSTACK_DRIFT_ENABLED=false)")
+        try:
+            document = orjson.loads(await self._read_body(scope, receive))
+        except orjson.JSONDecodeError as error:
+            raise BadRequestError(f"malformed JSON: {error}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("id"), str):
+            raise BadRequestError("the body must be an object with the infer response's 'id' and the 'labels'")
+        recorded = self.feedback.record(document["id"], document.get("labels"))
+        return Response(200, orjson.dumps({"id": document["id"], "recorded": recorded}))
+
+    async def _refresh_drift(self) -> None:
+        """Recompute drift statistics off the request path."""
+        assert self.drift is not None
+        while True:
+            await asyncio.sleep(self.settings.drift_refresh_seconds)
+            self.drift.refresh()
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mlstack_service.drift import DriftMonitor, FeedbackTracker
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -53,8 +55,16 @@ class ServiceMetrics(Collector):
         self.in_flight = 0
         self.ready = 0
         self.predictions: dict[str, int] = {}
+        self.drift: DriftMonitor | None = None
+        self.feedback: FeedbackTracker | None = None
+        self.drift_threshold = 0.0
         self.registry = CollectorRegistry()
         self.registry.register(self)
+
+    def attach_drift(self, drift: DriftMonitor, feedback: FeedbackTracker, threshold: float) -> None:
+        self.drift = drift
+        self.feedback = feedback
+        self.drift_threshold = threshold
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -108,10 +118,61 @@ class ServiceMetrics(Collector):
             family.add_metric(model, counts.cumulative(), counts.total)
             yield family
 
+        yield from self._drift_families(model)
+
         for name, documentation, value in (
             ("mlstack_requests_in_flight", "Requests being handled now.", self.in_flight),
             ("mlstack_model_info", "The served model; always 1.", 1),
             ("mlstack_ready", "1 while the server advertises readiness.", self.ready),
+        ):
+            gauge = GaugeMetricFamily(name, documentation, labels=MODEL_LABELS)
+            gauge.add_metric(model, value)
+            yield gauge
+
+    def _drift_families(self, model: list[str]) -> Iterator[Metric]:
+        if self.drift is None or self.feedback is None:
+            return
+        state = self.drift.state
+        for name, documentation, values in (
+            (
+                "mlstack_feature_drift_psi",
+                "Population stability index of each feature: live window vs training.",
+                state.psi,
+            ),
+            (
+                "mlstack_feature_drift_ks",
+                "Kolmogorov-Smirnov statistic of each feature: live window vs training.",
+                state.ks,
+            ),
+        ):
+            family = GaugeMetricFamily(name, documentation, labels=("feature", *MODEL_LABELS))
+            for feature, value in values.items():
+                family.add_metric([feature, *model], value)
+            yield family
+        share = GaugeMetricFamily(
+            "mlstack_predicted_class_share",
+            "Share of each class among predictions in the drift window.",
+            labels=("class_name", *MODEL_LABELS),
+        )
+        for class_name, value in state.class_share.items():
+            share.add_metric([class_name, *model], value)
+        yield share
+        for name, documentation, value in (
+            (
+                "mlstack_prediction_drift_psi",
+                "PSI of the predicted score distribution vs training.",
+                state.prediction_psi,
+            ),
+            ("mlstack_drift_window_fill", "How full the drift window is (0 to 1).", state.window_fill),
+            ("mlstack_drift_psi_threshold", "PSI above which a feature counts as drifted.", self.drift_threshold),
+            (
+                "mlstack_rolling_accuracy",
+                "Accuracy over the last labelled predictions (NaN before any label).",
+                self.feedback.accuracy(),
+            ),
+            ("mlstack_rolling_log_loss", "Log loss over the last labelled predictions.", self.feedback.log_loss()),
+            ("mlstack_feedback_labelled_rows", "Labelled rows in the rolling window.", self.feedback.labelled),
+            ("mlstack_feedback_pending", "Predictions awaiting a label.", self.feedback.pending),
         ):
             gauge = GaugeMetricFamily(name, documentation, labels=MODEL_LABELS)
             gauge.add_metric(model, value)

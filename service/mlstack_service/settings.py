@@ -32,5 +32,12 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         0.0, ge=0, description="after SIGTERM, how long to keep serving with readiness false before closing"
     )
+    drift_enabled: bool = Field(True, description="track data, prediction and concept drift")
+    drift_window: int = Field(10_000, ge=100, le=1_000_000, description="rows in the sliding drift window")
+    drift_psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
+    drift_refresh_seconds: float = Field(10.0, gt=0, description="how often drift statistics are recomputed")
+    feedback_max_pending: int = Field(10_000, ge=100, description="predictions kept awaiting a label")
+    feedback_ttl_seconds: float = Field(86_400.0, gt=0, description="how long a prediction id accepts a label")
+    feedback_window: int = Field(1_000, ge=10, description="labelled rows in the rolling accuracy and log loss")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_payloads: bool = Field(False, description="log the first KiB of each request body (off: payloads are data)")

@@ -63,7 +63,18 @@ def _metric_names(expr: str) -> set[str]:
     without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
     names = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", without_ranges)) - PROMQL_FUNCTIONS
     names = {name for name in names if not name.startswith("mlstack:")}  # recording rules
-    names -= {"model_name", "model_version", "status", "class_name", "instance", "Hostname", "gpu", "pod", "deployment"}
+    names -= {
+        "model_name",
+        "model_version",
+        "status",
+        "class_name",
+        "instance",
+        "Hostname",
+        "gpu",
+        "pod",
+        "deployment",
+        "feature",
+    }
     return {re.sub(r"_(bucket|sum|count)$", "", name) for name in names}
 
 

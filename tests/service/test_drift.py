@@ -1,0 +1,176 @@
+"""Drift in the running service: data drift per feature, prediction drift, and accuracy from fed-back labels."""
+
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlstack_service.drift import DriftMonitor, FeedbackTracker, RingBuffer, UnknownPredictionError
+from mlstack_service.package import load_package
+from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
+from tests.service.conftest import ServerProcess, start_server, wait_for
+from tests.service.models import EXAMPLE_PACKAGE
+
+WINDOW = 2_000
+THRESHOLD = 0.2
+SHIFTED = ("credit_score", "debt_to_income")
+
+
+def _body(rows: np.ndarray) -> dict[str, Any]:
+    return {"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.tolist()}]}
+
+
+def _samples(server: ServerProcess, name: str) -> dict[str, float]:
+    """label (feature or class) -> value, for one drift family."""
+    values = {}
+    for family in text_string_to_metric_families(server.client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                key = sample.labels.get("feature") or sample.labels.get("class_name") or ""
+                values[key] = float(sample.value)
+    return values
+
+
+def _send(server: ServerProcess, rows: np.ndarray, batch: int = 200) -> list[str]:
+    ids = []
+    for start in range(0, len(rows), batch):
+        response = server.client.post("/v2/models/loan-approval/infer", json=_body(rows[start : start + batch]))
+        assert response.status_code == 200, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+@pytest.fixture(scope="module")
+def drift_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = start_server(
+        tmp_path_factory.mktemp("drift"),
+        drift_window=str(WINDOW),
+        drift_refresh_seconds="0.1",
+        drift_psi_threshold=str(THRESHOLD),
+        feedback_window="400",
+    )
+    yield server
+    server.stop()
+
+
+def _window_holds(server: ServerProcess, marker_psi: dict[str, float] | None = None) -> None:
+    """Wait until a refresh has seen a full window (and, when given, the PSI has moved from `marker_psi`)."""
+
+    def refreshed() -> bool:
+        fill = _samples(server, "mlstack_drift_window_fill").get("", 0.0)
+        return fill >= 1.0 and (marker_psi is None or _samples(server, "mlstack_feature_drift_psi") != marker_psi)
+
+    wait_for(refreshed, 30, "a drift refresh over a full window")
+
+
+def test_training_like_traffic_stays_under_the_threshold_and_two_shifted_features_cross_it(
+    drift_server: ServerProcess,
+) -> None:
+    live, _ = generate_applications(WINDOW, seed=4242)
+    _send(drift_server, live)
+    _window_holds(drift_server)
+    wait_for(lambda: max(_samples(drift_server, "mlstack_feature_drift_psi").values()) > 0, 10, "a refresh")
+    calm = _samples(drift_server, "mlstack_feature_drift_psi")
+    assert set(calm) == set(FEATURE_NAMES)
+    assert max(calm.values()) < THRESHOLD, calm
+    assert _samples(drift_server, "mlstack_drift_psi_threshold")[""] == THRESHOLD
+
+    shifted, _ = generate_applications(WINDOW, seed=4343)
+    index = {name: FEATURE_NAMES.index(name) for name in SHIFTED}
+    shifted[:, index["credit_score"]] -= 120
+    shifted[:, index["debt_to_income"]] = np.clip(shifted[:, index["debt_to_income"]] * 1.8, 0, 0.8)
+    _send(drift_server, shifted)
+    _window_holds(drift_server, calm)
+    wait_for(
+        lambda: (
+            {f for f, v in _samples(drift_server, "mlstack_feature_drift_psi").items() if v > THRESHOLD} == set(SHIFTED)
+        ),
+        15,
+        "exactly the shifted features to cross the threshold",
+    )
+    ks = _samples(drift_server, "mlstack_feature_drift_ks")
+    assert all(ks[name] > ks["age"] for name in SHIFTED)
+    # Worse applicants: the model approves fewer, and the prediction distribution drifts too.
+    assert _samples(drift_server, "mlstack_prediction_drift_psi")[""] > 0
+
+
+def test_contradicting_labels_drop_the_rolling_accuracy(drift_server: ServerProcess) -> None:
+    rows, _ = generate_applications(200, seed=77)
+    response = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows))
+    predicted = response.json()["outputs"][0]["data"]
+    wrong = [1 - label for label in predicted]
+    first = drift_server.client.post(
+        "/v2/models/loan-approval/feedback", json={"id": response.json()["id"], "labels": wrong}
+    )
+    assert first.json() == {"id": response.json()["id"], "recorded": True}
+    assert _samples(drift_server, "mlstack_rolling_accuracy")[""] == 0.0
+    again = drift_server.client.post(
+        "/v2/models/loan-approval/feedback", json={"id": response.json()["id"], "labels": wrong}
+    )
+    assert again.status_code == 200
+    assert again.json()["recorded"] is False  # idempotent: counted once
+    assert _samples(drift_server, "mlstack_feedback_labelled_rows")[""] == 200
+
+    other = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows))
+    right = other.json()["outputs"][0]["data"]
+    drift_server.client.post("/v2/models/loan-approval/feedback", json={"id": other.json()["id"], "labels": right})
+    assert _samples(drift_server, "mlstack_rolling_accuracy")[""] == pytest.approx(0.5)
+    assert _samples(drift_server, "mlstack_rolling_log_loss")[""] > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"id": "never-issued", "labels": [1]}, 404, "unknown or expired"),
+        ({"labels": [1]}, 400, "the infer response's 'id'"),
+        (["x"], 400, "the infer response's 'id'"),
+    ],
+)
+def test_feedback_mistakes_get_a_4xx(drift_server: ServerProcess, body: Any, status: int, message: str) -> None:
+    response = drift_server.client.post("/v2/models/loan-approval/feedback", json=body)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_feedback_with_the_wrong_number_of_labels_is_a_400(drift_server: ServerProcess) -> None:
+    rows, _ = generate_applications(3, seed=1)
+    prediction_id = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows)).json()["id"]
+    response = drift_server.client.post("/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [1]})
+    assert response.status_code == 400
+    assert "a list of 3 class indices" in response.json()["error"]
+
+
+def test_drift_state_is_bounded_by_the_window_after_200000_requests() -> None:
+    package = load_package(str(EXAMPLE_PACKAGE), EXAMPLE_PACKAGE)
+    monitor = DriftMonitor(package.profile, FEATURE_NAMES, ["rejected", "approved"], window=1_000)
+    rows, _ = generate_applications(64, seed=3)
+    scores = np.full(64, 0.5, dtype=np.float32)
+    size_before = monitor.size_bytes()
+    for request in range(200_000):
+        monitor.record(rows[: 1 + request % 64], scores[: 1 + request % 64])
+    assert monitor.size_bytes() == size_before == 1_000 * (12 + 1) * 4
+    assert monitor.refresh().window_fill == 1.0
+
+
+def test_pending_feedback_is_bounded_and_expires() -> None:
+    tracker = FeedbackTracker(max_pending=100, ttl_seconds=3600, window=10)
+    for request in range(1_000):
+        tracker.remember(f"id-{request}", np.array([0.9], dtype=np.float32))
+    assert tracker.pending == 100
+    with pytest.raises(UnknownPredictionError):
+        tracker.record("id-0", [1])  # evicted long ago
+    assert tracker.record("id-999", [1]) is True
+    expired = FeedbackTracker(max_pending=10, ttl_seconds=0.000001, window=10)
+    expired.remember("old", np.array([0.2], dtype=np.float32))
+    with pytest.raises(UnknownPredictionError):
+        expired.record("old", [0])
+
+
+def test_ring_buffer_keeps_the_newest_rows() -> None:
+    ring = RingBuffer(capacity=5, width=1)
+    for value in range(12):
+        ring.extend(np.array([[value]], dtype=np.float32))
+    assert sorted(ring.rows()[:, 0].tolist()) == [7, 8, 9, 10, 11]
+    ring.extend(np.arange(20, 28, dtype=np.float32).reshape(-1, 1))
+    assert sorted(ring.rows()[:, 0].tolist()) == [23, 24, 25, 26, 27]
