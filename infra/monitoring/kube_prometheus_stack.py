@@ -17,6 +17,7 @@ from infra.config import Environment
 from infra.config.load import NAMESPACE as CONFIG_NAMESPACE
 from infra.monitoring.slo_rules import dashboards, rule_files
 from infra.versions import DCGM_EXPORTER_CHART, KUBE_PROMETHEUS_STACK_CHART, PROMETHEUS_ADAPTER_CHART
+from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
 from infra.workloads.model_service import NAMESPACE as SERVICE_NAMESPACE
 from infra.workloads.model_service import REQUESTS_PER_SECOND_METRIC
 from infra.workloads.objects import create
@@ -237,13 +238,9 @@ class Monitoring(pulumi.ComponentResource):
                 "name": "grafana",
                 "namespace": NAMESPACE,
                 "annotations": load_balancer_group_id.apply(
-                    lambda group: {
-                        "alb.ingress.kubernetes.io/scheme": env.config.ingress.scheme,
-                        "alb.ingress.kubernetes.io/target-type": "ip",
-                        "alb.ingress.kubernetes.io/healthcheck-path": "/api/health",
-                        "alb.ingress.kubernetes.io/security-groups": group,
-                        "alb.ingress.kubernetes.io/manage-backend-security-group-rules": "false",
-                    }
+                    lambda group: alb_annotations(
+                        scheme=env.config.ingress.scheme, health_path="/api/health", security_group_id=group
+                    )
                 ),
             },
             spec={
@@ -264,10 +261,4 @@ class Monitoring(pulumi.ComponentResource):
             },
             opts=opts,
         )
-        return ingress.status.apply(
-            lambda status: (
-                f"http://{status.load_balancer.ingress[0].hostname}"
-                if status and status.load_balancer and status.load_balancer.ingress
-                else ""
-            )
-        )
+        return ingress.status.apply(load_balancer_hostname).apply(lambda host: f"http://{host}" if host else "")

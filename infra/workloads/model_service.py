@@ -20,6 +20,7 @@ from infra.security.pod_identity import pod_identity_role
 from infra.security.security_groups import SecurityGroups
 from infra.storage.model_bucket import ModelBucket
 from infra.versions import KUBECTL_IMAGE
+from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
 from infra.workloads.objects import create
 from infra.workloads.pod_template import READY_PATH, container_env, pod_template
 from infra.workloads.release_tracks import APP, Track, release_tracks
@@ -31,12 +32,6 @@ SERVICE_PORT = 80
 REQUESTS_PER_SECOND_METRIC = "mlstack_requests_per_second"
 WEIGHTED_ACTION = "weighted-forward"
 GPU_IMAGE_SUFFIX = "-gpu"
-
-
-def _load_balancer_hostname(status: Any) -> str | None:
-    """The ALB's DNS name, once the controller has published it in the Ingress status."""
-    entries = status.load_balancer.ingress if status and status.load_balancer else None
-    return entries[0].hostname if entries else None
 
 
 def ingress_rule_backend(tracks: list[Track]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -102,7 +97,7 @@ class ModelService(pulumi.ComponentResource):
         for track in self.tracks:
             self._create_track(track, registry, bucket, pools)
         ingress = self._create_ingress(security_groups)
-        hostname = ingress.status.apply(_load_balancer_hostname)
+        hostname = ingress.status.apply(load_balancer_hostname)
         scheme = "https" if env.config.ingress.certificate_arn else "http"
         self.service_url = hostname.apply(lambda host: f"{scheme}://{host}" if host else "")
         self.register_outputs({"serviceUrl": self.service_url})
@@ -321,13 +316,8 @@ class ModelService(pulumi.ComponentResource):
         listen = [{"HTTP": 80}] + ([{"HTTPS": 443}] if settings.certificate_arn else [])
         annotations = pulumi.Output.all(security_groups.load_balancer_group_id).apply(
             lambda values: {
-                "alb.ingress.kubernetes.io/scheme": settings.scheme,
-                "alb.ingress.kubernetes.io/target-type": "ip",
-                "alb.ingress.kubernetes.io/healthcheck-path": READY_PATH,
+                **alb_annotations(scheme=settings.scheme, health_path=READY_PATH, security_group_id=values[0]),
                 "alb.ingress.kubernetes.io/listen-ports": json.dumps(listen),
-                # The stack's load-balancer group admits only the allowed CIDRs on 80/443.
-                "alb.ingress.kubernetes.io/security-groups": values[0],
-                "alb.ingress.kubernetes.io/manage-backend-security-group-rules": "false",
                 "alb.ingress.kubernetes.io/load-balancer-attributes": (
                     "routing.http.drop_invalid_header_fields.enabled=true"
                 ),

@@ -1,0 +1,25 @@
+"""What every Ingress served by the AWS Load Balancer Controller shares in this stack."""
+
+from typing import Any
+
+PREFIX = "alb.ingress.kubernetes.io"
+
+
+def alb_annotations(*, scheme: str, health_path: str, security_group_id: str) -> dict[str, str]:
+    """Pod-IP targets behind the stack's load-balancer security group, which admits only the allowed CIDRs on 80/443.
+
+    The controller adds no backend rules of its own: the workload group already admits the load-balancer group.
+    """
+    return {
+        f"{PREFIX}/scheme": scheme,
+        f"{PREFIX}/target-type": "ip",
+        f"{PREFIX}/healthcheck-path": health_path,
+        f"{PREFIX}/security-groups": security_group_id,
+        f"{PREFIX}/manage-backend-security-group-rules": "false",
+    }
+
+
+def load_balancer_hostname(status: Any) -> str | None:
+    """The ALB's DNS name, once the controller has published it in the Ingress status."""
+    entries = status.load_balancer.ingress if status and status.load_balancer else None
+    return entries[0].hostname if entries else None
