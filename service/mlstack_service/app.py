@@ -48,6 +48,7 @@ Send = Callable[[Message], Awaitable[None]]
 JSON = b"application/json"
 SERVER_NAME = "mlstack-service"
 REQUEST_ID_HEADER = b"x-request-id"
+SEQUENCE_KEY = "mlstack.sequence"  # an ASGI scope extension: the sequence number in a generated request id
 REQUEST_ID_PATTERN = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 PAYLOAD_LOG_BYTES = 1024
 MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer|feedback))?$")
@@ -75,6 +76,7 @@ class InferenceApp:
         self.logger = logger
         self.metrics = metrics
         self._class_names = list(self.metadata.class_names)
+        self._request_ids = _RequestIds()
         self.drift: DriftMonitor | None = None
         self.feedback: FeedbackTracker | None = None
         self._drift_task: asyncio.Task[None] | None = None
@@ -83,14 +85,18 @@ class InferenceApp:
                 model.package.profile, self.metadata.feature_names, self._class_names, settings.drift_window
             )
             self.feedback = FeedbackTracker(
-                settings.feedback_max_pending, settings.feedback_ttl_seconds, settings.feedback_window
+                settings.feedback_max_pending,
+                settings.feedback_ttl_seconds,
+                settings.feedback_window,
+                settings.feedback_max_pending_rows,
+                own_prefix=self._request_ids.prefix,
+                sequences=self._request_ids.sequences,
             )
             metrics.attach_drift(self.drift, self.feedback, settings.drift_psi_threshold)
         self.ready = False
         self.draining = False
         self.request_log = RequestLog(sys.stdout.buffer)
         self._flusher: asyncio.Task[None] | None = None
-        self._request_ids = _RequestIds()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         server_version = version("mlstack-service")
         self._static = {
@@ -174,7 +180,7 @@ class InferenceApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id = self._request_ids.from_headers(scope["headers"])
+        request_id = self._request_ids.for_request(scope)
         method: str = scope["method"]
         path: str = scope["path"]
         route = "unmatched"
@@ -336,7 +342,8 @@ class InferenceApp:
         if self.drift is not None and self.feedback is not None:
             positive = prediction.probabilities[:, 1]
             self.drift.record(request.rows, positive)
-            self.feedback.remember(response_id, positive)
+            # The server's own ids carry their sequence number, which spares the tracker a dict entry.
+            self.feedback.remember(response_id, positive, None if request.request_id else scope.get(SEQUENCE_KEY))
         body = encode_infer_response(prediction, self.metadata, response_id, request.outputs)
         return Response(200, body, rows=rows)
 
@@ -387,15 +394,18 @@ class InferenceApp:
 
 
 class _RequestIds:
-    """The caller's X-Request-ID when it is a sane token, else this process's prefix and a counter."""
+    """The caller's X-Request-ID when it is a sane token, else this process's prefix and a sequence number."""
 
     def __init__(self) -> None:
         # Unique across processes and restarts without paying for a UUID per request.
-        self._prefix = os.urandom(6).hex()
-        self._counter = itertools.count(1)
+        self.prefix = os.urandom(6).hex()
+        self.sequences = itertools.count(1)
 
-    def from_headers(self, headers: list[tuple[bytes, bytes]]) -> str:
+    def for_request(self, scope: Scope) -> str:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
         for name, value in headers:
             if name == REQUEST_ID_HEADER and REQUEST_ID_PATTERN.match(value):
                 return value.decode()
-        return f"{self._prefix}-{next(self._counter):x}"
+        sequence = next(self.sequences)
+        scope[SEQUENCE_KEY] = sequence
+        return f"{self.prefix}-{sequence:x}"

@@ -4,9 +4,12 @@ Recording is a copy into fixed-size ring buffers (memory bounded by the window, 
 the statistics are recomputed every `refresh_seconds` by a background task, never while a request waits.
 """
 
+import itertools
 import math
 import time
+from array import array
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,23 +33,33 @@ def population_stability_index(expected: NDArray[np.float64], actual: NDArray[np
 
 
 class RingBuffer:
-    """The last `capacity` rows of a fixed width; older rows are overwritten."""
+    """The last `capacity` rows (of `width` columns, or scalars when `width` is 0); older rows are overwritten."""
 
     def __init__(self, capacity: int, width: int) -> None:
-        self.data = np.zeros((capacity, width), dtype=np.float32)
+        shape = (capacity, width) if width else (capacity,)
+        self.data = np.zeros(shape, dtype=np.float32)
         self.capacity = capacity
         self.filled = 0
         self._next = 0
 
     def extend(self, rows: NDArray[np.float32]) -> None:
+        count = len(rows)
+        start = self._next
+        end = start + count
+        if end < self.capacity:  # the common case, kept to one slice copy: this runs on every request
+            self.data[start:end] = rows
+            self._next = end
+            if self.filled < self.capacity:
+                self.filled = min(self.capacity, self.filled + count)
+            return
         rows = rows[-self.capacity :]
         count = len(rows)
-        end = self._next + count
+        end = start + count
         if end <= self.capacity:
-            self.data[self._next : end] = rows
+            self.data[start:end] = rows
         else:
-            first = self.capacity - self._next
-            self.data[self._next :] = rows[:first]
+            first = self.capacity - start
+            self.data[start:] = rows[:first]
             self.data[: count - first] = rows[first:]
         self._next = end % self.capacity
         self.filled = min(self.capacity, self.filled + count)
@@ -73,7 +86,7 @@ class DriftMonitor:
         self.feature_names = feature_names
         self.class_names = class_names
         self._features = RingBuffer(window, len(feature_names))
-        self._scores = RingBuffer(window, 1)
+        self._scores = RingBuffer(window, 0)
         self._edges = [self._open_edges(profile.features[name].bin_edges) for name in feature_names]
         self._expected = [np.asarray(profile.features[name].proportions, dtype=np.float64) for name in feature_names]
         self._expected_cdf = [np.concatenate([[0.0], np.cumsum(p)]) for p in self._expected]
@@ -96,9 +109,9 @@ class DriftMonitor:
         return opened
 
     def record(self, rows: NDArray[np.float32], positive_scores: NDArray[np.float32]) -> None:
-        """Called per request: two array copies into the ring buffers."""
+        """Called per request: two slice copies into the ring buffers."""
         self._features.extend(rows)
-        self._scores.extend(positive_scores.reshape(-1, 1))
+        self._scores.extend(positive_scores)
 
     def refresh(self) -> DriftState:
         window = self._features.rows()
@@ -113,7 +126,7 @@ class DriftMonitor:
             # Kolmogorov-Smirnov at the reference's bin edges, where the reference CDF is known exactly.
             live_cdf = np.searchsorted(np.sort(column), self._inner_edges[index], side="right") / len(column)
             ks[name] = float(np.max(np.abs(live_cdf - self._expected_cdf[index])))
-        scores = self._scores.rows()[:, 0].astype(np.float64)
+        scores = self._scores.rows().astype(np.float64)
         score_counts, _ = np.histogram(scores, bins=self._score_edges)
         positive = float(np.mean(scores >= 0.5))
         self.state = DriftState(
@@ -130,35 +143,121 @@ class DriftMonitor:
 
 
 class FeedbackTracker:
-    """Ground truth for served predictions: rolling accuracy and log loss over the last `window` labelled rows."""
+    """Ground truth for served predictions: rolling accuracy and log loss over the last `window` labelled rows.
 
-    def __init__(self, max_pending: int, ttl_seconds: float, window: int) -> None:
-        # Insertion-ordered: the first key is always the oldest prediction.
-        self._pending: dict[str, tuple[float, NDArray[np.float32]]] = {}
-        self._labelled: set[str] = set()
-        self._labelled_order: deque[str] = deque(maxlen=max_pending)
+    Every prediction has a sequence number and lives in slot `sequence % max_pending`; its scores go into one flat
+    ring. The server's own ids are "<prefix>-<sequence in hex>", so remembering one is a few stores into
+    preallocated arrays: no dict, no object for the garbage collector or the allocator (measured: the dict and the
+    boxed floats it replaced cost 8% of requests/s on 64-row requests). Ids chosen by callers get a fresh sequence
+    and a dict entry. A prediction is forgotten when its slot is reused, when its scores are overwritten in the
+    ring (`max_pending_rows` rows later) or after `ttl_seconds`.
+    """
+
+    def __init__(
+        self,
+        max_pending: int,
+        ttl_seconds: float,
+        window: int,
+        max_pending_rows: int = 100_000,
+        *,
+        own_prefix: str = "",
+        sequences: Iterator[int] | None = None,
+    ) -> None:
+        self._own_prefix = f"{own_prefix}-"
+        self._sequences = sequences if sequences is not None else itertools.count(1)
+        self._slot_sequence = array("q", [-1]) * max_pending  # which prediction holds the slot; -1: none
+        self._times = array("d", [0.0]) * max_pending
+        self._starts = array("q", [0]) * max_pending  # absolute row numbers in the score ring
+        self._counts = array("q", [0]) * max_pending
+        self._foreign_ids: list[str | None] = [None] * max_pending
+        self._foreign_sequence: dict[str, int] = {}
+        self._scores = np.zeros(max_pending_rows, dtype=np.float32)
+        self._rows_written = 0
+        self._held = 0
         self._max_pending = max_pending
         self._ttl = ttl_seconds
+        self._labelled: set[str] = set()
+        self._labelled_order: deque[str] = deque(maxlen=max_pending)
         self._correct: deque[int] = deque(maxlen=window)
         self._log_loss: deque[float] = deque(maxlen=window)
 
-    def remember(self, prediction_id: str, positive_scores: NDArray[np.float32]) -> None:
-        """Called per request: one dict insert of a compact copy of the positive-class scores."""
-        pending = self._pending
-        pending.pop(prediction_id, None)  # a reused id moves to the back
-        pending[prediction_id] = (time.monotonic(), np.ascontiguousarray(positive_scores))
-        if len(pending) > self._max_pending:
-            del pending[next(iter(pending))]
+    def remember(self, prediction_id: str, positive_scores: NDArray[np.float32], sequence: int | None = None) -> None:
+        """Called per request. `sequence` is given when the id is the server's own "<prefix>-<sequence hex>"."""
+        count = len(positive_scores)
+        capacity = len(self._scores)
+        if count > capacity:
+            return  # a batch larger than the ring can never be labelled; keep the ring for the others
+        foreign = sequence is None
+        if sequence is None:
+            sequence = next(self._sequences)
+            previous = self._foreign_sequence.get(prediction_id)
+            if previous is not None:  # a reused id points at its newest prediction only
+                self._release(previous % self._max_pending)
+        slot = sequence % self._max_pending
+        self._release(slot)
+        start = self._rows_written
+        offset = start % capacity
+        if offset + count <= capacity:
+            self._scores[offset : offset + count] = positive_scores
+        else:
+            first = capacity - offset
+            self._scores[offset:] = positive_scores[:first]
+            self._scores[: count - first] = positive_scores[first:]
+        self._rows_written = start + count
+        self._slot_sequence[slot] = sequence
+        self._times[slot] = time.monotonic()
+        self._starts[slot] = start
+        self._counts[slot] = count
+        self._held += 1
+        if foreign:
+            self._foreign_ids[slot] = prediction_id
+            self._foreign_sequence[prediction_id] = sequence
+
+    def _release(self, slot: int) -> None:
+        if self._slot_sequence[slot] < 0:
+            return
+        foreign = self._foreign_ids[slot]
+        if foreign is not None:
+            if self._foreign_sequence.get(foreign) == self._slot_sequence[slot]:
+                del self._foreign_sequence[foreign]
+            self._foreign_ids[slot] = None
+        self._slot_sequence[slot] = -1
+        self._held -= 1
+
+    def _sequence_of(self, prediction_id: str) -> int | None:
+        sequence = self._foreign_sequence.get(prediction_id)
+        if sequence is not None:
+            return sequence
+        if not prediction_id.startswith(self._own_prefix):
+            return None
+        try:
+            return int(prediction_id[len(self._own_prefix) :], 16)
+        except ValueError:
+            return None
+
+    def _pending_scores(self, prediction_id: str) -> tuple[int, NDArray[np.float32]] | None:
+        """The prediction's slot and scores, or None when it is unknown, overwritten or expired."""
+        sequence = self._sequence_of(prediction_id)
+        if sequence is None or sequence < 0:
+            return None
+        slot = sequence % self._max_pending
+        if self._slot_sequence[slot] != sequence or self._foreign_ids[slot] not in (None, prediction_id):
+            return None
+        start, count, capacity = self._starts[slot], self._counts[slot], len(self._scores)
+        if time.monotonic() - self._times[slot] > self._ttl or start < self._rows_written - capacity:
+            self._release(slot)
+            return None
+        positions = np.arange(start, start + count) % capacity
+        return slot, self._scores[positions]
 
     def record(self, prediction_id: str, labels: object) -> bool:
         """True when recorded now, False when this id's labels were already recorded (idempotent)."""
         if prediction_id in self._labelled:
             return False
-        entry = self._pending.get(prediction_id)
-        if entry is None or time.monotonic() - entry[0] > self._ttl:
-            self._pending.pop(prediction_id, None)
+        pending = self._pending_scores(prediction_id)
+        if pending is None:
             raise UnknownPredictionError(f"prediction id {prediction_id!r} is unknown or expired")
-        scores = entry[1]
+        slot, scores = pending
         if not isinstance(labels, list) or len(labels) != len(scores) or not all(label in (0, 1) for label in labels):
             raise BadRequestError(f"'labels' must be a list of {len(scores)} class indices (0 or 1), one per row")
         truth = np.asarray(labels, dtype=np.int64)
@@ -167,7 +266,7 @@ class FeedbackTracker:
         losses = -(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped))
         self._correct.extend((predicted == truth).astype(int).tolist())
         self._log_loss.extend(losses.tolist())
-        del self._pending[prediction_id]
+        self._release(slot)
         if len(self._labelled_order) == self._labelled_order.maxlen:
             self._labelled.discard(self._labelled_order[0])
         self._labelled_order.append(prediction_id)
@@ -176,7 +275,12 @@ class FeedbackTracker:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._held
+
+    def size_bytes(self) -> int:
+        """The preallocated state; caller-chosen id strings come on top, at most `max_pending` of them."""
+        arrays = (self._slot_sequence, self._times, self._starts, self._counts)
+        return int(self._scores.nbytes) + sum(len(a) * a.itemsize for a in arrays) + 8 * len(self._foreign_ids)
 
     def accuracy(self) -> float:
         return float(np.mean(self._correct)) if self._correct else math.nan

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     drift_psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
     drift_refresh_seconds: float = Field(10.0, gt=0, description="how often drift statistics are recomputed")
     feedback_max_pending: int = Field(10_000, ge=100, description="predictions kept awaiting a label")
+    feedback_max_pending_rows: int = Field(
+        100_000, ge=1_000, description="rows of scores kept for predictions awaiting a label"
+    )
     feedback_ttl_seconds: float = Field(86_400.0, gt=0, description="how long a prediction id accepts a label")
     feedback_window: int = Field(1_000, ge=10, description="labelled rows in the rolling accuracy and log loss")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

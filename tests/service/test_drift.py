@@ -7,6 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlstack_service.drift import DriftMonitor, FeedbackTracker, RingBuffer, UnknownPredictionError
+from mlstack_service.errors import BadRequestError
 from mlstack_service.package import load_package
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
 from tests.service.conftest import ServerProcess, start_server, wait_for
@@ -146,10 +147,14 @@ def test_drift_state_is_bounded_by_the_window_after_200000_requests() -> None:
     monitor = DriftMonitor(package.profile, FEATURE_NAMES, ["rejected", "approved"], window=1_000)
     rows, _ = generate_applications(64, seed=3)
     scores = np.full(64, 0.5, dtype=np.float32)
-    size_before = monitor.size_bytes()
+    feedback = FeedbackTracker(max_pending=500, ttl_seconds=3600, window=100, max_pending_rows=5_000)
+    size_before, feedback_size_before = monitor.size_bytes(), feedback.size_bytes()
     for request in range(200_000):
         monitor.record(rows[: 1 + request % 64], scores[: 1 + request % 64])
+        feedback.remember(f"request-{request}", scores[: 1 + request % 64])
     assert monitor.size_bytes() == size_before == 1_000 * (12 + 1) * 4
+    assert feedback.size_bytes() == feedback_size_before
+    assert feedback.pending <= 500
     assert monitor.refresh().window_fill == 1.0
 
 
@@ -161,6 +166,42 @@ def test_pending_feedback_is_bounded_and_expires() -> None:
     with pytest.raises(UnknownPredictionError):
         tracker.record("id-0", [1])  # evicted long ago
     assert tracker.record("id-999", [1]) is True
+    assert tracker.record("id-999", [1]) is False  # idempotent
+
+
+def test_pending_feedback_is_bounded_by_rows_and_a_reused_id_takes_the_newest_prediction() -> None:
+    tracker = FeedbackTracker(max_pending=100, ttl_seconds=3600, window=10, max_pending_rows=10)
+    tracker.remember("first", np.array([0.9, 0.8, 0.7, 0.6], dtype=np.float32))
+    tracker.remember("second", np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
+    tracker.remember("third", np.array([0.9, 0.9, 0.9, 0.9], dtype=np.float32))  # wraps over "first"
+    assert tracker.size_bytes() == 10 * 4 + 8 * 5 * 100  # the score ring and five 8-byte slot arrays
+    with pytest.raises(UnknownPredictionError):
+        tracker.record("first", [1, 1, 1, 1])
+    tracker.record("third", [1, 1, 1, 0])  # read back across the ring's end
+    assert tracker.accuracy() == 0.75
+    tracker.remember("second", np.array([0.9], dtype=np.float32))
+    with pytest.raises(BadRequestError, match="a list of 1 class"):
+        tracker.record("second", [0, 0, 0, 0])
+    tracker.record("second", [1])
+    assert tracker.accuracy() == 0.8
+    assert tracker.pending == 0
+
+
+def test_the_servers_own_ids_are_found_by_their_sequence_without_a_dict_entry() -> None:
+    tracker = FeedbackTracker(max_pending=4, ttl_seconds=3600, window=10, own_prefix="abc")
+    for sequence in range(1, 7):  # six predictions through four slots: 1 and 2 are overwritten
+        tracker.remember(f"abc-{sequence:x}", np.array([0.9], dtype=np.float32), sequence)
+    assert tracker.pending == 4
+    for gone in ("abc-1", "abc-2", "abc-ff", "abc-zz", "xyz-3"):
+        with pytest.raises(UnknownPredictionError):
+            tracker.record(gone, [1])
+    assert tracker.record("abc-6", [0]) is True
+    assert tracker.record("abc-6", [0]) is False
+    assert tracker.accuracy() == 0.0
+    assert tracker.pending == 3
+
+
+def test_pending_feedback_expires() -> None:
     expired = FeedbackTracker(max_pending=10, ttl_seconds=0.000001, window=10)
     expired.remember("old", np.array([0.2], dtype=np.float32))
     with pytest.raises(UnknownPredictionError):
