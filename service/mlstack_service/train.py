@@ -1,11 +1,17 @@
-"""Train the example loan-approval classifier and export it as a model package.
+"""Train the loan-approval classifier and export it as a model package; optionally publish it to S3.
 
     python -m mlstack_service.train --out service/example_model
+    python -m mlstack_service.train --data s3://bucket/datasets/loan-approval/ --out build/package \
+        --publish s3://bucket/models/loan-approval/ --version next --min-accuracy 0.8
+
+Without --data it trains on the synthetic applications (the committed example package).
 
 Deterministic: the same seed and library versions give a byte-identical package (the tests check the committed one).
 """
 
 import argparse
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,9 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlstack_service.package import ModelPackage, write_package
+from mlstack_service.dataset import DatasetError, load_dataset
+from mlstack_service.package import ModelPackage, PackageError, write_package
+from mlstack_service.publish import PublishError, ensure_unpublished, next_version, publish_package
 from mlstack_service.synthetic import FEATURE_NAMES, FEATURES, generate_applications
 
 MODEL_NAME = "loan-approval"
@@ -82,13 +90,21 @@ def reference_profile(
 
 def build_package(
     target: Path,
+    *,
     rows: int = TRAINING_ROWS,
     seed: int = SEED,
     version: str = MODEL_VERSION,
     joblib_path: Path | None = None,
+    data: tuple[NDArray[np.float32], NDArray[np.int64]] | None = None,
 ) -> ModelPackage:
-    """Train on synthetic data and write the package; optionally also the scikit-learn pipeline as joblib."""
-    features, labels = generate_applications(rows, seed)
+    """Train (on `data`, or else synthetic applications) and write the package; optionally the pipeline as joblib."""
+    if data is None:
+        features, labels = generate_applications(rows, seed)
+    else:
+        # A seeded shuffle, so the holdout is not whatever the last file happened to hold.
+        order = np.random.default_rng(seed).permutation(len(data[1]))
+        features, labels = data[0][order], data[1][order]
+        rows = len(labels)
     split = int(rows * (1 - HOLDOUT_FRACTION))
     model = train(features[:split], labels[:split])
     if joblib_path is not None:
@@ -132,21 +148,75 @@ def build_package(
     return write_package(target, export_onnx(model), metadata, profile)
 
 
+class TrainingError(Exception):
+    """Training or publishing cannot go on; the message says why and where."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="package folder to (re)write")
-    parser.add_argument("--rows", type=int, default=TRAINING_ROWS)
+    parser.add_argument("--data", help="labelled CSV/Parquet file or prefix (ending in /), local or s3://")
+    parser.add_argument("--label-column", default="label", help="the 0/1 column of --data")
+    parser.add_argument("--rows", type=int, default=TRAINING_ROWS, help="synthetic rows (without --data)")
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--version", default=MODEL_VERSION)
+    parser.add_argument("--version", default=MODEL_VERSION, help="X.Y.Z, or 'next' (needs --publish)")
     parser.add_argument("--joblib", type=Path, help="also save the scikit-learn pipeline here (for MLServer)")
+    parser.add_argument("--publish", help="s3://bucket/models/<name>/: upload the package as <version>/ under it")
+    parser.add_argument("--min-accuracy", type=float, default=0.0, help="refuse to publish below this holdout accuracy")
+    parser.add_argument("--summary-json", type=Path, help="write name, version, uri and holdout metrics here")
     args = parser.parse_args(argv)
-    package = build_package(args.out, args.rows, args.seed, args.version, args.joblib)
-    holdout = package.metadata.training["holdout"]
+    try:
+        summary = run(args)
+    except (TrainingError, DatasetError, PublishError, PackageError) as error:
+        print(f"error: {error}", file=sys.stderr)  # noqa: T201 (a command's diagnostic)
+        return 2
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(  # noqa: T201 (a command's result)
-        f"wrote {package.root}: {package.metadata.name} {package.metadata.version}, "
-        f"holdout accuracy {holdout['accuracy']}, AUC {holdout['roc_auc']}, sha256 {package.metadata.sha256[:12]}"
+        f"wrote {summary['path']}: {summary['name']} {summary['version']}, holdout accuracy "
+        f"{summary['holdout']['accuracy']}, AUC {summary['holdout']['roc_auc']}, sha256 {summary['sha256'][:12]}"
+        + (f"; published to {summary['uri']}" if summary["uri"] else "")
     )
     return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    version = args.version
+    if version == "next":
+        if not args.publish:
+            raise TrainingError("--version next picks one above the published versions, so it needs --publish")
+        version = next_version(args.publish)
+    if args.publish:
+        ensure_unpublished(args.publish, version)  # before training, not after
+    data = None
+    if args.data:
+        dataset = load_dataset(args.data, FEATURE_NAMES, args.label_column)
+        print(  # noqa: T201 (progress of a command)
+            f"read {len(dataset.labels)} rows from {len(dataset.sources)} file(s); "
+            f"dropped {dataset.dropped_rows} with a missing or non-numeric value",
+            file=sys.stderr,
+        )
+        data = (dataset.features, dataset.labels)
+    package = build_package(
+        args.out, rows=args.rows, seed=args.seed, version=version, joblib_path=args.joblib, data=data
+    )
+    holdout = package.metadata.training["holdout"]
+    uri = None
+    if args.publish:
+        if holdout["accuracy"] < args.min_accuracy:
+            raise TrainingError(
+                f"holdout accuracy {holdout['accuracy']} is below --min-accuracy {args.min_accuracy}; "
+                f"{version} was not published"
+            )
+        uri = publish_package(package, args.publish)
+    return {
+        "name": package.metadata.name,
+        "version": package.metadata.version,
+        "path": str(package.root),
+        "uri": uri,
+        "sha256": package.metadata.sha256,
+        "holdout": holdout,
+    }
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""Publishing model packages to S3: s3://bucket/models/<name>/<version>/, one immutable folder per version.
+
+metadata.json is uploaded last, so a reader that finds it finds the whole package; a version that already has one
+is never overwritten.
+"""
+
+import re
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mlstack_service.package import METADATA_FILE, PROFILE_FILE, ModelPackage, split_s3_uri
+
+SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+FIRST_VERSION = "1.0.0"
+
+
+class PublishError(Exception):
+    """The package cannot be published; the message names the S3 location."""
+
+
+def next_version(models_uri: str) -> str:
+    """One minor version above the highest X.Y.Z under the model's prefix; 1.0.0 for the first."""
+    bucket, prefix = split_s3_uri(models_uri)
+    found: list[tuple[int, int, int]] = []
+    try:
+        pages = (
+            boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        )
+        for page in pages:
+            for common in page.get("CommonPrefixes", []):
+                match = SEMVER.match(common["Prefix"][len(prefix) :].rstrip("/"))
+                if match:
+                    found.append((int(match[1]), int(match[2]), int(match[3])))
+    except ClientError as error:
+        raise PublishError(f"{models_uri}: cannot list versions: {error.response['Error']['Code']}") from None
+    except BotoCoreError as error:
+        raise PublishError(f"{models_uri}: cannot reach S3: {error}") from None
+    if not found:
+        return FIRST_VERSION
+    major, minor, _ = max(found)
+    return f"{major}.{minor + 1}.0"
+
+
+def ensure_unpublished(models_uri: str, version: str) -> None:
+    """Raise PublishError when models_uri/<version>/ already holds a package."""
+    bucket, prefix = split_s3_uri(models_uri)
+    target = f"{prefix}{version}/"
+    uri = f"s3://{bucket}/{target}"
+    try:
+        boto3.client("s3").head_object(Bucket=bucket, Key=f"{target}{METADATA_FILE}")
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        if code not in ("404", "NoSuchKey", "NotFound"):
+            raise PublishError(f"{uri}: cannot check for an existing package: {code}") from None
+    except BotoCoreError as error:
+        raise PublishError(f"{uri}: cannot reach S3: {error}") from None
+    else:
+        raise PublishError(f"{uri}: version {version} is already published; versions are immutable")
+
+
+def publish_package(package: ModelPackage, models_uri: str) -> str:
+    """Upload the package under models_uri/<version>/; returns that URI."""
+    ensure_unpublished(models_uri, package.metadata.version)
+    bucket, prefix = split_s3_uri(models_uri)
+    target = f"{prefix}{package.metadata.version}/"
+    uri = f"s3://{bucket}/{target}"
+    client = boto3.client("s3")
+    try:
+        for name in (package.metadata.model_file, PROFILE_FILE, METADATA_FILE):
+            client.upload_file(str(package.root / name), bucket, f"{target}{name}")
+    except (ClientError, BotoCoreError) as error:
+        raise PublishError(f"{uri}: upload failed: {error}") from None
+    return uri
