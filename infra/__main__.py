@@ -11,6 +11,8 @@ from infra.compute.eks_cluster import EksCluster
 from infra.compute.node_pools import NodePools
 from infra.config import load_stack_config
 from infra.monitoring.kube_prometheus_stack import Monitoring
+from infra.monitoring.retrain_relay import WEBHOOK_URL as RETRAIN_WEBHOOK_URL
+from infra.monitoring.retrain_relay import RetrainRelay
 from infra.network.vpc import Network
 from infra.registry.ecr import ContainerRegistry
 from infra.security.kms import EncryptionKeys
@@ -83,9 +85,14 @@ else:
         cluster=cluster,
         pools=pools,
         load_balancer_group_id=security_groups.load_balancer_group_id,
+        retrain_webhook_url=RETRAIN_WEBHOOK_URL if env.config.monitoring.retrain.repository else None,
         depends_on=[addons, controller],
         opts=with_aws,
     )
+    if env.config.monitoring.retrain.repository:
+        RetrainRelay(
+            "retrain-relay", env, cluster=cluster, registry=registry, depends_on=[monitoring.namespace], opts=with_aws
+        )
     pulumi.export("grafanaUrl", monitoring.grafana_url)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     if env.config.batch.enabled:

@@ -19,8 +19,9 @@ from infra.config.models import ConfigRuleError, StackConfig
 NAMESPACE = "mlstack"
 STACK_CONFIG_DIR = "stacks"
 REGION_KEY = "aws:region"
-# Alert receivers: credentials, so they live outside the typed model and must be Pulumi secrets.
-SECRET_KEYS = ("slackWebhookUrl", "pagerdutyRoutingKey", "alertWebhookUrl")
+# Alert receivers and the retrain relay's GitHub token: credentials, so they live outside the typed model and
+# must be Pulumi secrets.
+SECRET_KEYS = ("slackWebhookUrl", "pagerdutyRoutingKey", "alertWebhookUrl", "retrainGithubToken")
 REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
 

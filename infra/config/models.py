@@ -348,6 +348,14 @@ class SloConfig(ConfigModel):
     error_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.01
 
 
+class RetrainConfig(ConfigModel):
+    """Drift alerts -> Alertmanager -> the retrain relay -> GitHub `repository_dispatch` -> retrain.yml."""
+
+    repository: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] = None
+    event_type: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] = "model-drift"
+    cooldown_hours: Annotated[float, Field(ge=0, le=720)] = 6
+
+
 class MonitoringConfig(ConfigModel):
     """Prometheus, Alertmanager and Grafana (kube-prometheus-stack on EKS)."""
 
@@ -355,6 +363,7 @@ class MonitoringConfig(ConfigModel):
     storage_gb: Annotated[int, Field(ge=5, le=4000)] = 20
     grafana_exposure: Literal["port-forward", "ingress"] = "port-forward"
     slo: SloConfig = Field(default_factory=SloConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
 
 class StackConfig(ConfigModel):
@@ -396,6 +405,10 @@ class StackConfig(ConfigModel):
             raise ConfigRuleError("release.accelerator", "'gpu' needs compute.eks.gpuPool.enabled: true")
         if self.tier == "prod" and self.release.replicas < 2:
             raise ConfigRuleError("release.replicas", "prod runs at least 2 replicas so one can be lost or replaced")
+        if self.monitoring.retrain.repository and self.compute.mode != "eks":
+            raise ConfigRuleError(
+                "monitoring.retrain.repository", "needs compute.mode eks: Alertmanager runs only on the cluster"
+            )
         reserved = {"project", "environment", "managed-by", "owner", "cost-center"} & set(self.extra_tags)
         if reserved:
             raise ConfigRuleError("extraTags", f"{sorted(reserved)} are set by mlstack itself; remove them")

@@ -31,8 +31,9 @@ ALERTMANAGER_SECRET = "alertmanager-mlstack"
 DASHBOARD_LABEL = "grafana_dashboard"
 
 
-def alertmanager_config(receivers: dict[str, str | None]) -> dict[str, Any]:
-    """Route every alert to the configured receivers; page-severity alerts to PagerDuty when it is set."""
+def alertmanager_config(receivers: dict[str, str | None], retrain_webhook_url: str | None = None) -> dict[str, Any]:
+    """Route every alert to the configured receivers; page-severity alerts to PagerDuty when it is set; alerts
+    labelled `action: retrain` also to the retrain relay, once per model until the relay's cool-down has passed."""
     slack, pagerduty, webhook = (
         receivers.get(key) for key in ("slackWebhookUrl", "pagerdutyRoutingKey", "alertWebhookUrl")
     )
@@ -50,6 +51,21 @@ def alertmanager_config(receivers: dict[str, str | None]) -> dict[str, Any]:
             {"name": "pager", "pagerduty_configs": [{"routing_key": pagerduty, "send_resolved": True}]}
         )
         routes.append({"receiver": "pager", "matchers": ['severity="page"'], "continue": True})
+    if retrain_webhook_url:
+        receivers_list.append(
+            {"name": "retrain", "webhook_configs": [{"url": retrain_webhook_url, "send_resolved": False}]}
+        )
+        routes.append(
+            {
+                "receiver": "retrain",
+                "matchers": ['action="retrain"'],
+                "group_by": ["model_name"],
+                "group_wait": "1m",
+                "group_interval": "30m",
+                "repeat_interval": "12h",
+                "continue": True,
+            }
+        )
     return {
         "route": {"receiver": "default", "group_by": ["alertname", "model_name"], "routes": routes},
         "receivers": receivers_list,
@@ -117,6 +133,7 @@ class Monitoring(pulumi.ComponentResource):
         cluster: EksCluster,
         pools: NodePools,
         load_balancer_group_id: pulumi.Output[str],
+        retrain_webhook_url: str | None,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -124,6 +141,7 @@ class Monitoring(pulumi.ComponentResource):
         settings = env.config.monitoring
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=depends_on)
         namespace = create(k8s.core.v1.Namespace, f"{name}-namespace", metadata={"name": NAMESPACE}, opts=k8s_opts)
+        self.namespace = namespace
         in_namespace = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
         password = random.RandomPassword(
             f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
@@ -146,7 +164,7 @@ class Monitoring(pulumi.ComponentResource):
             metadata={"name": ALERTMANAGER_SECRET, "namespace": NAMESPACE},
             string_data={
                 "alertmanager.yaml": pulumi.Output.secret(
-                    receivers.apply(lambda r: yaml.safe_dump(alertmanager_config(r)))
+                    receivers.apply(lambda r: yaml.safe_dump(alertmanager_config(r, retrain_webhook_url)))
                 )
             },
             opts=in_namespace,

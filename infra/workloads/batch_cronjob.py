@@ -12,7 +12,7 @@ from infra.security.kms import EncryptionKeys
 from infra.storage.model_bucket import ModelBucket
 from infra.workloads.model_service import ModelService
 from infra.workloads.objects import create
-from infra.workloads.pod_template import MODEL_CACHE_DIR, RUN_AS
+from infra.workloads.pod_template import MODEL_CACHE_DIR, container_security_context, pod_security_context
 from infra.workloads.release_tracks import APP
 
 
@@ -89,12 +89,7 @@ class BatchScoring(pulumi.ComponentResource):
                                 "serviceAccountName": service.service_account,
                                 "restartPolicy": "Never",
                                 "nodeSelector": {POOL_LABEL: "cpu"},
-                                "securityContext": {
-                                    "runAsNonRoot": True,
-                                    "runAsUser": RUN_AS,
-                                    "runAsGroup": RUN_AS,
-                                    "seccompProfile": {"type": "RuntimeDefault"},
-                                },
+                                "securityContext": pod_security_context(),
                                 "containers": [
                                     {
                                         "name": "batch",
@@ -117,11 +112,7 @@ class BatchScoring(pulumi.ComponentResource):
                                             "requests": {"cpu": "1", "memory": "1Gi"},
                                             "limits": {"cpu": "2", "memory": "2Gi"},
                                         },
-                                        "securityContext": {
-                                            "allowPrivilegeEscalation": False,
-                                            "readOnlyRootFilesystem": True,
-                                            "capabilities": {"drop": ["ALL"]},
-                                        },
+                                        "securityContext": container_security_context(),
                                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                                     }
                                 ],

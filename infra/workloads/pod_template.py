@@ -17,6 +17,21 @@ TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + SERVICE_GRACE_SECONDS + 5
 MODEL_CACHE_DIR = "/tmp/models"
 
 
+def pod_security_context() -> dict[str, Any]:
+    """Every mlstack pod: an unprivileged user, the runtime's default seccomp profile."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Every mlstack container: no privilege escalation, a read-only root, no capabilities."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
 def container_env(port: int, model_uri: str, gpu: bool, region: str) -> list[dict[str, str]]:
     return [
         {"name": "MLSTACK_MODEL_URI", "value": model_uri},
@@ -47,13 +62,7 @@ def pod_template(
     spec: dict[str, Any] = {
         "serviceAccountName": service_account,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": {**pod_security_context(), "fsGroup": RUN_AS},
         "nodeSelector": node_selector,
         "topologySpreadConstraints": [
             {
@@ -70,12 +79,7 @@ def pod_template(
                 "ports": [{"name": CONTAINER_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
                 "env": env,
                 "resources": {"requests": dict(resources["requests"]), "limits": limits},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "runAsNonRoot": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": {**container_security_context(), "runAsNonRoot": True},
                 "startupProbe": {
                     "httpGet": {"path": READY_PATH, "port": CONTAINER_PORT_NAME},
                     "periodSeconds": 2,

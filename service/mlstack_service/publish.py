@@ -4,12 +4,22 @@ metadata.json is uploaded last, so a reader that finds it finds the whole packag
 is never overwritten.
 """
 
+import argparse
 import re
+import sys
+from pathlib import Path
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlstack_service.package import METADATA_FILE, PROFILE_FILE, ModelPackage, split_s3_uri
+from mlstack_service.package import (
+    METADATA_FILE,
+    PROFILE_FILE,
+    ModelPackage,
+    PackageError,
+    load_package,
+    split_s3_uri,
+)
 
 SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 FIRST_VERSION = "1.0.0"
@@ -72,3 +82,23 @@ def publish_package(package: ModelPackage, models_uri: str) -> str:
     except (ClientError, BotoCoreError) as error:
         raise PublishError(f"{uri}: upload failed: {error}") from None
     return uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mlstack_service.publish PACKAGE_DIR s3://bucket/models/<name>/ [...]`: one package, more buckets."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("package", type=Path, help="a package folder written by mlstack_service.train")
+    parser.add_argument("models_uris", nargs="+", help="s3://bucket/models/<name>/ prefixes to publish under")
+    args = parser.parse_args(argv)
+    try:
+        package = load_package(str(args.package), args.package)
+        for models_uri in args.models_uris:
+            print(f"published {publish_package(package, models_uri)}")  # noqa: T201 (a command's result)
+    except (PackageError, PublishError) as error:
+        print(f"error: {error}", file=sys.stderr)  # noqa: T201 (a command's diagnostic)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

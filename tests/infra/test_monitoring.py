@@ -5,16 +5,19 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from infra.config import StackConfigError
 from infra.config.models import SloConfig
+from infra.monitoring.retrain_relay import NAME, WEBHOOK_URL
 from infra.monitoring.slo_rules import DASHBOARDS_DIR, RULES_DIR, slo_rules
-from infra.preview.engine import SECRET, StackRun
-from infra.preview.plan import PlanRenderer
+from infra.preview.engine import SECRET, StackRun, unwrap_secret
+from infra.preview.plan import PlanRenderer, kubernetes_manifests
 from infra.versions import DCGM_EXPORTER_CHART, KUBE_PROMETHEUS_STACK_CHART
 from tests.conftest import RunStack, stack_config
+from tests.graph import environment_of
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
@@ -125,3 +128,65 @@ def test_grafana_is_port_forward_by_default_or_behind_an_ingress(
     url = run.outputs["grafanaUrl"]
     assert url.startswith("http://k8s-")
     assert url.removeprefix("http://") in run.invented, "the URL is the ALB the controller publishes"
+
+
+def _with_retrain(stack: str) -> dict[str, Any]:
+    config = stack_config(stack)
+    config["mlstack:monitoring"] = {"retrain": {"repository": "example-org/mlstack", "cooldownHours": 2}}
+    config["mlstack:retrainGithubToken"] = "ghp_not-a-real-token-0123456789"
+    return config
+
+
+def test_drift_alerts_reach_the_retrain_relay_when_a_repository_is_configured(run_stack: RunStack) -> None:
+    run = run_stack("prod", _with_retrain("prod"), ["mlstack:retrainGithubToken"])
+    renderer = PlanRenderer(run.invented)
+    (deployment,) = [d for d in run.of_type("kubernetes:apps/v1:Deployment") if d.inputs["metadata"]["name"] == NAME]
+    container = renderer.value(deployment.inputs)["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+    assert env["MLSTACK_RELAY_REPOSITORY"] == "example-org/mlstack"
+    assert env["MLSTACK_RELAY_COOLDOWN_SECONDS"] == "7200"
+    assert env["MLSTACK_RELAY_GITHUB_TOKEN"] == {"secretKeyRef": {"name": "retrain-relay-github", "key": "token"}}
+    assert container["command"] == ["python", "-m", "mlstack_service.retrain_relay"]
+    assert "ghp_not-a-real-token" not in str(renderer.value([r.inputs for r in run.resources]))
+    (service,) = [s for s in run.of_type("kubernetes:core/v1:Service") if s.inputs["metadata"]["name"] == NAME]
+    assert service.inputs["spec"]["selector"] == deployment.inputs["spec"]["selector"]["matchLabels"]
+    assert WEBHOOK_URL.startswith(f"http://{NAME}.{service.inputs['metadata']['namespace']}.svc")
+
+    (secret,) = [
+        r for r in run.of_type("kubernetes:core/v1:Secret") if r.inputs["metadata"]["name"] == "alertmanager-mlstack"
+    ]
+    config = yaml.safe_load(unwrap_secret(secret.inputs["stringData"])["alertmanager.yaml"])
+    (route,) = [r for r in config["route"]["routes"] if r["receiver"] == "retrain"]
+    assert route["matchers"] == ['action="retrain"']
+    (receiver,) = [r for r in config["receivers"] if r["name"] == "retrain"]
+    assert receiver["webhook_configs"][0]["url"] == WEBHOOK_URL
+    rules = yaml.safe_load((RULES_DIR / "model-service.rules.yml").read_text())
+    drift = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "ModelDataDrift"]
+    assert drift[0]["labels"]["action"] == "retrain", "the route matches what the alert carries"
+    version = environment_of(run, _with_retrain("prod")).config.compute.eks.version  # type: ignore[union-attr]
+    relay_manifests = [
+        manifest
+        for manifest in (renderer.value(resource.inputs) for resource in kubernetes_manifests(run))
+        if manifest["metadata"]["name"].startswith(NAME)
+    ]
+    assert sorted(m["kind"] for m in relay_manifests) == ["Deployment", "Secret", "Service"]
+    for manifest in relay_manifests:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_the_retrain_relay_needs_its_token_and_a_cluster(run_stack: RunStack) -> None:
+    config = _with_retrain("prod")
+    del config["mlstack:retrainGithubToken"]
+    with pytest.raises(StackConfigError, match=r"mlstack:retrainGithubToken: missing; monitoring.retrain.repository"):
+        run_stack("prod", config)
+    with pytest.raises(StackConfigError, match=r"mlstack:retrainGithubToken: holds a credential and must be a secret"):
+        run_stack("prod", _with_retrain("prod"))
+    dev = _with_retrain("dev")
+    dev["mlstack:monitoring"] = {"retrain": {"repository": "example-org/mlstack"}}
+    with pytest.raises(StackConfigError, match=r"monitoring.retrain.repository: needs compute.mode eks"):
+        run_stack("dev", dev, ["mlstack:retrainGithubToken"])
+
+
+def test_no_relay_without_a_repository(committed_runs: dict[str, StackRun]) -> None:
+    for run in committed_runs.values():
+        assert not [d for d in run.of_type("kubernetes:apps/v1:Deployment") if d.inputs["metadata"]["name"] == NAME]

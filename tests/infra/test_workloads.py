@@ -46,8 +46,11 @@ def _ingress(run: StackRun) -> dict[str, Any]:
 
 
 def _traffic(run: StackRun) -> dict[str, int]:
+    return traffic_of(_ingress(run))
+
+
+def traffic_of(ingress: dict[str, Any]) -> dict[str, int]:
     """Service name -> percent of traffic, read from the Ingress as the ALB controller would."""
-    ingress = _ingress(run)
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     if backend["port"].get("name") == "use-annotation":
         forward = json.loads(ingress["metadata"]["annotations"][f"alb.ingress.kubernetes.io/actions.{backend['name']}"])

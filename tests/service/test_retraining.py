@@ -75,6 +75,17 @@ def test_training_from_s3_publishes_a_verified_package_and_numbers_versions(
     assert f"published to {MODELS}1.1.0/" in second.stdout
     assert load_package(str(tmp_path / "p2"), tmp_path / "p2").metadata.version == "1.1.0"
 
+    # The same package into a second environment's bucket, under the same version.
+    s3.create_bucket(Bucket="prod-models")
+    copy = subprocess.run(
+        [sys.executable, "-m", "mlstack_service.publish", str(tmp_path / "p2"), "s3://prod-models/models/loan-approval/"],
+        capture_output=True, text=True, env=moto_s3.env, check=False,
+    )  # fmt: skip
+    assert copy.returncode == 0, copy.stderr
+    assert copy.stdout.strip() == "published s3://prod-models/models/loan-approval/1.1.0/"
+    body = s3.get_object(Bucket="prod-models", Key="models/loan-approval/1.1.0/model.onnx")["Body"].read()
+    assert body == (tmp_path / "p2" / "model.onnx").read_bytes()
+
     again = _train("--data", data, "--out", str(tmp_path / "p3"), "--publish", MODELS, "--version", "1.1.0",
                    env=moto_s3.env)  # fmt: skip
     assert again.returncode == 2

@@ -1,0 +1,182 @@
+"""Alertmanager -> GitHub: turns a firing drift alert into a `repository_dispatch` that starts retrain.yml.
+
+    python -m mlstack_service.retrain_relay
+
+Alertmanager's webhook sends its own JSON and cannot shape the body GitHub's dispatch API wants, so this small
+server sits between them. POST /alerts takes an Alertmanager webhook (version 4); for each model with a firing
+alert it sends one dispatch, then stays quiet about that model for the cool-down, since Alertmanager repeats a
+firing alert and a retraining run takes a while. A GitHub failure is answered with a 502, so Alertmanager retries.
+"""
+
+import asyncio
+import logging
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+import uvicorn
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlstack_service.logs import configure_logging, log_event
+
+Scope = dict[str, Any]
+MAX_BODY_BYTES = 1 << 20
+GITHUB_TIMEOUT_SECONDS = 10
+
+
+class RelaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLSTACK_RELAY_", frozen=True)
+
+    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name on GitHub")
+    github_token: SecretStr = Field(description="a token allowed to create repository dispatches")
+    github_api_url: str = Field("https://api.github.com", description="GitHub's REST API (GitHub Enterprise: yours)")
+    event_type: str = Field("model-drift", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    cooldown_seconds: float = Field(6 * 3600, ge=0, description="quiet time per model after a dispatch")
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    log_level: str = "info"
+
+
+class GitHubError(Exception):
+    pass
+
+
+class RetrainRelay:
+    """The ASGI app: POST /alerts, GET /healthz."""
+
+    def __init__(self, settings: RelaySettings, logger: logging.Logger) -> None:
+        self.settings = settings
+        self.logger = logger
+        self._last_dispatch: dict[str, float] = {}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # lifespan.startup: nothing to load
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        route = (scope["method"], scope["path"])
+        if route == ("GET", "/healthz"):
+            status, document = 200, {"status": "ok"}
+        elif route == ("POST", "/alerts"):
+            status, document = await self._alerts(await self._body(receive))
+        else:
+            status, document = 404, {"error": f"no route {scope['method']} {scope['path']}; POST /alerts"}
+        body = orjson.dumps(document)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _body(receive: Any) -> bytes:
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > MAX_BODY_BYTES:
+                return b""
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _alerts(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            return 400, {"error": f"the body is not JSON: {error}"}
+        if not isinstance(document, dict) or not isinstance(document.get("alerts"), list):
+            return 400, {"error": "expected an Alertmanager webhook: an object with an 'alerts' list"}
+        firing: dict[str, list[dict[str, Any]]] = {}
+        for alert in document["alerts"]:
+            if not isinstance(alert, dict) or alert.get("status") != "firing":
+                continue
+            labels = alert.get("labels") or {}
+            firing.setdefault(str(labels.get("model_name", "unknown")), []).append(alert)
+        dispatched: list[str] = []
+        cooling: list[str] = []
+        now = time.monotonic()
+        for model, alerts in sorted(firing.items()):
+            last = self._last_dispatch.get(model)
+            if last is not None and now - last < self.settings.cooldown_seconds:
+                cooling.append(model)
+                continue
+            payload = self._dispatch_body(model, alerts, str(document.get("externalURL", "")))
+            try:
+                await asyncio.to_thread(self._post_dispatch, payload)
+            except GitHubError as error:
+                log_event(self.logger, logging.ERROR, "dispatch failed", model=model, reason=str(error))
+                return 502, {"error": str(error), "dispatched": dispatched}
+            self._last_dispatch[model] = now
+            dispatched.append(model)
+            log_event(self.logger, logging.INFO, "dispatched retraining", model=model, alerts=len(alerts))
+        return 202, {"dispatched": dispatched, "cooling_down": cooling}
+
+    def _dispatch_body(self, model: str, alerts: list[dict[str, Any]], source: str) -> dict[str, Any]:
+        summaries = [
+            {
+                "alertname": alert.get("labels", {}).get("alertname", ""),
+                "feature": alert.get("labels", {}).get("feature", ""),
+                "summary": alert.get("annotations", {}).get("summary", ""),
+                "starts_at": alert.get("startsAt", ""),
+            }
+            for alert in alerts[:20]  # the payload stays small whatever the group's size
+        ]
+        return {
+            "event_type": self.settings.event_type,
+            "client_payload": {"model_name": model, "alerts": summaries, "source": source},
+        }
+
+    def _post_dispatch(self, payload: dict[str, Any]) -> None:
+        url = f"{self.settings.github_api_url.rstrip('/')}/repos/{self.settings.repository}/dispatches"
+        request = urllib.request.Request(
+            url,
+            data=orjson.dumps(payload),
+            method="POST",
+            headers={
+                "Accept": "application/vnd.github+json",
+                "Authorization": f"Bearer {self.settings.github_token.get_secret_value()}",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=GITHUB_TIMEOUT_SECONDS) as response:
+                if response.status != 204:
+                    raise GitHubError(f"{url} answered {response.status}, expected 204")
+        except urllib.error.HTTPError as error:
+            detail = error.read(500).decode(errors="replace")
+            raise GitHubError(f"{url} answered {error.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError) as error:
+            raise GitHubError(f"{url} is unreachable: {error}") from None
+
+
+def main() -> int:
+    try:
+        settings = RelaySettings()  # the required fields come from the environment
+    except ValidationError as error:
+        problems = "; ".join(
+            f"MLSTACK_RELAY_{'_'.join(str(part) for part in detail['loc']).upper()}: {detail['msg']}"
+            for detail in error.errors()
+        )
+        log_event(configure_logging("info"), logging.ERROR, "refusing to start", reason=problems)
+        return 1
+    logger = configure_logging(settings.log_level)
+    uvicorn.run(
+        RetrainRelay(settings, logger),
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level="warning",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

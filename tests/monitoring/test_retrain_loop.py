@@ -1,0 +1,211 @@
+"""The retraining loop up to GitHub: a drift alert in a real Alertmanager, routed by the config the stack deploys,
+reaches the real relay process, which sends a `repository_dispatch` to a recording stand-in for GitHub's API."""
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from infra.monitoring.kube_prometheus_stack import alertmanager_config
+from tests.service.conftest import free_port, wait_for
+
+TOKEN = "test-token-not-a-secret"
+REPOSITORY = "example-org/mlstack"
+
+
+@dataclass
+class Dispatch:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeGitHub:
+    url: str
+    received: "queue.Queue[Dispatch]" = field(default_factory=queue.Queue)
+    status: int = 204
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    fake = FakeGitHub("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            fake.received.put(Dispatch(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(fake.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def relay(github: FakeGitHub, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLSTACK_")}
+    env |= {
+        "MLSTACK_RELAY_REPOSITORY": REPOSITORY,
+        "MLSTACK_RELAY_GITHUB_TOKEN": TOKEN,
+        "MLSTACK_RELAY_GITHUB_API_URL": github.url,
+        "MLSTACK_RELAY_HOST": "127.0.0.1",
+        "MLSTACK_RELAY_PORT": str(port),
+        "MLSTACK_RELAY_COOLDOWN_SECONDS": "3600",
+    }
+    log = (tmp_path / "relay.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "mlstack_service.retrain_relay"], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz").status_code == 200
+        except httpx.TransportError:
+            return process.poll() is not None
+
+    wait_for(healthy, 30, "the relay to answer")
+    assert process.poll() is None, (tmp_path / "relay.log").read_text()
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+    assert TOKEN not in (tmp_path / "relay.log").read_text()
+
+
+def _webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": "4",
+        "status": "firing",
+        "receiver": "retrain",
+        "externalURL": "http://am",
+        "alerts": list(alerts),
+    }
+
+
+def _alert(model: str, feature: str, status: str = "firing") -> dict[str, Any]:
+    labels = {"alertname": "ModelDataDrift", "action": "retrain", "model_name": model, "feature": feature}
+    return {"status": status, "labels": labels, "annotations": {"summary": f"{feature} drifted"}, "startsAt": "x"}
+
+
+def test_a_firing_drift_alert_becomes_one_dispatch_per_model_per_cooldown(relay: str, github: FakeGitHub) -> None:
+    first = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")))
+    assert first.status_code == 202
+    assert first.json() == {"dispatched": ["loan-approval"], "cooling_down": []}
+    dispatch = github.received.get(timeout=10)
+    assert dispatch.path == f"/repos/{REPOSITORY}/dispatches"
+    assert dispatch.headers["authorization"] == f"Bearer {TOKEN}"
+    assert dispatch.body["event_type"] == "model-drift"
+    assert dispatch.body["client_payload"]["model_name"] == "loan-approval"
+    assert dispatch.body["client_payload"]["alerts"][0]["feature"] == "credit_score"
+
+    again = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "debt_to_income")))
+    assert again.json() == {"dispatched": [], "cooling_down": ["loan-approval"]}
+    resolved = httpx.post(f"{relay}/alerts", json=_webhook(_alert("churn", "tenure", status="resolved")))
+    assert resolved.json() == {"dispatched": [], "cooling_down": []}
+    assert github.received.empty()
+
+
+def test_bad_input_and_github_failures_get_clear_answers(relay: str, github: FakeGitHub) -> None:
+    malformed = httpx.post(f"{relay}/alerts", content=b"{not json")
+    assert malformed.status_code == 400
+    assert "not JSON" in malformed.json()["error"]
+    wrong_shape = httpx.post(f"{relay}/alerts", json={"alerts": "none"})
+    assert wrong_shape.status_code == 400
+    assert httpx.get(f"{relay}/nowhere").status_code == 404
+
+    github.status = 422
+    failed = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")))
+    assert failed.status_code == 502, "Alertmanager retries a 5xx"
+    assert "answered 422" in failed.json()["error"]
+    github.received.get(timeout=10)
+    github.status = 204
+    retried = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")))
+    assert retried.json()["dispatched"] == ["loan-approval"], "a failed dispatch starts no cool-down"
+
+
+def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
+    relay: str, github: FakeGitHub, tmp_path: Path
+) -> None:
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary, "alertmanager is missing: .ci/run installs Debian's prometheus-alertmanager package"
+    config = alertmanager_config(
+        {"slackWebhookUrl": "http://127.0.0.1:9/slack", "pagerdutyRoutingKey": "key"}, f"{relay}/alerts"
+    )
+    (retrain_route,) = [route for route in config["route"]["routes"] if route["receiver"] == "retrain"]
+    retrain_route["group_wait"] = "1s"  # the deployed minute, shortened so the test does not wait for it
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    amtool = shutil.which("amtool")
+    assert amtool
+    check = subprocess.run(
+        [amtool, "check-config", str(tmp_path / "alertmanager.yml")], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    port = free_port()
+    log = (tmp_path / "alertmanager.log").open("wb")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/-/ready").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, 30, "Alertmanager to turn ready")
+        labels = {
+            "alertname": "ModelDataDrift",
+            "action": "retrain",
+            "severity": "ticket",
+            "model_name": "loan-approval",
+            "feature": "credit_score",
+        }
+        latency = {"alertname": "ModelServiceHighLatencyP99", "severity": "page", "model_name": "loan-approval"}
+        posted = httpx.post(
+            f"{url}/api/v2/alerts",
+            json=[{"labels": labels, "annotations": {"summary": "drift"}}, {"labels": latency}],
+        )
+        assert posted.status_code == 200
+        dispatch = github.received.get(timeout=60)
+        payload = dispatch.body["client_payload"]
+        assert payload["model_name"] == "loan-approval"
+        assert payload["source"].startswith("http")
+        # Only the alert labelled for retraining took this route; the latency page did not.
+        assert [(a["alertname"], a["feature"]) for a in payload["alerts"]] == [("ModelDataDrift", "credit_score")]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
