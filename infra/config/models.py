@@ -103,6 +103,21 @@ def _parse_allowed_cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6
         ) from None
 
 
+def _parse_cidr_list(value: object) -> object:
+    """Each item of a list of CIDRs, with an error naming what a CIDR looks like; anything else is left to pydantic."""
+    return [_parse_allowed_cidr(item) for item in value] if isinstance(value, list) else value
+
+
+class ExtraIngress(ConfigModel):
+    """One more port opened on the load-balancer group, for the ranges listed; policy checks every one."""
+
+    port: Annotated[int, Field(ge=1, le=65535)]
+    cidrs: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], Field(min_length=1)]
+    description: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9 ._:/()#,@\[\]+=&;{}!$*-]+$")]
+
+    _cidrs = field_validator("cidrs", mode="before")(_parse_cidr_list)
+
+
 class NetworkConfig(ConfigModel):
     """The VPC and what surrounds it."""
 
@@ -112,6 +127,7 @@ class NetworkConfig(ConfigModel):
     private_subnet_prefix: Annotated[int | None, Field(ge=VPC_MIN_PREFIX + 1, le=SUBNET_MAX_PREFIX)] = None
     public_subnet_prefix: Annotated[int | None, Field(ge=VPC_MIN_PREFIX + 1, le=SUBNET_MAX_PREFIX)] = None
     allowed_cidrs: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], Field(min_length=1)]
+    extra_ingress: list[ExtraIngress] = Field(default_factory=list)
     flow_logs: FlowLogsConfig
 
     @field_validator("cidr", mode="before")
@@ -119,12 +135,7 @@ class NetworkConfig(ConfigModel):
     def _vpc_cidr(cls, value: object) -> ipaddress.IPv4Network:
         return _parse_vpc_cidr(value)
 
-    @field_validator("allowed_cidrs", mode="before")
-    @classmethod
-    def _allowed_cidrs(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [_parse_allowed_cidr(item) for item in value]
-        return value
+    _allowed_cidrs = field_validator("allowed_cidrs", mode="before")(_parse_cidr_list)
 
     @model_validator(mode="after")
     def _subnets_fit(self) -> "NetworkConfig":
@@ -409,7 +420,7 @@ class StackConfig(ConfigModel):
             raise ConfigRuleError(
                 "monitoring.retrain.repository", "needs compute.mode eks: Alertmanager runs only on the cluster"
             )
-        reserved = {"project", "environment", "managed-by", "owner", "cost-center"} & set(self.extra_tags)
+        reserved = {"project", "environment", "managed-by", "owner", "cost-center", "tier"} & set(self.extra_tags)
         if reserved:
             raise ConfigRuleError("extraTags", f"{sorted(reserved)} are set by mlstack itself; remove them")
         return self

@@ -257,7 +257,10 @@ class Monitoring(pulumi.ComponentResource):
                 "namespace": NAMESPACE,
                 "annotations": load_balancer_group_id.apply(
                     lambda group: alb_annotations(
-                        scheme=env.config.ingress.scheme, health_path="/api/health", security_group_id=group
+                        scheme=env.config.ingress.scheme,
+                        health_path="/api/health",
+                        security_group_id=group,
+                        deletion_protection=env.config.protect,
                     )
                 ),
             },

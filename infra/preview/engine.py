@@ -40,6 +40,9 @@ class RecordedResource:
     outputs: dict[str, Any] = field(default_factory=dict)
     protect: bool = False
     retain_on_delete: bool = False
+    # URNs this resource depends on, all together and per input property (for policy rules and the diagram).
+    dependencies: list[str] = field(default_factory=list)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,6 +111,10 @@ class RecordingMonitor(MockMonitor):
                 outputs=self.resources[response.urn].state if response.urn in self.resources else {},
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
+                dependencies=list(request.dependencies),
+                property_dependencies={
+                    key: list(value.urns) for key, value in request.propertyDependencies.items() if value.urns
+                },
             )
         )
         return response

@@ -50,11 +50,7 @@ class PlanRenderer:
         return self._pattern.sub(UNKNOWN, text)
 
 
-def empty_cost() -> dict[str, Any]:
-    return {"currency": "USD", "monthly_total": None, "items": [], "prices_as_of": None}
-
-
-def build_plan(run: StackRun) -> dict[str, Any]:
+def build_plan(run: StackRun, cost: dict[str, Any], violations: list[dict[str, Any]]) -> dict[str, Any]:
     renderer = PlanRenderer(run.invented)
     return {
         "version": PLAN_VERSION,
@@ -72,8 +68,8 @@ def build_plan(run: StackRun) -> dict[str, Any]:
             for resource in run.in_tree_order()
         ],
         "outputs": renderer.value(run.outputs),
-        "cost": empty_cost(),
-        "policy": {"violations": []},
+        "cost": cost,
+        "policy": {"violations": violations},
     }
 
 

@@ -5,6 +5,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from infra.policy.rules import Violation
+from infra.preview.cost.estimate import ASSUMPTIONS, CostEstimate
 from infra.preview.engine import RecordedResource, StackRun
 from infra.preview.plan import PlanRenderer
 
@@ -133,3 +135,30 @@ def render_summary(run: StackRun) -> str:
 
 def render_outputs(outputs: dict[str, Any]) -> str:
     return "\n".join(f"  {name}: {_compact(value)}" for name, value in outputs.items())
+
+
+def render_cost(cost: CostEstimate) -> str:
+    """Line items with their monthly cost, the total, the assumptions and whatever could not be priced."""
+    lines = [f"Estimated monthly cost ({cost.currency}, {cost.region}, prices as of {cost.prices_as_of}):"]
+    width = max((len(item.item) for item in cost.items), default=10)
+    for item in cost.items:
+        amount = "unpriced" if item.monthly is None else f"{item.monthly:>10,.2f}"
+        note = f"  ({item.note})" if item.note else ""
+        lines.append(f"  {item.item:<{width}}  {amount:>10}{note}")
+    if cost.monthly_total is None:
+        lines.append(f"  {'Total':<{width}}  {'not known':>10}  (priced items add up to {cost.priced_subtotal:,.2f})")
+    else:
+        lines.append(f"  {'Total':<{width}}  {cost.monthly_total:>10,.2f}")
+    lines += [f"  ! {problem}" for problem in cost.unpriced]
+    lines.append("  Assumptions: " + "; ".join(ASSUMPTIONS))
+    return "\n".join(lines)
+
+
+def render_violations(violations: list[Violation], run: StackRun) -> str:
+    if not violations:
+        return "Policy: no violations"
+    lines = [f"Policy: {len(violations)} violation(s)"]
+    for violation in violations:
+        name = run.by_urn(violation.urn).name if any(r.urn == violation.urn for r in run.resources) else violation.urn
+        lines.append(f"  [{violation.level}] {violation.policy}: {name}: {violation.message}")
+    return "\n".join(lines)

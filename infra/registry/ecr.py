@@ -65,7 +65,7 @@ class ContainerRegistry(pulumi.ComponentResource):
             ],
             # Outside protected stacks a teardown may delete a repository that still holds images.
             force_delete=not protect,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=protect),
+            opts=pulumi.ResourceOptions(parent=self, protect=protect, retain_on_delete=protect),
         )
         aws.ecr.LifecyclePolicy(
             f"{name}-{SERVICE_IMAGE}-lifecycle",

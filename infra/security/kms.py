@@ -37,7 +37,7 @@ class EncryptionKeys(pulumi.ComponentResource):
             enable_key_rotation=True,
             deletion_window_in_days=KEY_DELETION_WINDOW_DAYS,
             tags={"Name": f"{self._env.prefix}-{purpose}"},
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=protect),
+            opts=pulumi.ResourceOptions(parent=self, protect=protect, retain_on_delete=protect),
         )
         aws.kms.Alias(
             f"{self._name}-{purpose}-alias",

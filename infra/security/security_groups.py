@@ -10,6 +10,7 @@ import pulumi_aws as aws
 
 from infra.config import Environment
 from infra.network.vpc import ANYWHERE_IPV4, Network
+from infra.policy.rules import LOAD_BALANCER_ROLE
 
 LOAD_BALANCER_PORTS = (80, 443)
 ALL_PROTOCOLS = "-1"
@@ -29,13 +30,19 @@ class SecurityGroups(pulumi.ComponentResource):
         self._env = env
         self._child = pulumi.ResourceOptions(parent=self)
 
-        self._load_balancer = self._create_group("lb", network, "Load balancers: HTTP(S) from the allowed CIDRs only")
+        self._load_balancer = self._create_group(
+            "lb", LOAD_BALANCER_ROLE, network, "Load balancers: HTTP(S) from the allowed CIDRs only"
+        )
         self._workload = self._create_group(
-            "workload", network, "Model service hosts and nodes: the service port from the load balancers only"
+            "workload",
+            "workload",
+            network,
+            "Model service hosts and nodes: the service port from the load balancers only",
         )
         self.load_balancer_group_id = self._load_balancer.id
         self.workload_group_id = self._workload.id
         self._admit_allowed_cidrs_to_load_balancer()
+        self._admit_extra_ingress_to_load_balancer()
         self._admit_load_balancer_to_workload()
         if env.config.compute.mode == "eks":
             self._admit_node_to_node()
@@ -45,13 +52,16 @@ class SecurityGroups(pulumi.ComponentResource):
             {"loadBalancerGroupId": self.load_balancer_group_id, "workloadGroupId": self.workload_group_id}
         )
 
-    def _create_group(self, role: str, network: Network, description: str) -> aws.ec2.SecurityGroup:
-        """A group with no inline rules: every rule is its own resource, so changes are reviewable one by one."""
+    def _create_group(self, short_name: str, role: str, network: Network, description: str) -> aws.ec2.SecurityGroup:
+        """A group with no inline rules: every rule is its own resource, so changes are reviewable one by one.
+
+        The `role` tag tells policy (and people) which group may face the internet.
+        """
         return aws.ec2.SecurityGroup(
-            f"{self._name}-{role}",
+            f"{self._name}-{short_name}",
             vpc_id=network.vpc_id,
             description=description,
-            tags={"Name": f"{self._env.prefix}-{role}"},
+            tags={"Name": f"{self._env.prefix}-{short_name}", "role": role},
             opts=self._child,
         )
 
@@ -67,6 +77,23 @@ class SecurityGroups(pulumi.ComponentResource):
                     from_port=port,
                     to_port=port,
                     description=f"HTTP(S) from allowed range {cidr}",
+                    cidr_ipv4=str(cidr) if ipv4 else None,
+                    cidr_ipv6=None if ipv4 else str(cidr),
+                    opts=self._child,
+                )
+
+    def _admit_extra_ingress_to_load_balancer(self) -> None:
+        """`network.extraIngress`: more ports on the load balancers, each rule its own resource for policy to judge."""
+        for entry in self._env.config.network.extra_ingress:
+            for index, cidr in enumerate(entry.cidrs):
+                ipv4 = isinstance(cidr, ipaddress.IPv4Network)
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{self._name}-lb-extra-{entry.port}-{index + 1}",
+                    security_group_id=self._load_balancer.id,
+                    ip_protocol="tcp",
+                    from_port=entry.port,
+                    to_port=entry.port,
+                    description=entry.description,
                     cidr_ipv4=str(cidr) if ipv4 else None,
                     cidr_ipv6=None if ipv4 else str(cidr),
                     opts=self._child,

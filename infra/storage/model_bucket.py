@@ -27,7 +27,7 @@ class ModelBucket(pulumi.ComponentResource):
             f"{name}-bucket",
             bucket_prefix=f"{env.prefix}-models-",
             force_destroy=not protect,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=protect),
+            opts=pulumi.ResourceOptions(parent=self, protect=protect, retain_on_delete=protect),
         )
         bucket_id = self._bucket.id
         ownership = aws.s3.BucketOwnershipControls(

@@ -5,12 +5,19 @@ from typing import Any
 PREFIX = "alb.ingress.kubernetes.io"
 
 
-def alb_annotations(*, scheme: str, health_path: str, security_group_id: str) -> dict[str, str]:
+def alb_annotations(
+    *, scheme: str, health_path: str, security_group_id: str, deletion_protection: bool
+) -> dict[str, str]:
     """Pod-IP targets behind the stack's load-balancer security group, which admits only the allowed CIDRs on 80/443.
 
     The controller adds no backend rules of its own: the workload group already admits the load-balancer group.
+    Malformed headers are dropped; in protected stacks the ALB cannot be deleted until that is switched off.
     """
+    attributes = ["routing.http.drop_invalid_header_fields.enabled=true"]
+    if deletion_protection:
+        attributes.append("deletion_protection.enabled=true")
     return {
+        f"{PREFIX}/load-balancer-attributes": ",".join(attributes),
         f"{PREFIX}/scheme": scheme,
         f"{PREFIX}/target-type": "ip",
         f"{PREFIX}/healthcheck-path": health_path,

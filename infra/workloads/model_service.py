@@ -316,11 +316,13 @@ class ModelService(pulumi.ComponentResource):
         listen = [{"HTTP": 80}] + ([{"HTTPS": 443}] if settings.certificate_arn else [])
         annotations = pulumi.Output.all(security_groups.load_balancer_group_id).apply(
             lambda values: {
-                **alb_annotations(scheme=settings.scheme, health_path=READY_PATH, security_group_id=values[0]),
-                "alb.ingress.kubernetes.io/listen-ports": json.dumps(listen),
-                "alb.ingress.kubernetes.io/load-balancer-attributes": (
-                    "routing.http.drop_invalid_header_fields.enabled=true"
+                **alb_annotations(
+                    scheme=settings.scheme,
+                    health_path=READY_PATH,
+                    security_group_id=values[0],
+                    deletion_protection=self._env.config.protect,
                 ),
+                "alb.ingress.kubernetes.io/listen-ports": json.dumps(listen),
                 **(
                     {
                         "alb.ingress.kubernetes.io/certificate-arn": settings.certificate_arn,

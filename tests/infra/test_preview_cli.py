@@ -94,7 +94,11 @@ def test_plan_json_has_the_contracted_shape(tmp_path: Path) -> None:
     for resource in plan["resources"]:
         assert list(resource) == ["urn", "type", "name", "parent", "custom", "inputs"]
         assert resource["parent"] is None or resource["parent"] in urns, f"{resource['urn']} has a dangling parent"
-    assert set(plan["cost"]) == {"currency", "monthly_total", "items", "prices_as_of"}
+    # The contracted keys, plus what a reviewer needs to trust the figure: region, assumptions, what went unpriced.
+    assert set(plan["cost"]) == {
+        "currency", "monthly_total", "items", "prices_as_of", "region", "assumptions", "unpriced", "priced_subtotal"
+    }  # fmt: skip
+    assert plan["cost"]["monthly_total"] == round(sum(item["monthly"] for item in plan["cost"]["items"]), 2)
     assert plan["policy"] == {"violations": []}
     (vpc,) = _of_type(plan, "aws:ec2/vpc:Vpc")
     assert vpc["inputs"]["cidrBlock"] == "10.30.0.0/16"

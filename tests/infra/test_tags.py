@@ -15,7 +15,7 @@ def _default_tags(run: StackRun) -> dict[str, str]:
     return tags
 
 
-def test_provider_default_tags_name_project_environment_owner_and_cost_centre(stack_run: StackRun) -> None:
+def test_provider_default_tags_name_project_environment_owner_cost_centre_and_tier(stack_run: StackRun) -> None:
     env = environment_of(stack_run, stack_config(stack_run.stack))
     assert _default_tags(stack_run) == {
         "project": "mlstack",
@@ -23,6 +23,7 @@ def test_provider_default_tags_name_project_environment_owner_and_cost_centre(st
         "managed-by": "pulumi",
         "owner": env.config.owner,
         "cost-center": env.config.cost_center,
+        "tier": env.config.tier,
     }
 
 

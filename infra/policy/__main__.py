@@ -1,0 +1,6 @@
+"""`pulumi preview --policy-pack infra/policy`: mlstack's rules, enforced by Pulumi CrossGuard."""
+
+from pack import policies
+from pulumi_policy import PolicyPack
+
+PolicyPack(name="mlstack", policies=policies())

@@ -1,0 +1,1 @@
+"""Monthly cost of a stack, estimated from the preview's resources and a committed price snapshot."""

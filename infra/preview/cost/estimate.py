@@ -1,0 +1,245 @@
+"""Line items of a stack's monthly cost, read from the resources its preview registered.
+
+What is priced, at the desired sizes the stack file sets: EC2 hosts and node pools (instances and their gp3 root
+volumes), the EKS control plane, NAT gateways and their public IPv4 addresses, application load balancers (the
+dev host's, and one per Ingress the AWS Load Balancer Controller turns into an ALB), KMS keys, CloudWatch log
+groups (ingestion and storage) and Prometheus's volume. Usage-driven charges (data processed, requests, S3 and ECR
+storage) depend on traffic and are left out; the assumptions are listed with the estimate. An instance type or
+region that the snapshot does not price is reported as unpriced, never counted as free.
+"""
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from infra.preview.cost.prices import PriceSnapshot
+from infra.preview.engine import RecordedResource, StackRun
+
+SPOT_DISCOUNT = 0.6  # spot capacity assumed 60% below on-demand
+ALB_LCUS = 1.0  # average load-balancer capacity units per ALB
+LOG_GB_PER_MONTH = {"flow": 5.0, "control-plane": 2.0}  # by log group purpose; others DEFAULT_LOG_GB_PER_MONTH
+DEFAULT_LOG_GB_PER_MONTH = 1.0
+MAX_STORED_MONTHS = 12
+ASSUMPTIONS = [
+    "730 hours a month; on-demand prices; instances at the desired size the stack file sets",
+    f"spot capacity {SPOT_DISCOUNT:.0%} below on-demand",
+    "a node pool with several instance types is priced at its first",
+    f"{ALB_LCUS:g} load-balancer capacity unit per ALB on average",
+    f"log ingestion: flow logs {LOG_GB_PER_MONTH['flow']:g} GB, EKS control-plane logs "
+    f"{LOG_GB_PER_MONTH['control-plane']:g} GB, other log groups {DEFAULT_LOG_GB_PER_MONTH:g} GB a month; storage "
+    f"holds up to {MAX_STORED_MONTHS} months of it within the retention",
+    "not included: data processed by NAT gateways and load balancers, S3 and ECR storage and requests, data transfer",
+]
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Gi|G|Ti|T)?$")
+
+
+@dataclass(frozen=True)
+class LineItem:
+    item: str
+    urn: str
+    quantity: float
+    unit: str
+    unit_price: float | None
+    monthly: float | None
+    note: str = ""
+
+
+@dataclass
+class CostEstimate:
+    currency: str
+    prices_as_of: str
+    region: str
+    items: list[LineItem] = field(default_factory=list)
+    unpriced: list[str] = field(default_factory=list)
+
+    @property
+    def priced_subtotal(self) -> float:
+        return round(sum(item.monthly for item in self.items if item.monthly is not None), 2)
+
+    @property
+    def monthly_total(self) -> float | None:
+        """None while anything is unpriced: a partial sum would read as the whole bill."""
+        return None if self.unpriced else self.priced_subtotal
+
+    def to_plan(self) -> dict[str, Any]:
+        return {
+            "currency": self.currency,
+            "monthly_total": self.monthly_total,
+            "priced_subtotal": self.priced_subtotal,
+            "items": [asdict(item) for item in self.items],
+            "prices_as_of": self.prices_as_of,
+            "region": self.region,
+            "assumptions": ASSUMPTIONS,
+            "unpriced": self.unpriced,
+        }
+
+
+class _Estimator:
+    def __init__(self, run: StackRun, region: str, snapshot: PriceSnapshot) -> None:
+        self.run = run
+        self.hours = snapshot.hours_per_month
+        self.prices = snapshot.region(region)
+        self.estimate = CostEstimate(snapshot.currency, snapshot.as_of, region)
+        if self.prices is None:
+            known = ", ".join(sorted(snapshot.regions))
+            self.estimate.unpriced.append(f"region {region}: not in the price snapshot (it has {known})")
+
+    def add(
+        self, item: str, resource: RecordedResource, quantity: float, unit: str, price_key: str, *, note: str = ""
+    ) -> None:
+        price = None if self.prices is None else self.prices.get(price_key)
+        self._add(item, resource, quantity, unit, price, note=note)
+
+    def _add(
+        self, item: str, resource: RecordedResource, quantity: float, unit: str, price: float | None, *, note: str = ""
+    ) -> None:
+        monthly = None if price is None else round(quantity * price, 2)
+        self.estimate.items.append(LineItem(item, resource.urn, round(quantity, 3), unit, price, monthly, note))
+
+    def instance_price(self, instance_type: str, resource: RecordedResource) -> float | None:
+        if self.prices is None:
+            return None
+        price: float | None = self.prices["ec2_instance_hour"].get(instance_type)
+        if price is None:
+            self.estimate.unpriced.append(
+                f"{resource.name}: instance type {instance_type} is not in the price snapshot for "
+                f"{self.estimate.region}; run `mlstack cost refresh` or add it"
+            )
+        return price
+
+    def launch_template(self, resource: RecordedResource) -> RecordedResource | None:
+        for urn in resource.property_dependencies.get("launchTemplate", []):
+            return self.run.by_urn(urn)
+        return None
+
+    def instances(self, label: str, resource: RecordedResource, count: int, instance_type: str, spot: bool) -> None:
+        price = self.instance_price(instance_type, resource)
+        note = ""
+        if spot and price is not None:
+            price = round(price * (1 - SPOT_DISCOUNT), 5)
+            note = f"spot, assumed {SPOT_DISCOUNT:.0%} below on-demand"
+        if count == 0:
+            note = "scales from zero: nothing runs at the desired size"
+        kind = "spot" if spot else "on-demand"
+        self._add(
+            f"{label}: {count} x {instance_type} ({kind})",
+            resource,
+            count * self.hours,
+            "instance-hours",
+            price,
+            note=note,
+        )
+        template = self.launch_template(resource)
+        gigabytes = sum(
+            float((mapping.get("ebs") or {}).get("volumeSize") or 0)
+            for mapping in ((template.inputs.get("blockDeviceMappings") or []) if template else [])
+        )
+        if gigabytes:
+            self.add(
+                f"{label}: root volumes ({count} x {gigabytes:g} GB gp3)",
+                resource,
+                count * gigabytes,
+                "GB-month",
+                "ebs_gp3_gb_month",
+            )
+
+    def run_all(self) -> CostEstimate:
+        handlers = {
+            "aws:eks/cluster:Cluster": self._cluster,
+            "aws:eks/nodeGroup:NodeGroup": self._node_group,
+            "aws:autoscaling/group:Group": self._auto_scaling_group,
+            "aws:ec2/natGateway:NatGateway": self._nat_gateway,
+            "aws:ec2/eip:Eip": self._elastic_ip,
+            "aws:lb/loadBalancer:LoadBalancer": self._load_balancer,
+            "aws:kms/key:Key": self._kms_key,
+            "aws:cloudwatch/logGroup:LogGroup": self._log_group,
+            HELM_RELEASE: self._helm_release,
+        }
+        for resource in self.run.resources:
+            handler = handlers.get(resource.type)
+            if handler is not None:
+                handler(resource)
+        self._load_balancers_from_ingresses()
+        return self.estimate
+
+    def _cluster(self, resource: RecordedResource) -> None:
+        self.add("EKS control plane", resource, self.hours, "hours", "eks_cluster_hour")
+
+    def _node_group(self, resource: RecordedResource) -> None:
+        scaling = resource.inputs.get("scalingConfig") or {}
+        types = resource.inputs.get("instanceTypes") or []
+        spot = resource.inputs.get("capacityType") == "SPOT"
+        self.instances(f"Node pool {resource.name}", resource, int(scaling.get("desiredSize") or 0), types[0], spot)
+
+    def _auto_scaling_group(self, resource: RecordedResource) -> None:
+        template = self.launch_template(resource)
+        instance_type = template.inputs.get("instanceType") if template else None
+        if instance_type:
+            count = int(resource.inputs.get("desiredCapacity") or resource.inputs.get("minSize") or 0)
+            self.instances(f"EC2 hosts {resource.name}", resource, count, str(instance_type), spot=False)
+
+    def _nat_gateway(self, resource: RecordedResource) -> None:
+        self.add(
+            f"NAT gateway {resource.name}",
+            resource,
+            self.hours,
+            "hours",
+            "nat_gateway_hour",
+            note="plus data processed",
+        )
+
+    def _elastic_ip(self, resource: RecordedResource) -> None:
+        self.add(f"Public IPv4 address {resource.name}", resource, self.hours, "hours", "public_ipv4_hour")
+
+    def _load_balancer(self, resource: RecordedResource) -> None:
+        if resource.inputs.get("loadBalancerType", "application") == "application":
+            self._alb(f"Application load balancer {resource.name}", resource)
+
+    def _alb(self, label: str, resource: RecordedResource) -> None:
+        self.add(label, resource, self.hours, "hours", "alb_hour")
+        self.add(f"{label}: capacity units", resource, self.hours * ALB_LCUS, "LCU-hours", "alb_lcu_hour")
+
+    def _load_balancers_from_ingresses(self) -> None:
+        """The AWS Load Balancer Controller makes one ALB per Ingress of class alb, or per group of them."""
+        seen: set[str] = set()
+        for ingress in self.run.of_type(INGRESS):
+            if (ingress.inputs.get("spec") or {}).get("ingressClassName") != "alb":
+                continue
+            annotations = (ingress.inputs.get("metadata") or {}).get("annotations") or {}
+            group = annotations.get("alb.ingress.kubernetes.io/group.name") if isinstance(annotations, dict) else None
+            key = group or ingress.urn
+            if key not in seen:
+                seen.add(key)
+                self._alb(f"Application load balancer for Ingress {ingress.name}", ingress)
+
+    def _kms_key(self, resource: RecordedResource) -> None:
+        self.add(f"KMS key {resource.name}", resource, 1, "keys", "kms_key_month")
+
+    def _log_group(self, resource: RecordedResource) -> None:
+        purpose = next((key for key in LOG_GB_PER_MONTH if key in resource.name), None)
+        gigabytes = LOG_GB_PER_MONTH[purpose] if purpose else DEFAULT_LOG_GB_PER_MONTH
+        retention_days = resource.inputs.get("retentionInDays") or 0
+        months = min(MAX_STORED_MONTHS, retention_days / 30) if retention_days else MAX_STORED_MONTHS
+        self.add(
+            f"Log group {resource.name}: ingestion", resource, gigabytes, "GB", "logs_ingest_gb", note="assumed volume"
+        )
+        self.add(
+            f"Log group {resource.name}: storage", resource, gigabytes * months, "GB-month", "logs_storage_gb_month"
+        )
+
+    def _helm_release(self, resource: RecordedResource) -> None:
+        values = resource.inputs.get("values") or {}
+        storage = (
+            ((((values.get("prometheus") or {}).get("prometheusSpec") or {}).get("storageSpec") or {})
+             .get("volumeClaimTemplate") or {}).get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+        )  # fmt: skip
+        match = QUANTITY.match(str(storage)) if storage else None
+        if match:
+            gigabytes = float(match[1]) * (1024 if match[2] in ("Ti", "T") else 1)
+            self.add(f"Prometheus volume ({gigabytes:g} GB gp3)", resource, gigabytes, "GB-month", "ebs_gp3_gb_month")
+
+
+def estimate_cost(run: StackRun, region: str, snapshot: PriceSnapshot) -> CostEstimate:
+    return _Estimator(run, region, snapshot).run_all()
