@@ -21,6 +21,7 @@ from infra.storage.model_bucket import ModelBucket
 from infra.workloads.batch_cronjob import BatchScoring
 from infra.workloads.load_balancer_controller import LoadBalancerController
 from infra.workloads.model_service import ModelService
+from infra.workloads.release_tracks import serving_image_tag
 
 env = load_stack_config()
 aws_provider = create_aws_provider(env)
@@ -41,6 +42,7 @@ pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("loadBalancerSecurityGroupId", security_groups.load_balancer_group_id)
 pulumi.export("workloadSecurityGroupId", security_groups.workload_group_id)
 pulumi.export("repositoryUrl", registry.repository_url)
+pulumi.export("imageTag", serving_image_tag(env.config.release, env.config.service))
 pulumi.export("modelBucketName", bucket.bucket_name)
 pulumi.export("modelUri", bucket.model_uri(env.config.service.model_name, env.config.service.model_version))
 

@@ -62,3 +62,11 @@ def release_tracks(release: ReleaseConfig, service: ServiceConfig) -> list[Track
         Track("stable", service.image_tag, service.model_version, release.replicas, 100 - canary.weight),
         Track("canary", canary.version.image_tag, canary.version.model_version, canary_replicas, canary.weight),
     ]
+
+
+def serving_image_tag(release: ReleaseConfig, service: ServiceConfig) -> str:
+    """The image that takes the traffic (the stable track's, or the active colour's): deploy.yml rolls back to it."""
+    if release.strategy == "blue-green" and release.blue_green is not None:
+        active: str = getattr(release.blue_green, release.blue_green.active_color).image_tag
+        return active
+    return service.image_tag

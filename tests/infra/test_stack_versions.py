@@ -87,5 +87,11 @@ def test_a_new_image_rolls_dev_and_prod_and_flips_stagings_colours(
     assert traffic_of(next(m for m in manifests if m["kind"] == "Ingress")) == {"model-service-green": 100}
     (green,) = [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "model-service-green"]
     assert green["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":3f2a9c1")
+    assert run.outputs["imageTag"] == "3f2a9c1", "deploy.yml rolls back to what this output said before"
     assert main(["image-tag", "3f2a9c1", "--stack", "staging"]) == 0
     assert "already 3f2a9c1" in capsys.readouterr().out
+    # Rolling back is the same command with the previous tag: the previous colour becomes active again.
+    assert main(["image-tag", "0.1.0", "--stack", "staging"]) == 0
+    rolled_back = (project / "stacks" / "Pulumi.staging.yaml").read_text()
+    assert "activeColor: blue" in rolled_back
+    assert 'green: {imageTag: "3f2a9c1", modelVersion: "1.0.0"}' in rolled_back
