@@ -32,7 +32,7 @@ SERVICE_DIR = BENCH_DIR.parent
 MODEL_NAME = "loan-approval"
 SERVER_CORE, LOAD_CORE = "0", "1"
 SCENARIOS = ((1, 1), (1, 8), (1, 32), (64, 8))  # (rows per request, concurrency)
-DRIFT_ROUNDS = 3
+DRIFT_ROUNDS = 5
 LATENCY_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -209,7 +209,7 @@ def check_targets(results: list[Result], limits: dict[int, float], rss_mib: floa
     ours_64 = pick("mlstack", 64, 8)
     mlserver_ratio = ours.requests_per_second / mlserver.requests_per_second
     bare_ratio = ours.requests_per_second / bare.requests_per_second
-    paired = f"median of {DRIFT_ROUNDS} paired runs"
+    paired = f"median of {DRIFT_ROUNDS} fresh pairs"
     in_process_ratio = ours_64.rows_per_second / (limits[64] * 64)
     return [
         ("1 row, c8: req/s vs MLServer >= 5x", f"{mlserver_ratio:.1f}x", mlserver_ratio >= 5),
@@ -271,21 +271,22 @@ def main() -> int:
             results += measure("mlstack", port, bodies, args.seconds)
             rss_mib = resident_mib(pid)
 
-        # Drift tracking's cost is a few percent, the size of run-to-run noise, so the servers with it on and off run
-        # side by side and take turns under load; each figure is the median of DRIFT_ROUNDS runs.
+        # Drift tracking's cost is a few percent, the size of the differences between two processes of the same
+        # server (memory layout, hash seeds), so each round starts a fresh pair, drift on and off side by side,
+        # which take turns under load; each figure is the median of DRIFT_ROUNDS rounds.
         drift_rounds: dict[str, dict[int, list[Result]]] = {"drift-on": {}, "drift-off": {}}
-        with contextlib.ExitStack() as servers:
-            ports = {}
-            for server, enabled in (("drift-on", "true"), ("drift-off", "false")):
-                ports[server] = free_port()
-                server_env = {**env, "MLSTACK_PORT": str(ports[server]), "MLSTACK_DRIFT_ENABLED": enabled}
-                ready = f"http://127.0.0.1:{ports[server]}/v2/health/ready"
-                servers.enter_context(
-                    running([sys.executable, "-m", "mlstack_service"], server_env, ready, work / f"{server}.log")
-                )
-            for _ in range(DRIFT_ROUNDS):
+        for round_number in range(DRIFT_ROUNDS):
+            with contextlib.ExitStack() as servers:
+                ports = {}
+                for server, enabled in (("drift-on", "true"), ("drift-off", "false")):
+                    ports[server] = free_port()
+                    server_env = {**env, "MLSTACK_PORT": str(ports[server]), "MLSTACK_DRIFT_ENABLED": enabled}
+                    ready = f"http://127.0.0.1:{ports[server]}/v2/health/ready"
+                    log = work / f"{server}-{round_number}.log"
+                    servers.enter_context(running([sys.executable, "-m", "mlstack_service"], server_env, ready, log))
                 for rows in (1, 64):
-                    for server, port_of_server in ports.items():
+                    order = list(ports.items()) if round_number % 2 == 0 else list(reversed(ports.items()))
+                    for server, port_of_server in order:
                         (result,) = measure(server, port_of_server, bodies, args.seconds, ((rows, 8),))
                         drift_rounds[server].setdefault(rows, []).append(result)
         results += [median_result(runs) for by_rows in drift_rounds.values() for runs in by_rows.values()]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mlstack_service.drift import DriftMonitor, FeedbackTracker
+from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker
 from mlstack_service.errors import (
     BadRequestError,
     InferenceError,
@@ -77,14 +77,13 @@ class InferenceApp:
         self.metrics = metrics
         self._class_names = list(self.metadata.class_names)
         self._request_ids = _RequestIds()
-        self.drift: DriftMonitor | None = None
-        self.feedback: FeedbackTracker | None = None
+        self.drift: DriftTracking | None = None
         self._drift_task: asyncio.Task[None] | None = None
         if settings.drift_enabled:
-            self.drift = DriftMonitor(
+            monitor = DriftMonitor(
                 model.package.profile, self.metadata.feature_names, self._class_names, settings.drift_window
             )
-            self.feedback = FeedbackTracker(
+            feedback = FeedbackTracker(
                 settings.feedback_max_pending,
                 settings.feedback_ttl_seconds,
                 settings.feedback_window,
@@ -92,7 +91,8 @@ class InferenceApp:
                 own_prefix=self._request_ids.prefix,
                 sequences=self._request_ids.sequences,
             )
-            metrics.attach_drift(self.drift, self.feedback, settings.drift_psi_threshold)
+            self.drift = DriftTracking(monitor, feedback, flush_every=min(256, settings.feedback_max_pending))
+            metrics.attach_drift(self.drift, settings.drift_psi_threshold)
         self.ready = False
         self.draining = False
         self.request_log = RequestLog(sys.stdout.buffer)
@@ -339,11 +339,10 @@ class InferenceApp:
             time.perf_counter() - started, rows, dict(zip(self._class_names, counts.tolist(), strict=False))
         )
         response_id = request.request_id or request_id
-        if self.drift is not None and self.feedback is not None:
-            positive = prediction.probabilities[:, 1]
-            self.drift.record(request.rows, positive)
+        if self.drift is not None:
             # The server's own ids carry their sequence number, which spares the tracker a dict entry.
-            self.feedback.remember(response_id, positive, None if request.request_id else scope.get(SEQUENCE_KEY))
+            sequence = None if request.request_id else scope.get(SEQUENCE_KEY)
+            self.drift.observe(request.rows, prediction.probabilities, response_id, sequence)
         body = encode_infer_response(prediction, self.metadata, response_id, request.outputs)
         return Response(200, body, rows=rows)
 
@@ -352,7 +351,7 @@ class InferenceApp:
     ) -> Response:
         """Ground truth for an earlier inference: {"id": "<the infer response's id>", "labels": [0, 1, ...]}."""
         self._check_model(name, model_version)
-        if self.feedback is None:
+        if self.drift is None:
             raise RouteNotFoundError("feedback is off on this server (MLSTACK_DRIFT_ENABLED=false)")
         try:
             document = orjson.loads(await self._read_body(scope, receive))
@@ -360,7 +359,7 @@ class InferenceApp:
             raise BadRequestError(f"malformed JSON: {error}") from None
         if not isinstance(document, dict) or not isinstance(document.get("id"), str):
             raise BadRequestError("the body must be an object with the infer response's 'id' and the 'labels'")
-        recorded = self.feedback.record(document["id"], document.get("labels"))
+        recorded = self.drift.record_feedback(document["id"], document.get("labels"))
         return Response(200, orjson.dumps({"id": document["id"], "recorded": recorded}))
 
     async def _refresh_drift(self) -> None:

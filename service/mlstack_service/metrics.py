@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mlstack_service.drift import DriftMonitor, FeedbackTracker
+from mlstack_service.drift import DriftTracking
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -55,15 +55,13 @@ class ServiceMetrics(Collector):
         self.in_flight = 0
         self.ready = 0
         self.predictions: dict[str, int] = {}
-        self.drift: DriftMonitor | None = None
-        self.feedback: FeedbackTracker | None = None
+        self.drift: DriftTracking | None = None
         self.drift_threshold = 0.0
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
-    def attach_drift(self, drift: DriftMonitor, feedback: FeedbackTracker, threshold: float) -> None:
+    def attach_drift(self, drift: DriftTracking, threshold: float) -> None:
         self.drift = drift
-        self.feedback = feedback
         self.drift_threshold = threshold
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -130,9 +128,10 @@ class ServiceMetrics(Collector):
             yield gauge
 
     def _drift_families(self, model: list[str]) -> Iterator[Metric]:
-        if self.drift is None or self.feedback is None:
+        if self.drift is None:
             return
-        state = self.drift.state
+        self.drift.flush()  # what the counts below read includes the latest requests
+        state, feedback = self.drift.monitor.state, self.drift.feedback
         for name, documentation, values in (
             (
                 "mlstack_feature_drift_psi",
@@ -168,11 +167,11 @@ class ServiceMetrics(Collector):
             (
                 "mlstack_rolling_accuracy",
                 "Accuracy over the last labelled predictions (NaN before any label).",
-                self.feedback.accuracy(),
+                feedback.accuracy(),
             ),
-            ("mlstack_rolling_log_loss", "Log loss over the last labelled predictions.", self.feedback.log_loss()),
-            ("mlstack_feedback_labelled_rows", "Labelled rows in the rolling window.", self.feedback.labelled),
-            ("mlstack_feedback_pending", "Predictions awaiting a label.", self.feedback.pending),
+            ("mlstack_rolling_log_loss", "Log loss over the last labelled predictions.", feedback.log_loss()),
+            ("mlstack_feedback_labelled_rows", "Labelled rows in the rolling window.", feedback.labelled),
+            ("mlstack_feedback_pending", "Predictions awaiting a label.", feedback.pending),
         ):
             gauge = GaugeMetricFamily(name, documentation, labels=MODEL_LABELS)
             gauge.add_metric(model, value)

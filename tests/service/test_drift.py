@@ -1,12 +1,13 @@
 """Drift in the running service: data drift per feature, prediction drift, and accuracy from fed-back labels."""
 
+from itertools import count
 from typing import Any
 
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlstack_service.drift import DriftMonitor, FeedbackTracker, RingBuffer, UnknownPredictionError
+from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker, RingBuffer, UnknownPredictionError
 from mlstack_service.errors import BadRequestError
 from mlstack_service.package import load_package
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
@@ -147,11 +148,14 @@ def test_drift_state_is_bounded_by_the_window_after_200000_requests() -> None:
     monitor = DriftMonitor(package.profile, FEATURE_NAMES, ["rejected", "approved"], window=1_000)
     rows, _ = generate_applications(64, seed=3)
     scores = np.full(64, 0.5, dtype=np.float32)
-    feedback = FeedbackTracker(max_pending=500, ttl_seconds=3600, window=100, max_pending_rows=5_000)
+    feedback = FeedbackTracker(max_pending=500, ttl_seconds=3600, window=100, max_pending_rows=5_000, own_prefix="s")
+    tracking = DriftTracking(monitor, feedback, flush_every=256)
+    probabilities = np.column_stack([1 - scores, scores])
     size_before, feedback_size_before = monitor.size_bytes(), feedback.size_bytes()
     for request in range(200_000):
-        monitor.record(rows[: 1 + request % 64], scores[: 1 + request % 64])
-        feedback.remember(f"request-{request}", scores[: 1 + request % 64])
+        count = 1 + request % 64
+        tracking.observe(rows[:count], probabilities[:count], f"s-{request:x}", request)
+        assert tracking.buffered < 256
     assert monitor.size_bytes() == size_before == 1_000 * (12 + 1) * 4
     assert feedback.size_bytes() == feedback_size_before
     assert feedback.pending <= 500
@@ -199,6 +203,30 @@ def test_the_servers_own_ids_are_found_by_their_sequence_without_a_dict_entry() 
     assert tracker.record("abc-6", [0]) is False
     assert tracker.accuracy() == 0.0
     assert tracker.pending == 3
+
+
+def test_tracking_batches_observations_and_flushes_before_anything_reads_them() -> None:
+    package = load_package(str(EXAMPLE_PACKAGE), EXAMPLE_PACKAGE)
+    monitor = DriftMonitor(package.profile, FEATURE_NAMES, ["rejected", "approved"], window=1_000)
+    # Caller-chosen ids draw sequence numbers from the same counter as the server's own ids (the server shares it).
+    feedback = FeedbackTracker(max_pending=100, ttl_seconds=3600, window=50, own_prefix="srv", sequences=count(1000))
+    tracking = DriftTracking(monitor, feedback, flush_every=8)
+    rows, _ = generate_applications(3, seed=4)
+    probabilities = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], dtype=np.float32)
+    for sequence in range(1, 6):
+        tracking.observe(rows, probabilities, f"srv-{sequence:x}", sequence)
+    tracking.observe(rows[:1], probabilities[:1], "caller-chosen", None)
+    assert tracking.buffered == 6
+    assert feedback.pending == 0, "nothing reaches the tracker before a flush"
+    assert tracking.record_feedback("srv-3", [1, 0, 0]) is True  # flushes first
+    assert tracking.buffered == 0
+    assert feedback.accuracy() == pytest.approx(2 / 3)
+    assert tracking.record_feedback("caller-chosen", [1]) is True
+    assert tracking.refresh().window_fill == (5 * 3 + 1) / 1_000
+    for sequence in range(6, 6 + 8):  # the eighth observation flushes by itself
+        tracking.observe(rows, probabilities, f"srv-{sequence:x}", sequence)
+    assert tracking.buffered == 0
+    assert feedback.pending == 4 + 8
 
 
 def test_pending_feedback_expires() -> None:
