@@ -150,7 +150,8 @@ def render_cost(cost: CostEstimate) -> str:
     else:
         lines.append(f"  {'Total':<{width}}  {cost.monthly_total:>10,.2f}")
     lines += [f"  ! {problem}" for problem in cost.unpriced]
-    lines.append("  Assumptions: " + "; ".join(ASSUMPTIONS))
+    lines.append("  Assumptions:")
+    lines += [f"    - {assumption}" for assumption in ASSUMPTIONS]
     return "\n".join(lines)
 
 
