@@ -95,7 +95,7 @@ def preview(stack: str, out_dir: Path | None, debug: bool, graph: bool = False) 
     print()
     print(render_cost(cost))
     print()
-    print(render_violations(violations, run))
+    print(render_violations(violations))
     if graph:
         for path in write_graph(run, out_dir):
             print(f"\nDiagram: {path}")

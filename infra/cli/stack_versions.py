@@ -79,7 +79,7 @@ def set_model_version(
     release, service = edit.current.release, edit.current.service
     if release.strategy == "blue-green" and release.blue_green is not None:
         active = release.blue_green.active_color
-        idle = "green" if active == "blue" else "blue"
+        idle = _other_colour(active)
         active_version = getattr(release.blue_green, active)
         before = getattr(release.blue_green, idle).model_version
         where = f"release.blueGreen.{idle}"
@@ -109,7 +109,7 @@ def set_image_tag(root: Path, stack: str, tag: str) -> VersionChange:
         active_version = getattr(release.blue_green, active)
         if active_version.image_tag == tag:
             return VersionChange(stack, f"release.blueGreen.{active}", tag, tag)
-        idle = "green" if active == "blue" else "blue"
+        idle = _other_colour(active)
         settings = edit.block(f"{NAMESPACE}:release", "blueGreen")
         settings[idle] = _flow({"imageTag": _quoted(tag), "modelVersion": _quoted(active_version.model_version)})
         settings["activeColor"] = idle
@@ -118,6 +118,10 @@ def set_image_tag(root: Path, stack: str, tag: str) -> VersionChange:
     edit.block(f"{NAMESPACE}:service")["imageTag"] = _quoted(tag)
     edit.save()
     return VersionChange(stack, "service.imageTag", service.image_tag, tag)
+
+
+def _other_colour(colour: str) -> str:
+    return "green" if colour == "blue" else "blue"
 
 
 def _quoted(value: str) -> DoubleQuotedScalarString:

@@ -6,7 +6,6 @@ access block, KMS default encryption), every security group tagged with the stac
 Resources are found by the names and tags the program gives them. Exit 1 when any check fails.
 """
 
-import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +14,8 @@ from botocore.exceptions import ClientError
 
 from infra.config import Environment
 from infra.config.load import NAMESPACE
+from infra.policy.rules import WEB_PORTS, is_world
 from infra.registry.ecr import SERVICE_IMAGE
-
-WEB_PORTS = (80, 443)
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class AccountVerifier:
             for permission in group.get("IpPermissions", []):
                 sources = [r["CidrIp"] for r in permission.get("IpRanges", [])]
                 sources += [r["CidrIpv6"] for r in permission.get("Ipv6Ranges", [])]
-                world = [cidr for cidr in sources if ipaddress.ip_network(cidr, strict=False).prefixlen == 0]
+                world = [cidr for cidr in sources if is_world(cidr)]
                 low, high = permission.get("FromPort", 0), permission.get("ToPort", 65535)
                 if permission.get("IpProtocol") == "-1":
                     low, high = 0, 65535

@@ -14,12 +14,12 @@ from infra.config import Environment
 from infra.config.errors import StackConfigError
 from infra.config.load import NAMESPACE as CONFIG_NAMESPACE
 from infra.config.load import stack_file
+from infra.monitoring.kube_prometheus_stack import NAMESPACE
 from infra.registry.ecr import ContainerRegistry
 from infra.workloads.objects import create
 from infra.workloads.pod_template import container_security_context, pod_security_context
 
 NAME = "retrain-relay"
-NAMESPACE = "monitoring"
 PORT = 8080
 TOKEN_KEY = "retrainGithubToken"
 HEALTH_CHECK = {"path": "/healthz", "port": "http"}

@@ -140,7 +140,8 @@ def _ports(rule: dict[str, Any]) -> tuple[int, int]:
     return int(rule["from"]), int(rule["to"] if rule["to"] is not None else rule["from"])
 
 
-def _is_world(cidr: str) -> bool:
+def is_world(cidr: str) -> bool:
+    """0.0.0.0/0, ::/0 or any other spelling of every address."""
     try:
         return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
     except ValueError:
@@ -159,7 +160,7 @@ def _target_group_role(resource: Resource, stack: Stack) -> str | None:
 
 def no_world_ingress(resource: Resource, stack: Stack) -> Iterable[str]:
     for rule in _ingress_rules(resource):
-        world = [cidr for cidr in rule["cidrs"] if _is_world(cidr)]
+        world = [cidr for cidr in rule["cidrs"] if is_world(cidr)]
         if not world:
             continue
         low, high = _ports(rule)
@@ -223,10 +224,16 @@ def imdsv2(resource: Resource, stack: Stack) -> Iterable[str]:
         yield "instances accept IMDSv1; set metadataOptions.httpTokens to required"
 
 
-def required_tags(resource: Resource, stack: Stack) -> Iterable[str]:
-    raw = resource.inputs.get("defaultTags")
+def _default_tags(provider: Resource) -> Mapping[str, Any]:
+    """The AWS provider's default tags; the engine hands its object inputs over as JSON text."""
+    raw = provider.inputs.get("defaultTags")
     default_tags = json.loads(raw) if isinstance(raw, str) else (raw or {})
-    tags = default_tags.get("tags") or {}
+    tags: Mapping[str, Any] = default_tags.get("tags") or {}
+    return tags
+
+
+def required_tags(resource: Resource, stack: Stack) -> Iterable[str]:
+    tags = _default_tags(resource)
     missing = [key for key in REQUIRED_TAGS if not tags.get(key)]
     if missing:
         yield f"the AWS provider's default tags lack {missing}, so resources would go untagged"
@@ -293,11 +300,9 @@ RULES: tuple[Rule, ...] = (
 def tier_of(resources: Iterable[Resource]) -> str | None:
     """The stack's tier, from the AWS provider's default tags."""
     for resource in resources:
-        if resource.type == AWS_PROVIDER:
-            raw = resource.inputs.get("defaultTags")
-            tags = (json.loads(raw) if isinstance(raw, str) else (raw or {})).get("tags") or {}
-            if tags.get("tier"):
-                return str(tags["tier"])
+        tier = _default_tags(resource).get("tier") if resource.type == AWS_PROVIDER else None
+        if tier:
+            return str(tier)
     return None
 
 

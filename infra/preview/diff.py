@@ -17,41 +17,37 @@ class PlanError(Exception):
 
 @dataclass(frozen=True)
 class PlanDiff:
-    base: dict[str, Any]
-    new: dict[str, Any]
+    added: list[dict[str, Any]]
+    removed: list[dict[str, Any]]
+    changed: list[tuple[dict[str, Any], list[str]]]  # the resource and the inputs that changed
 
-    def _resources(self, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Cloud resources by URN without the stack's name, so two stacks' plans compare too."""
-        return {
-            STACK_IN_URN.sub("urn:pulumi:*::", resource["urn"]): resource
-            for resource in plan["resources"]
-            if resource["custom"]
-        }
 
-    @property
-    def added(self) -> list[dict[str, Any]]:
-        base = self._resources(self.base)
-        return [resource for urn, resource in self._resources(self.new).items() if urn not in base]
+def _resources(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Cloud resources by URN without the stack's name, so two stacks' plans compare too."""
+    return {
+        STACK_IN_URN.sub("urn:pulumi:*::", resource["urn"]): resource
+        for resource in plan["resources"]
+        if resource["custom"]
+    }
 
-    @property
-    def removed(self) -> list[dict[str, Any]]:
-        new = self._resources(self.new)
-        return [resource for urn, resource in self._resources(self.base).items() if urn not in new]
 
-    @property
-    def changed(self) -> list[tuple[dict[str, Any], list[str]]]:
-        base = self._resources(self.base)
-        changes = []
-        for urn, resource in self._resources(self.new).items():
-            before = base.get(urn)
-            if before is not None and before["inputs"] != resource["inputs"]:
-                keys = sorted(
-                    key
-                    for key in set(before["inputs"]) | set(resource["inputs"])
-                    if before["inputs"].get(key) != resource["inputs"].get(key)
-                )
-                changes.append((resource, keys))
-        return changes
+def compare(base_plan: dict[str, Any], new_plan: dict[str, Any]) -> PlanDiff:
+    base, new = _resources(base_plan), _resources(new_plan)
+    changed = []
+    for urn, resource in new.items():
+        before = base.get(urn)
+        if before is not None and before["inputs"] != resource["inputs"]:
+            keys = sorted(
+                key
+                for key in set(before["inputs"]) | set(resource["inputs"])
+                if before["inputs"].get(key) != resource["inputs"].get(key)
+            )
+            changed.append((resource, keys))
+    return PlanDiff(
+        added=[resource for urn, resource in new.items() if urn not in base],
+        removed=[resource for urn, resource in base.items() if urn not in new],
+        changed=changed,
+    )
 
 
 def load_plan(path: Path) -> dict[str, Any]:
@@ -92,7 +88,7 @@ def _listing(title: str, rows: list[str]) -> list[str]:
 
 
 def render_markdown(base: dict[str, Any], new: dict[str, Any]) -> str:
-    diff = PlanDiff(base, new)
+    diff = compare(base, new)
     base_total = base.get("cost", {}).get("monthly_total")
     new_total = new.get("cost", {}).get("monthly_total")
     title = f"### mlstack: `{base.get('stack')}` → `{new.get('stack')}`"

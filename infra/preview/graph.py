@@ -53,10 +53,8 @@ def component_graph(run: StackRun) -> ComponentGraph:
 
 
 def _provider_urn(resource: RecordedResource) -> list[str]:
-    """The URN in a provider reference ("<urn>::<id>"), for resources not on a default provider."""
-    if not resource.provider or "::default" in resource.provider:
-        return []
-    return [resource.provider.rsplit("::", 1)[0]]
+    """The URN in a provider reference ("<urn>::<id>")."""
+    return [resource.provider.rsplit("::", 1)[0]] if resource.provider else []
 
 
 def _ids(graph: ComponentGraph) -> dict[str, str]:

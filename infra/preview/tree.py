@@ -155,11 +155,11 @@ def render_cost(cost: CostEstimate) -> str:
     return "\n".join(lines)
 
 
-def render_violations(violations: list[Violation], run: StackRun) -> str:
+def render_violations(violations: list[Violation]) -> str:
     if not violations:
         return "Policy: no violations"
     lines = [f"Policy: {len(violations)} violation(s)"]
     for violation in violations:
-        name = run.by_urn(violation.urn).name if any(r.urn == violation.urn for r in run.resources) else violation.urn
+        name = violation.urn.rsplit("::", 1)[-1]
         lines.append(f"  [{violation.level}] {violation.policy}: {name}: {violation.message}")
     return "\n".join(lines)

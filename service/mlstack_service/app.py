@@ -91,7 +91,7 @@ class InferenceApp:
                 own_prefix=self._request_ids.prefix,
                 sequences=self._request_ids.sequences,
             )
-            self.drift = DriftTracking(monitor, feedback, flush_every=min(256, settings.feedback_max_pending))
+            self.drift = DriftTracking(monitor, feedback)
             metrics.attach_drift(self.drift, settings.drift_psi_threshold)
         self.ready = False
         self.draining = False

@@ -181,14 +181,19 @@ class FeedbackTracker:
 
     def remember(self, prediction_id: str, positive_scores: NDArray[np.float32], sequence: int | None = None) -> None:
         """One prediction; `sequence` is given when the id is the server's own "<prefix>-<sequence hex>"."""
-        self.remember_batch([prediction_id], [positive_scores], [sequence])
+        counts = np.array([len(positive_scores)], dtype=np.int64)
+        self.remember_batch([prediction_id], positive_scores, counts, [sequence])
 
-    def remember_batch(self, ids: list[str], scores: list[NDArray[np.float32]], sequences: list[int | None]) -> None:
+    def remember_batch(
+        self, ids: list[str], scores: NDArray[np.float32], counts: NDArray[np.int64], sequences: list[int | None]
+    ) -> None:
+        """Predictions in order: `scores` holds their rows one after another, `counts[i]` of them for `ids[i]`."""
         capacity = len(self._scores)
-        counts = np.fromiter((len(item) for item in scores), dtype=np.int64, count=len(scores))
-        if counts.size and counts.max() > capacity:  # a batch larger than the ring can never be labelled
-            keep = [index for index, count in enumerate(counts) if count <= capacity]
-            ids, scores, sequences = [ids[i] for i in keep], [scores[i] for i in keep], [sequences[i] for i in keep]
+        if counts.size and counts.max() > capacity:  # a prediction larger than the ring can never be labelled
+            keep = counts <= capacity
+            scores = scores[np.repeat(keep, counts)]
+            ids = [prediction_id for prediction_id, kept in zip(ids, keep, strict=True) if kept]
+            sequences = [sequence for sequence, kept in zip(sequences, keep, strict=True) if kept]
             counts = counts[keep]
         if not ids:
             return
@@ -200,10 +205,9 @@ class FeedbackTracker:
         slots = sequence_array % self._max_pending
         for slot in slots.tolist() if self._foreign_sequence else ():
             self._drop_foreign(slot)
-        flat = np.concatenate(scores) if len(scores) > 1 else np.asarray(scores[0], dtype=np.float32)
-        total = len(flat)
+        total = len(scores)
         starts = self._rows_written + np.cumsum(counts) - counts
-        written = flat[-capacity:]
+        written = scores[-capacity:]
         positions = (self._rows_written + np.arange(total - len(written), total)) % capacity
         self._scores[positions] = written
         self._rows_written += total
@@ -285,6 +289,10 @@ class FeedbackTracker:
     def pending(self) -> int:
         return int(np.count_nonzero(self._slot_sequence >= 0))
 
+    @property
+    def max_pending(self) -> int:
+        return self._max_pending
+
     def size_bytes(self) -> int:
         """The preallocated state; caller-chosen id strings come on top, at most `max_pending` of them."""
         arrays = (self._scores, self._slot_sequence, self._times, self._starts, self._counts)
@@ -314,7 +322,8 @@ class DriftTracking:
     def __init__(self, monitor: DriftMonitor, feedback: FeedbackTracker, flush_every: int = 256) -> None:
         self.monitor = monitor
         self.feedback = feedback
-        self._flush_every = flush_every
+        # No more predictions in a batch than the tracker has slots: consecutive ones cannot evict each other.
+        self._flush_every = min(flush_every, feedback.max_pending)
         self._batch: list[tuple[NDArray[np.float32], NDArray[np.float32], str, int | None]] = []
 
     def observe(
@@ -330,13 +339,12 @@ class DriftTracking:
         if not batch:
             return
         self._batch = []
-        positives = [probabilities[:, 1] for _, probabilities, _, _ in batch]
-        self.monitor.record(
-            np.concatenate([rows for rows, _, _, _ in batch]) if len(batch) > 1 else batch[0][0],
-            np.concatenate(positives) if len(batch) > 1 else positives[0],
-        )
+        rows = np.concatenate([request_rows for request_rows, _, _, _ in batch])
+        positives = np.concatenate([probabilities for _, probabilities, _, _ in batch])[:, 1]
+        counts = np.fromiter((len(request_rows) for request_rows, *_ in batch), dtype=np.int64, count=len(batch))
+        self.monitor.record(rows, positives)
         self.feedback.remember_batch(
-            [prediction_id for _, _, prediction_id, _ in batch], positives, [sequence for *_, sequence in batch]
+            [prediction_id for _, _, prediction_id, _ in batch], positives, counts, [sequence for *_, sequence in batch]
         )
 
     @property

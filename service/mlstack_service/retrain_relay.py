@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlstack_service.logs import configure_logging, log_event
+from mlstack_service.settings import describe_invalid_settings
 
 Scope = dict[str, Any]
 MAX_BODY_BYTES = 1 << 20
@@ -63,7 +64,11 @@ class RetrainRelay:
         if route == ("GET", "/healthz"):
             status, document = 200, {"status": "ok"}
         elif route == ("POST", "/alerts"):
-            status, document = await self._alerts(await self._body(receive))
+            request_body = await self._body(receive)
+            if request_body is None:
+                status, document = 413, {"error": f"the body exceeds {MAX_BODY_BYTES} bytes"}
+            else:
+                status, document = await self._alerts(request_body)
         else:
             status, document = 404, {"error": f"no route {scope['method']} {scope['path']}; POST /alerts"}
         body = orjson.dumps(document)
@@ -72,14 +77,15 @@ class RetrainRelay:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    async def _body(receive: Any) -> bytes:
+    async def _body(receive: Any) -> bytes | None:
+        """The request body, or None past MAX_BODY_BYTES."""
         chunks, total = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > MAX_BODY_BYTES:
-                return b""
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -159,10 +165,8 @@ def main() -> int:
     try:
         settings = RelaySettings()  # the required fields come from the environment
     except ValidationError as error:
-        problems = "; ".join(
-            f"MLSTACK_RELAY_{'_'.join(str(part) for part in detail['loc']).upper()}: {detail['msg']}"
-            for detail in error.errors()
-        )
+        # No values: the token is among them.
+        problems = describe_invalid_settings(error, "MLSTACK_RELAY_", show_values=False)
         log_event(configure_logging("info"), logging.ERROR, "refusing to start", reason=problems)
         return 1
     logger = configure_logging(settings.log_level)

@@ -21,7 +21,7 @@ from mlstack_service.logs import configure_logging, log_event
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.package import PackageError, load_package
 from mlstack_service.runtime import OnnxModel
-from mlstack_service.settings import Settings
+from mlstack_service.settings import Settings, describe_invalid_settings
 
 EXIT_MODEL_UNUSABLE = 1  # the model or the settings cannot be used: fix them, do not restart
 
@@ -105,10 +105,7 @@ def main() -> None:
     try:
         settings = Settings()
     except ValidationError as error:
-        problems = "; ".join(
-            f"MLSTACK_{'_'.join(str(part) for part in detail['loc']).upper()}={detail['input']!r}: {detail['msg']}"
-            for detail in error.errors()
-        )
+        problems = describe_invalid_settings(error, "MLSTACK_", show_values=True)
         log_event(configure_logging("info"), logging.ERROR, "refusing to start", reason=f"invalid settings: {problems}")
         sys.exit(EXIT_MODEL_UNUSABLE)
     sys.exit(serve(settings))

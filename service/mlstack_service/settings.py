@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "example_model")
@@ -44,3 +44,13 @@ class Settings(BaseSettings):
     feedback_window: int = Field(1_000, ge=10, description="labelled rows in the rolling accuracy and log loss")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_payloads: bool = Field(False, description="log the first KiB of each request body (off: payloads are data)")
+
+
+def describe_invalid_settings(error: ValidationError, prefix: str, *, show_values: bool) -> str:
+    """One line naming each bad variable (`MLSTACK_PORT='x': ...`); values are left out where one may be a secret."""
+    return "; ".join(
+        f"{prefix}{'_'.join(str(part) for part in detail['loc']).upper()}"
+        + (f"={detail['input']!r}" if show_values else "")
+        + f": {detail['msg']}"
+        for detail in error.errors()
+    )

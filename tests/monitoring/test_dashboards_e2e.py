@@ -6,7 +6,6 @@ Every query of every service dashboard must return data, and the error-ratio ale
 import json
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import ServerProcess, free_port, infer_body, start_server, wait_for
+from tests.monitoring.daemons import prometheus_daemon
+from tests.service.conftest import ServerProcess, infer_body, start_server, wait_for
 from tests.service.models import failing_model_bytes, package_with_model
 
 MONITORING = REPO_ROOT / "monitoring"
@@ -122,31 +122,9 @@ def prometheus(failing_server: ServerProcess, tmp_path_factory: pytest.TempPathF
     (job,) = config["scrape_configs"]
     job["static_configs"] = [{"targets": [f"127.0.0.1:{failing_server.port}"]}]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (work / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/-/ready").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(ready, 60, "Prometheus to become ready")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    flags = [f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}"]
+    with prometheus_daemon(binary, flags, work / "prometheus.log", 60) as url:
+        yield url
 
 
 def _query(url: str, expr: str) -> list[dict[str, Any]]:

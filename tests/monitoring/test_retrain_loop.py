@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from infra.monitoring.kube_prometheus_stack import alertmanager_config
+from tests.monitoring.daemons import prometheus_daemon
 from tests.service.conftest import free_port, wait_for
 
 TOKEN = "test-token-not-a-secret"
@@ -134,6 +135,9 @@ def test_bad_input_and_github_failures_get_clear_answers(relay: str, github: Fak
     wrong_shape = httpx.post(f"{relay}/alerts", json={"alerts": "none"})
     assert wrong_shape.status_code == 400
     assert httpx.get(f"{relay}/nowhere").status_code == 404
+    too_big = httpx.post(f"{relay}/alerts", content=b" " * (2 << 20))
+    assert too_big.status_code == 413
+    assert "exceeds" in too_big.json()["error"]
 
     github.status = 422
     failed = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")))
@@ -163,29 +167,12 @@ def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
     )
     assert check.returncode == 0, check.stdout + check.stderr
 
-    port = free_port()
-    log = (tmp_path / "alertmanager.log").open("wb")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'alertmanager.yml'}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/-/ready").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, 30, "Alertmanager to turn ready")
+    flags = [
+        f"--config.file={tmp_path / 'alertmanager.yml'}",
+        f"--storage.path={tmp_path / 'data'}",
+        "--cluster.listen-address=",
+    ]
+    with prometheus_daemon(binary, flags, tmp_path / "alertmanager.log", 30) as url:
         labels = {
             "alertname": "ModelDataDrift",
             "action": "retrain",
@@ -205,7 +192,19 @@ def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
         assert payload["source"].startswith("http")
         # Only the alert labelled for retraining took this route; the latency page did not.
         assert [(a["alertname"], a["feature"]) for a in payload["alerts"]] == [("ModelDataDrift", "credit_score")]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+
+
+def test_the_relay_refuses_bad_settings_naming_them_without_the_token() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLSTACK_")}
+    env |= {"MLSTACK_RELAY_REPOSITORY": "not a repository", "MLSTACK_RELAY_GITHUB_TOKEN": TOKEN}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlstack_service.retrain_relay"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "MLSTACK_RELAY_REPOSITORY: String should match pattern" in result.stdout + result.stderr
+    assert TOKEN not in result.stdout + result.stderr

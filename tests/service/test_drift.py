@@ -189,6 +189,10 @@ def test_pending_feedback_is_bounded_by_rows_and_a_reused_id_takes_the_newest_pr
     tracker.record("second", [1])
     assert tracker.accuracy() == 0.8
     assert tracker.pending == 0
+    tracker.remember("too-big", np.full(11, 0.9, dtype=np.float32))  # more rows than the ring holds
+    assert tracker.pending == 0
+    with pytest.raises(UnknownPredictionError):
+        tracker.record("too-big", [1] * 11)
 
 
 def test_the_servers_own_ids_are_found_by_their_sequence_without_a_dict_entry() -> None:
