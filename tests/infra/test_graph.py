@@ -41,7 +41,7 @@ def test_mermaid_is_one_node_per_component_and_one_arrow_per_edge(committed_runs
 
 
 def test_the_preview_writes_the_diagram_and_graphviz_renders_it(tmp_path: Path) -> None:
-    assert shutil.which("dot"), "graphviz is missing: .ci/run installs Debian's graphviz package"
+    assert shutil.which("dot"), "graphviz is missing: make test installs it (tools/system-deps)"
     result = subprocess.run(
         [sys.executable, "-m", "infra.cli", "preview", "staging", "--out", str(tmp_path), "--graph"],
         cwd=REPO_ROOT,

@@ -153,7 +153,7 @@ def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
     relay: str, github: FakeGitHub, tmp_path: Path
 ) -> None:
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    assert binary, "alertmanager is missing: .ci/run installs Debian's prometheus-alertmanager package"
+    assert binary, "alertmanager is missing: make test installs it (tools/system-deps)"
     config = alertmanager_config(
         {"slackWebhookUrl": "http://127.0.0.1:9/slack", "pagerdutyRoutingKey": "key"}, f"{relay}/alerts"
     )
