@@ -32,6 +32,7 @@ from mlstack_service.errors import (
     RouteNotFoundError,
     ServiceError,
 )
+from mlstack_service.http_body import DISCARD_LIMIT_FACTOR, discard_body
 from mlstack_service.logs import RequestLog, log_event
 from mlstack_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlstack_service.metrics import ServiceMetrics
@@ -376,6 +377,7 @@ class InferenceApp:
                 if not value.isdigit():
                     raise BadRequestError("Content-Length is not a number")
                 if int(value) > limit:
+                    await discard_body(receive, limit * DISCARD_LIMIT_FACTOR)
                     raise PayloadTooLargeError(f"the body is {int(value)} bytes; the limit is {limit}")
         chunks: list[bytes] = []
         total = 0
@@ -385,10 +387,13 @@ class InferenceApp:
                 raise ClientDisconnectedError
             chunk = message.get("body", b"")
             total += len(chunk)
+            more_body = message.get("more_body", False)
             if total > limit:
+                if more_body:
+                    await discard_body(receive, limit * DISCARD_LIMIT_FACTOR)
                 raise PayloadTooLargeError(f"the body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more_body:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -20,6 +20,7 @@ import uvicorn
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlstack_service.http_body import DISCARD_LIMIT_FACTOR, discard_body
 from mlstack_service.logs import configure_logging, log_event
 from mlstack_service.settings import describe_invalid_settings
 
@@ -85,6 +86,8 @@ class RetrainRelay:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > MAX_BODY_BYTES:
+                if message.get("more_body", False):
+                    await discard_body(receive, MAX_BODY_BYTES * DISCARD_LIMIT_FACTOR)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -20,7 +20,7 @@ import yaml
 
 from infra.monitoring.kube_prometheus_stack import alertmanager_config
 from tests.monitoring.daemons import prometheus_daemon
-from tests.service.conftest import free_port, wait_for
+from tests.service.conftest import free_port, post_and_close, wait_for
 
 TOKEN = "test-token-not-a-secret"
 REPOSITORY = "example-org/mlstack"
@@ -138,6 +138,8 @@ def test_bad_input_and_github_failures_get_clear_answers(relay: str, github: Fak
     too_big = httpx.post(f"{relay}/alerts", content=b" " * (2 << 20))
     assert too_big.status_code == 413
     assert "exceeds" in too_big.json()["error"]
+    answer = post_and_close(int(relay.rsplit(":", 1)[1]), "/alerts", b" " * (2 << 20))
+    assert answer.startswith(b"HTTP/1.1 413 "), "the 413 reaches a client that sends all and closes, never a reset"
 
     github.status = 422
     failed = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")))

@@ -37,6 +37,26 @@ def infer_body(rows: int, seed: int = 1, nested: bool = True, **extra: Any) -> d
     return {"inputs": [{"name": "input", "shape": [rows, 12], "datatype": "FP32", "data": data}], **extra}
 
 
+def post_and_close(port: int, path: str, body: bytes, chunked: bool = False) -> bytes:
+    """POST `body` with `Connection: close` over a raw socket, send all of it, then read the whole answer.
+
+    A client library may read the answer early or retry; this is what a plain client does, byte for byte.
+    """
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Connection: close\r\n{framing}\r\n\r\n"
+    ).encode()
+    payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(head + payload)
+        connection.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
 def wait_for(condition: Any, seconds: float, what: str) -> None:
     """Poll `condition` until it holds; fail naming `what` when it never does."""
     deadline = time.monotonic() + seconds

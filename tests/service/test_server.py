@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlstack_service.synthetic import FEATURE_NAMES
-from tests.service.conftest import ServerProcess, infer_body, predictions_in_process, wait_for
+from tests.service.conftest import ServerProcess, infer_body, post_and_close, predictions_in_process, wait_for
 
 INFER = "/v2/models/loan-approval/infer"
 
@@ -209,3 +209,12 @@ def test_openapi_document_is_served(server: ServerProcess) -> None:
     assert document["openapi"].startswith("3.")
     assert "/v2/models/{model_name}/infer" in document["paths"]
     assert "InferenceRequest" in document["components"]["schemas"]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_over_the_limit_with_connection_close_gets_413_not_a_reset(server: ServerProcess, chunked: bool) -> None:
+    """The client sends its whole oversized body and then reads: the answer must be the 413, never a reset."""
+    answer = post_and_close(server.port, INFER, b"x" * (1 << 20), chunked)  # 1 MiB against a 64 KiB limit
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large"
+    assert b"limit" in rest.partition(b"\r\n\r\n")[2]
