@@ -1,15 +1,18 @@
 """Drift in the running service: data drift per feature, prediction drift, and accuracy from fed-back labels."""
 
+import math
+import tracemalloc
 from itertools import count
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker, RingBuffer, UnknownPredictionError
 from mlstack_service.errors import BadRequestError
-from mlstack_service.package import load_package
+from mlstack_service.package import FeatureProfile, PredictionProfile, ReferenceProfile, load_package
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
 from tests.service.conftest import ServerProcess, start_server, wait_for
 from tests.service.models import EXAMPLE_PACKAGE
@@ -93,8 +96,21 @@ def test_training_like_traffic_stays_under_the_threshold_and_two_shifted_feature
     )
     ks = _samples(drift_server, "mlstack_feature_drift_ks")
     assert all(ks[name] > ks["age"] for name in SHIFTED)
-    # Worse applicants: the model approves fewer, and the prediction distribution drifts too.
-    assert _samples(drift_server, "mlstack_prediction_drift_psi")[""] > 0
+    # Worse applicants: the model approves fewer, and the prediction distribution drifts with them.
+    assert _samples(drift_server, "mlstack_prediction_drift_psi")[""] > THRESHOLD
+    calm_share = _approved_share(drift_server, live)
+    shifted_share = _approved_share(drift_server, shifted)
+    served = _samples(drift_server, "mlstack_predicted_class_share")
+    assert served["approved"] == pytest.approx(shifted_share, abs=1e-6)
+    assert served["rejected"] == pytest.approx(1 - shifted_share, abs=1e-6)
+    assert shifted_share < calm_share - 0.1
+
+
+def _approved_share(server: ServerProcess, rows: np.ndarray) -> float:
+    """The share of rows the model approves, from the model itself (the window holds exactly these rows)."""
+    session = ort.InferenceSession(str(EXAMPLE_PACKAGE / "model.onnx"), providers=["CPUExecutionProvider"])
+    (scores,) = [output for output in session.run(None, {"input": rows.astype(np.float32)}) if output.ndim == 2]
+    return float(np.mean(scores[:, 1] >= 0.5))
 
 
 def test_contradicting_labels_drop_the_rolling_accuracy(drift_server: ServerProcess) -> None:
@@ -118,7 +134,13 @@ def test_contradicting_labels_drop_the_rolling_accuracy(drift_server: ServerProc
     right = other.json()["outputs"][0]["data"]
     drift_server.client.post("/v2/models/loan-approval/feedback", json={"id": other.json()["id"], "labels": right})
     assert _samples(drift_server, "mlstack_rolling_accuracy")[""] == pytest.approx(0.5)
-    assert _samples(drift_server, "mlstack_rolling_log_loss")[""] > 0
+    # Log loss over the 400 labelled rows, from the probabilities the service returned for them.
+    (probabilities,) = [o["data"] for o in response.json()["outputs"] if o["name"] == "probabilities"]
+    approved = np.asarray(probabilities, dtype=np.float64).reshape(-1, 2)[:, 1]
+    labels = np.asarray(wrong + right, dtype=np.float64)
+    scores = np.clip(np.concatenate([approved, approved]), 1e-7, 1 - 1e-7)
+    expected = float(np.mean(-(labels * np.log(scores) + (1 - labels) * np.log(1 - scores))))
+    assert _samples(drift_server, "mlstack_rolling_log_loss")[""] == pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -151,14 +173,21 @@ def test_drift_state_is_bounded_by_the_window_after_200000_requests() -> None:
     feedback = FeedbackTracker(max_pending=500, ttl_seconds=3600, window=100, max_pending_rows=5_000, own_prefix="s")
     tracking = DriftTracking(monitor, feedback, flush_every=256)
     probabilities = np.column_stack([1 - scores, scores])
-    size_before, feedback_size_before = monitor.size_bytes(), feedback.size_bytes()
-    for request in range(200_000):
-        count = 1 + request % 64
-        tracking.observe(rows[:count], probabilities[:count], f"s-{request:x}", request)
-        assert tracking.buffered < 256
-    assert monitor.size_bytes() == size_before == 1_000 * (12 + 1) * 4
-    assert feedback.size_bytes() == feedback_size_before
-    assert feedback.pending <= 500
+    for request in range(2_000):  # warm up: every buffer and slot has been written once
+        tracking.observe(rows[: 1 + request % 64], probabilities[: 1 + request % 64], f"s-{request:x}", request)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for request in range(2_000, 200_000):
+            count = 1 + request % 64
+            tracking.observe(rows[:count], probabilities[:count], f"s-{request:x}", request)
+            assert tracking.buffered < 256
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 198,000 requests of up to 64 rows each: one byte kept per request would be 198 KB.
+    assert after - before < 64 * 1024
+    assert feedback.pending == 500
     assert monitor.refresh().window_fill == 1.0
 
 
@@ -247,3 +276,26 @@ def test_ring_buffer_keeps_the_newest_rows() -> None:
     assert sorted(ring.rows()[:, 0].tolist()) == [7, 8, 9, 10, 11]
     ring.extend(np.arange(20, 28, dtype=np.float32).reshape(-1, 1))
     assert sorted(ring.rows()[:, 0].tolist()) == [23, 24, 25, 26, 27]
+
+
+def test_psi_and_ks_of_a_small_window_match_a_computation_by_hand() -> None:
+    """Bins [0, 1), [1, 2), [2, 3] hold 50%, 25% and 25% of the training rows; the live window holds four rows."""
+    profile = ReferenceProfile(
+        rows=4,
+        features={"x": FeatureProfile(bin_edges=[0.0, 1.0, 2.0, 3.0], proportions=[0.5, 0.25, 0.25])},
+        predictions=PredictionProfile(
+            class_proportions={"no": 0.5, "yes": 0.5}, score_bin_edges=[0.0, 0.5, 1.0], score_proportions=[0.5, 0.5]
+        ),
+    )
+    monitor = DriftMonitor(profile, ["x"], ["no", "yes"], window=4)
+    live = np.array([[0.2], [1.1], [1.7], [2.9]], dtype=np.float32)  # 25%, 50%, 25% of the rows per bin
+    monitor.record(live, np.array([0.1, 0.6, 0.7, 0.8], dtype=np.float32))
+    state = monitor.refresh()
+    # PSI = sum((live - train) * ln(live / train)) over the bins.
+    expected_psi = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.5 - 0.25) * math.log(0.5 / 0.25) + 0.0
+    assert state.psi["x"] == pytest.approx(expected_psi)
+    # CDFs at the edges 0, 1, 2, 3: training 0, .5, .75, 1; live 0, .25, .75, 1.
+    assert state.ks["x"] == pytest.approx(0.25)
+    # Scores: one below 0.5 and three above, against half and half.
+    assert state.prediction_psi == pytest.approx((0.25 - 0.5) * math.log(0.5) + (0.75 - 0.5) * math.log(1.5))
+    assert state.class_share == {"no": 0.25, "yes": 0.75}
