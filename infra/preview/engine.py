@@ -141,7 +141,8 @@ def deserialize_inputs(struct: struct_pb2.Struct) -> dict[str, Any]:
     put back here. Secrets, unknowns, assets and resource references are left to the SDK's own deserializer,
     which also lifts a nested secret to the property that holds it.
     """
-    return {key: value for key, value in _with_nulls(struct).items() if value is not None}
+    inputs = {key: _with_nulls(value) for key, value in struct.items()}
+    return {key: value for key, value in inputs.items() if value is not None}
 
 
 def _with_nulls(value: Any) -> Any:
