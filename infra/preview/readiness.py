@@ -106,6 +106,18 @@ CHART_PLACEMENTS: dict[str, ChartPlacement] = {
     "nvidia-device-plugin": ChartPlacement(("",), NFD_GPU_AFFINITY, gpu_only=True),
     "dcgm-exporter": ChartPlacement(("",), gpu_only=True),
 }
+# Other charts' pod placement values, checked where the stack sets them (top level unless listed here).
+# kube-prometheus-stack 78.3.2 (prometheus-community/helm-charts 559054337443e35fd933efe9b2ac066e03e8f05b,
+# charts/kube-prometheus-stack/values.yaml).
+CHART_PLACEMENT_PATHS: dict[str, tuple[str, ...]] = {
+    "kube-prometheus-stack": (
+        "prometheus.prometheusSpec",
+        "alertmanager.alertmanagerSpec",
+        "prometheusOperator",
+        "thanosRuler.thanosRulerSpec",
+    ),
+}
+PLACEMENT_KEYS = ("nodeSelector", "affinity", "tolerations")
 # Chart values that ask for a volume claim: (path to the claim's spec, path to a switch that must be on, if any).
 CHART_CLAIMS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "kube-prometheus-stack": (
@@ -526,12 +538,13 @@ def chart_placements(release: Release) -> list[Placement]:
     A null `affinity` (kept by the real SDK and by pulumi-kubernetes since v4.30.0) deletes the chart's default.
     """
     known = CHART_PLACEMENTS.get(release.chart)
-    if known is None:
-        return []
+    paths = known.value_paths if known else CHART_PLACEMENT_PATHS.get(release.chart, ("",))
     placements = []
-    for path in known.value_paths:
+    for path in paths:
         values = _mapping(_at(release.values, path)) if path else release.values
-        affinity = values.get("affinity", known.default_affinity)
+        if known is None and not any(key in values for key in PLACEMENT_KEYS):
+            continue  # the chart's own defaults, which the stack does not touch
+        affinity = values.get("affinity", known.default_affinity if known else None)
         placements.append(
             Placement(_mapping(values.get("nodeSelector")), _mapping(affinity), _list(values.get("tolerations")))
         )

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from infra.cli import EXIT_OK, EXIT_POLICY_VIOLATION, preview
-from infra.preview.engine import StackRun, run_program
+from infra.preview.diff import render_markdown
+from infra.preview.engine import RecordedResource, StackRun, run_program
 from infra.preview.readiness import (
     READINESS_RULES,
     builtin_groups,
@@ -125,3 +126,57 @@ def test_builtin_groups_come_from_the_kubernetes_sdk() -> None:
 @pytest.mark.parametrize("stack", COMMITTED_STACKS)
 def test_committed_stacks_are_ready(committed_runs: dict[str, StackRun], stack: str) -> None:
     assert [(v.policy, v.urn.rsplit("::", 1)[-1], v.message) for v in check_readiness(committed_runs[stack])] == []
+
+
+def test_diff_lists_the_new_plans_readiness_violations_and_reads_plans_from_before_them() -> None:
+    resource = {"urn": "urn:pulumi:staging::mlstack::x::web", "type": "kubernetes:apps/v1:Deployment",
+                "name": "web", "parent": None, "custom": True, "inputs": {"spec": {"replicas": 2}}}  # fmt: skip
+    old = {"version": 1, "stack": "staging", "resources": [resource], "cost": {}, "policy": {"violations": []}}
+    violation = {"policy": "hpa-field-ownership", "level": "mandatory", "urn": resource["urn"], "message": "replicas"}
+    new = {**old, "resources": [{**resource, "dependencies": []}], "readiness": {"violations": [violation]}}
+    markdown = render_markdown(old, new)
+    assert "0 to add, 0 to change, 0 to remove." in markdown
+    assert "**Readiness violations (1)**" in markdown
+    assert "- **hpa-field-ownership**: web: replicas" in markdown
+    assert "Readiness violations" not in render_markdown(new, old)
+
+
+def _graph_run(*resources: RecordedResource) -> StackRun:
+    return StackRun(project="mlstack", stack="unit", resources=list(resources), outputs={})
+
+
+def _resource(name: str, type_token: str, inputs: dict[str, Any], **fields: Any) -> RecordedResource:
+    urn = f"urn:pulumi:unit::mlstack::{type_token}::{name}"
+    return RecordedResource(urn, type_token, name, None, True, None, inputs, name, **fields)
+
+
+GPU_POOL = _resource(
+    "gpu",
+    "aws:eks/nodeGroup:NodeGroup",
+    {"labels": {"pool": "gpu"}, "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}],
+     "scalingConfig": {"desiredSize": 1.0}},
+)  # fmt: skip
+
+
+def _pod(tolerations: list[dict[str, str]]) -> RecordedResource:
+    template = {"spec": {"nodeSelector": {"pool": "gpu"}, "tolerations": tolerations, "containers": [{"name": "c"}]}}
+    return _resource(
+        "pod-owner", "kubernetes:apps/v1:DaemonSet", {"metadata": {"name": "d"}, "spec": {"template": template}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("tolerations", "fits"),
+    [
+        ([], False),
+        ([{"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}], True),
+        ([{"key": "nvidia.com/gpu", "operator": "Equal", "value": "false", "effect": "NoSchedule"}], False),
+        ([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NO_SCHEDULE"}], False),  # the EKS spelling
+        ([{"key": "nvidia.com/gpu", "operator": "Exists"}], True),
+        ([{"operator": "Exists"}], True),
+    ],
+)
+def test_an_eks_taint_is_tolerated_only_in_kubernetes_terms(tolerations: list[dict[str, str]], fits: bool) -> None:
+    rules = [rule for rule in READINESS_RULES if rule.name == "schedulable"]
+    found = [v.policy for v in check_readiness(_graph_run(GPU_POOL, _pod(tolerations)), rules)]
+    assert found == ([] if fits else ["schedulable"])
