@@ -78,6 +78,12 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 TIMEOUT_SECONDS_ANNOTATION = "pulumi.com/timeoutSeconds"
 DEFAULT_AWAIT_SECONDS = 600
 AWAITED_WORKLOADS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "Pod"})
+# Ingress classes and Service load-balancer classes only a controller's release serves; the provider awaits an
+# Ingress until status.loadBalancer has an address (provider/pkg/await/ingress.go), which nothing else writes.
+CONTROLLER_CLASSES = {
+    "alb": LOAD_BALANCER_CONTROLLER_CHART,
+    "service.k8s.aws/nlb": LOAD_BALANCER_CONTROLLER_CHART,
+}
 NFD_GPU_AFFINITY: dict[str, Any] = {
     "nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -681,10 +687,31 @@ def job_minimum_seconds(spec: Mapping[str, Any]) -> float:
     return init + main
 
 
+def _load_balancer_class(item: KubeObject) -> str | None:
+    if item.kind == "Ingress":
+        name = item.spec.get("ingressClassName") or item.annotations.get("kubernetes.io/ingress.class")
+        return str(name) if name else None
+    if item.kind == "Service" and item.spec.get("type") == "LoadBalancer":
+        name = item.spec.get("loadBalancerClass")
+        return str(name) if name else None
+    return None
+
+
 def await_timeout(graph: Graph) -> Iterator[Finding]:
+    charts = {release.chart for release in graph.releases}
     for item in graph.objects:
         if not item.is_builtin or _truthy(item.annotations.get(SKIP_AWAIT)):
             continue
+        wanted = _load_balancer_class(item)
+        controller = CONTROLLER_CLASSES.get(wanted or "")
+        if controller is not None and controller not in charts:
+            yield (
+                item.urn,
+                (
+                    f"is awaited until it has a load balancer address, but class {wanted!r} is served by "
+                    f"{controller}, which the stack does not install"
+                ),
+            )
         spec = pod_spec(item)
         if spec is None:
             continue

@@ -31,7 +31,7 @@ FAILING: dict[str, set[str]] = {
     "schedulable": {"nvidia-device-plugin-release"},
     "storage-class": {"monitoring-release"},
     "hpa-field-ownership": {"web-deployment"},
-    "await-timeout": {"scale-down", "gpu-worker"},
+    "await-timeout": {"scale-down", "gpu-worker", "web-ingress"},
 }
 
 
