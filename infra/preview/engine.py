@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2  # type: ignore[import-untyped]  # no stubs; the SDK's own wire types
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import wait_for_rpcs
