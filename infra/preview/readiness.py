@@ -108,8 +108,10 @@ class ChartPlacement:
     gpu_only: bool = False
 
 
+DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
+GPU_RESOURCE = "nvidia.com/gpu"
 CHART_PLACEMENTS: dict[str, ChartPlacement] = {
-    "nvidia-device-plugin": ChartPlacement(("",), NFD_GPU_AFFINITY, gpu_only=True),
+    DEVICE_PLUGIN_CHART: ChartPlacement(("",), NFD_GPU_AFFINITY, gpu_only=True),
     "dcgm-exporter": ChartPlacement(("",), gpu_only=True),
 }
 # Other charts' pod placement values, checked where the stack sets them (top level unless listed here).
@@ -196,6 +198,7 @@ class Release:
 @dataclass(frozen=True)
 class NodePool:
     name: str
+    ami_type: str
     labels: Mapping[str, frozenset[str]]
     taints: list[dict[str, str]]
     desired_size: float | None
@@ -337,6 +340,7 @@ class Graph:
         gpu = "NVIDIA" in ami or "GPU" in ami or any(taint["key"] == "nvidia.com/gpu" for taint in taints)
         return NodePool(
             name=resource.name,
+            ami_type=ami,
             labels=labels,
             taints=taints,
             desired_size=float(desired) if isinstance(desired, int | float) else None,
@@ -569,7 +573,41 @@ def _pod_placements(graph: Graph) -> Iterator[tuple[str, Placement, bool]]:
             yield release.urn, placement, bool(known and known.gpu_only)
 
 
+def _requests_gpu(spec: Mapping[str, Any]) -> bool:
+    containers = [*_list(spec.get("containers")), *_list(spec.get("initContainers"))]
+    for container in map(_mapping, containers):
+        resources = _mapping(container.get("resources"))
+        if any(GPU_RESOURCE in _mapping(resources.get(part)) for part in ("limits", "requests")):
+            return True
+    return False
+
+
+def _gpu_advertising_pools(graph: Graph) -> set[str]:
+    """Pools whose nodes advertise nvidia.com/gpu: Bottlerocket's NVIDIA variants run the device plugin
+    themselves; elsewhere the device plugin's release must be able to land on the pool."""
+    advertising = {pool.name for pool in graph.pools if "BOTTLEROCKET" in pool.ami_type and "NVIDIA" in pool.ami_type}
+    for release in graph.releases:
+        if release.chart == DEVICE_PLUGIN_CHART:
+            for placement in chart_placements(release):
+                advertising |= {pool.name for pool in graph.pools if _fits(placement, pool)}
+    return advertising
+
+
 def schedulable(graph: Graph) -> Iterator[Finding]:
+    advertising = _gpu_advertising_pools(graph)
+    for item in graph.objects:
+        spec = pod_spec(item)
+        if spec is None or not _requests_gpu(spec):
+            continue
+        fitting = {pool.name for pool in graph.pools if _fits(_placement(spec), pool)}
+        if fitting and not fitting & advertising:
+            yield (
+                item.urn,
+                (
+                    f"requests {GPU_RESOURCE}, but no pool it can run on ({', '.join(sorted(fitting))}) gets the "
+                    "NVIDIA device plugin, so no node advertises a GPU and its pods stay Pending"
+                ),
+            )
     for urn, placement, gpu_only in _pod_placements(graph):
         fitting = [pool for pool in graph.pools if _fits(placement, pool)]
         if not graph.pools:

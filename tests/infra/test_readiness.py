@@ -28,7 +28,7 @@ FAILING: dict[str, set[str]] = {
     "namespace-dependency": {"batch-cronjob"},
     "crd-dependency": {"service-monitor"},
     "webhook-ordering": {"web-service"},
-    "schedulable": {"nvidia-device-plugin-release"},
+    "schedulable": {"nvidia-device-plugin-release", "gpu-worker"},
     "storage-class": {"monitoring-release"},
     "hpa-field-ownership": {"web-deployment"},
     "await-timeout": {"scale-down", "gpu-worker", "web-ingress"},
