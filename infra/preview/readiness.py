@@ -583,9 +583,10 @@ def _requests_gpu(spec: Mapping[str, Any]) -> bool:
 
 
 def _gpu_advertising_pools(graph: Graph) -> set[str]:
-    """Pools whose nodes advertise nvidia.com/gpu: Bottlerocket's NVIDIA variants run the device plugin
-    themselves; elsewhere the device plugin's release must be able to land on the pool."""
-    advertising = {pool.name for pool in graph.pools if "BOTTLEROCKET" in pool.ami_type and "NVIDIA" in pool.ami_type}
+    """Pools whose nodes advertise nvidia.com/gpu: those the device plugin's release can land on. The EKS-optimized
+    accelerated AMIs carry the driver but not the plugin (awsdocs/amazon-eks-user-guide
+    4d52b4d05e3478582e7d10a73cbd9ba9194dd5f7, latest/ug/ml/ml-eks-optimized-ami.adoc)."""
+    advertising: set[str] = set()
     for release in graph.releases:
         if release.chart == DEVICE_PLUGIN_CHART:
             for placement in chart_placements(release):
