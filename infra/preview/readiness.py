@@ -600,12 +600,12 @@ def schedulable(graph: Graph) -> Iterator[Finding]:
         spec = pod_spec(item)
         if spec is None or not _requests_gpu(spec):
             continue
-        fitting = {pool.name for pool in graph.pools if _fits(_placement(spec), pool)}
-        if fitting and not fitting & advertising:
+        fits = {pool.name for pool in graph.pools if _fits(_placement(spec), pool)}
+        if fits and not fits & advertising:
             yield (
                 item.urn,
                 (
-                    f"requests {GPU_RESOURCE}, but no pool it can run on ({', '.join(sorted(fitting))}) gets the "
+                    f"requests {GPU_RESOURCE}, but no pool it can run on ({', '.join(sorted(fits))}) gets the "
                     "NVIDIA device plugin, so no node advertises a GPU and its pods stay Pending"
                 ),
             )
