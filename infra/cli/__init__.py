@@ -29,6 +29,7 @@ from infra.preview.engine import PROGRAM_DIR, run_program
 from infra.preview.graph import write_graph
 from infra.preview.plan import build_plan, write_plan
 from infra.preview.policy import check_policies
+from infra.preview.readiness import check_readiness
 from infra.preview.stack_file import available_stacks, read_stack_file
 from infra.preview.tree import render_cost, render_outputs, render_summary, render_tree, render_violations
 
@@ -58,12 +59,16 @@ def _stack_config_error(error: BaseException) -> StackConfigError | None:
     return None
 
 
-def preview(stack: str, out_dir: Path | None, debug: bool, graph: bool = False) -> int:
+def preview(
+    stack: str, out_dir: Path | None, debug: bool, graph: bool = False, *, program_dir: Path = PROGRAM_DIR
+) -> int:
+    """`mlstack preview STACK`; `program_dir` runs another Pulumi program with the stack's config (the readiness
+    fixtures in tests/fixtures/readiness use it)."""
     root = project_root(Path.cwd())
     out_dir = out_dir or root / "build" / stack
     try:
         config, secret_keys = read_stack_file(root, stack)
-        run = run_program(stack, config, secret_keys)
+        run = run_program(stack, config, secret_keys, program_dir=program_dir)
     except Exception as error:
         config_error = _stack_config_error(error)
         if config_error is not None:
@@ -84,7 +89,13 @@ def preview(stack: str, out_dir: Path | None, debug: bool, graph: bool = False) 
         print(f"error: {error}", file=sys.stderr)
         return EXIT_PROGRAM_FAILED
     violations = check_policies(run)
-    plan = build_plan(run, cost.to_plan(), [asdict(violation) for violation in violations])
+    readiness = check_readiness(run)
+    plan = build_plan(
+        run,
+        cost.to_plan(),
+        [asdict(violation) for violation in violations],
+        [asdict(violation) for violation in readiness],
+    )
     plan_path = write_plan(run, plan, out_dir)
     print(f"Preview of stack '{stack}' (offline: nothing was created; [unknown] marks values AWS assigns)\n")
     print(render_tree(run))
@@ -96,16 +107,18 @@ def preview(stack: str, out_dir: Path | None, debug: bool, graph: bool = False) 
     print(render_cost(cost))
     print()
     print(render_violations(violations))
+    print(render_violations(readiness, title="Readiness"))
     if graph:
         for path in write_graph(run, out_dir):
             print(f"\nDiagram: {path}")
     print(f"\nWrote {plan_path} and {plan_path.parent / 'manifests'}/")
-    mandatory = [violation for violation in violations if violation.level == MANDATORY]
-    if mandatory:
-        first = mandatory[0]
-        more = f" (and {len(mandatory) - 1} more)" if len(mandatory) > 1 else ""
+    failures = [("policy", violation) for violation in violations if violation.level == MANDATORY]
+    failures += [("readiness rule", violation) for violation in readiness if violation.level == MANDATORY]
+    if failures:
+        kind, first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         print(
-            f"error: policy {first.policy} violated by {first.urn.rsplit('::', 1)[-1]}: {first.message}{more}",
+            f"error: {kind} {first.policy} violated by {first.urn.rsplit('::', 1)[-1]}: {first.message}{more}",
             file=sys.stderr,
         )
         return EXIT_POLICY_VIOLATION
@@ -207,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     preview_parser = commands.add_parser(
-        "preview", help="offline preview of a stack: resources, cost and policy, with no credentials"
+        "preview", help="offline preview of a stack: resources, cost, policy and deploy readiness, with no credentials"
     )
     preview_parser.add_argument("stack", help="stack name: reads stacks/Pulumi.<stack>.yaml")
     preview_parser.add_argument("--out", type=Path, help="where plan.json and manifests/ go (default build/STACK)")

@@ -126,6 +126,11 @@ def render_markdown(base: dict[str, Any], new: dict[str, Any]) -> str:
         "Policy violations",
         [f"- **{v['policy']}** ({v['level']}): {v['urn'].rsplit('::', 1)[-1]}: {v['message']}" for v in violations],
     )
+    readiness = new.get("readiness", {}).get("violations") or []
+    lines += _listing(
+        "Readiness violations",
+        [f"- **{v['policy']}**: {v['urn'].rsplit('::', 1)[-1]}: {v['message']}" for v in readiness],
+    )
     prices = new.get("cost", {}).get("prices_as_of")
     if prices:
         lines += ["", f"<sub>Prices as of {prices}; usage-driven charges are not included.</sub>"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from google.protobuf import struct_pb2  # type: ignore[import-untyped]  # no stubs; the SDK's own wire types
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import wait_for_rpcs
@@ -43,6 +44,10 @@ class RecordedResource:
     # URNs this resource depends on, all together and per input property (for policy rules and the diagram).
     dependencies: list[str] = field(default_factory=list)
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    # The `customTimeouts` option as sent ("create", "update", "delete": Go durations such as "20m"), and the
+    # `ignoreChanges` paths: the provider's await deadline and what the next update leaves alone depend on them.
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -97,7 +102,8 @@ class RecordingMonitor(MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        inputs = rpc.deserialize_properties(request.object) if request.type != "pulumi:pulumi:Stack" else {}
+        inputs = deserialize_inputs(request.object) if request.type != "pulumi:pulumi:Stack" else {}
+        timeouts = request.customTimeouts
         self.recorded.append(
             RecordedResource(
                 urn=response.urn,
@@ -115,13 +121,51 @@ class RecordingMonitor(MockMonitor):
                 property_dependencies={
                     key: list(value.urns) for key, value in request.propertyDependencies.items() if value.urns
                 },
+                custom_timeouts={
+                    operation: getattr(timeouts, operation)
+                    for operation in ("create", "update", "delete")
+                    if getattr(timeouts, operation)
+                },
+                ignore_changes=list(request.ignoreChanges),
             )
         )
         return response
 
 
-def run_program(stack: str, config: dict[str, Any], secret_keys: list[str] | None = None) -> StackRun:
-    """Run `infra/__main__.py` for `stack` with `config` (`namespace:key` -> value) and record it.
+def deserialize_inputs(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A registration's inputs as the provider receives them.
+
+    The SDK drops a top-level `None` before sending but sends a `None` nested in a map or list as a null, and the
+    engine and the providers keep it (pulumi-kubernetes keeps nulls in Helm values since v4.30.0; Helm then deletes
+    the chart's default for that key). `rpc.deserialize_properties` drops nulls at every level, so nested ones are
+    put back here. Secrets, unknowns, assets and resource references are left to the SDK's own deserializer,
+    which also lifts a nested secret to the property that holds it.
+    """
+    inputs = {key: _with_nulls(value) for key, value in struct.items()}
+    return {key: value for key, value in inputs.items() if value is not None}
+
+
+def _with_nulls(value: Any) -> Any:
+    if isinstance(value, struct_pb2.Struct):
+        if rpc._special_sig_key in value:
+            return rpc.deserialize_property(value)
+        items = {key: _with_nulls(item) for key, item in value.items()}
+        if any(rpc.is_rpc_secret(item) for item in items.values()):
+            return rpc.wrap_rpc_secret({key: rpc.unwrap_rpc_secret(item) for key, item in items.items()})
+        return items
+    if isinstance(value, struct_pb2.ListValue):
+        listed = [_with_nulls(item) for item in value]
+        if any(rpc.is_rpc_secret(item) for item in listed):
+            return rpc.wrap_rpc_secret([rpc.unwrap_rpc_secret(item) for item in listed])
+        return listed
+    return rpc.deserialize_property(value)
+
+
+def run_program(
+    stack: str, config: dict[str, Any], secret_keys: list[str] | None = None, *, program_dir: Path = PROGRAM_DIR
+) -> StackRun:
+    """Run the Pulumi program in `program_dir` (default `infra/`) for `stack` with `config` (`namespace:key` ->
+    value) and record it.
 
     Exceptions from the program (a StackConfigError, say) propagate unchanged.
     """
@@ -134,7 +178,7 @@ def run_program(stack: str, config: dict[str, Any], secret_keys: list[str] | Non
         settings.reset_options()
         pulumi.runtime.set_all_config({key: _as_config_text(value) for key, value in config.items()}, secret_keys or [])
         pulumi.runtime.set_mocks(cloud, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-        runpy.run_path(str(PROGRAM_DIR), run_name="__main__")
+        runpy.run_path(str(program_dir), run_name="__main__")
         loop.run_until_complete(wait_for_rpcs())
         outputs = loop.run_until_complete(_resolve_exports())
     except BaseException:

@@ -14,6 +14,10 @@ PLAN_VERSION = 1
 MANIFEST_HEAD = ("apiVersion", "kind", "metadata", "spec")
 # Types that are not objects in a cluster even though the Kubernetes provider registers them.
 NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:kubernetes")
+KUBERNETES_SECRET = "kubernetes:core/v1:Secret"
+# pulumi-kubernetes marks a Secret's `data` and `stringData` secret whatever the program passed (annotateSecrets in
+# provider/pkg/provider/provider.go), so the plan hides them the same way.
+SECRET_FIELDS = ("data", "stringData")
 
 
 class PlanRenderer:
@@ -50,7 +54,33 @@ class PlanRenderer:
         return self._pattern.sub(UNKNOWN, text)
 
 
-def build_plan(run: StackRun, cost: dict[str, Any], violations: list[dict[str, Any]]) -> dict[str, Any]:
+def shown_inputs(resource: RecordedResource) -> dict[str, Any]:
+    """The inputs with the fields the provider always treats as secret marked secret."""
+    if resource.type != KUBERNETES_SECRET:
+        return resource.inputs
+    return {
+        key: rpc.wrap_rpc_secret(rpc.unwrap_rpc_secret(value)) if key in SECRET_FIELDS else value
+        for key, value in resource.inputs.items()
+    }
+
+
+def dependencies_of(resource: RecordedResource) -> list[str]:
+    """What the engine orders this resource after: its depends_on and input references (as the SDK sends them),
+    its parent and its provider."""
+    found = set(resource.dependencies)
+    if resource.parent:
+        found.add(resource.parent)
+    if resource.provider:
+        found.add(resource.provider.rsplit("::", 1)[0])
+    return sorted(found)
+
+
+def build_plan(
+    run: StackRun,
+    cost: dict[str, Any],
+    violations: list[dict[str, Any]],
+    readiness: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     renderer = PlanRenderer(run.invented)
     return {
         "version": PLAN_VERSION,
@@ -63,13 +93,15 @@ def build_plan(run: StackRun, cost: dict[str, Any], violations: list[dict[str, A
                 "name": resource.name,
                 "parent": resource.parent,
                 "custom": resource.custom,
-                "inputs": renderer.value(resource.inputs),
+                "inputs": renderer.value(shown_inputs(resource)),
+                "dependencies": dependencies_of(resource),
             }
             for resource in run.in_tree_order()
         ],
         "outputs": renderer.value(run.outputs),
         "cost": cost,
         "policy": {"violations": violations},
+        "readiness": {"violations": readiness or []},
     }
 
 
@@ -93,7 +125,7 @@ def write_plan(run: StackRun, plan: dict[str, Any], out_dir: Path) -> Path:
     renderer = PlanRenderer(run.invented)
     for index, resource in enumerate(kubernetes_manifests(run), start=1):
         kind = resource.type.rsplit(":", 1)[-1]
-        rendered = renderer.value(resource.inputs)
+        rendered = renderer.value(shown_inputs(resource))
         manifest = {key: rendered[key] for key in MANIFEST_HEAD if key in rendered}
         manifest |= {key: value for key, value in rendered.items() if key not in MANIFEST_HEAD}
         path = manifests_dir / f"{index:03d}-{kind.lower()}-{resource.name}.yaml"

@@ -155,10 +155,10 @@ def render_cost(cost: CostEstimate) -> str:
     return "\n".join(lines)
 
 
-def render_violations(violations: list[Violation]) -> str:
+def render_violations(violations: list[Violation], title: str = "Policy") -> str:
     if not violations:
-        return "Policy: no violations"
-    lines = [f"Policy: {len(violations)} violation(s)"]
+        return f"{title}: no violations"
+    lines = [f"{title}: {len(violations)} violation(s)"]
     for violation in violations:
         name = violation.urn.rsplit("::", 1)[-1]
         lines.append(f"  [{violation.level}] {violation.policy}: {name}: {violation.message}")

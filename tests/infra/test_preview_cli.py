@@ -88,18 +88,20 @@ def test_preview_shows_what_each_stack_file_says(tmp_path: Path, stack: str, nat
 def test_plan_json_has_the_contracted_shape(tmp_path: Path) -> None:
     assert _mlstack(REPO_ROOT, "preview", "prod", "--out", str(tmp_path)).returncode == 0
     plan = _plan(tmp_path)
-    assert list(plan) == ["version", "project", "stack", "resources", "outputs", "cost", "policy"]
+    assert list(plan) == ["version", "project", "stack", "resources", "outputs", "cost", "policy", "readiness"]
     assert (plan["version"], plan["project"]) == (1, "mlstack")
     urns = {resource["urn"] for resource in plan["resources"]}
     for resource in plan["resources"]:
-        assert list(resource) == ["urn", "type", "name", "parent", "custom", "inputs"]
+        assert list(resource) == ["urn", "type", "name", "parent", "custom", "inputs", "dependencies"]
         assert resource["parent"] is None or resource["parent"] in urns, f"{resource['urn']} has a dangling parent"
+        assert set(resource["dependencies"]) <= urns, f"{resource['urn']} depends on something not in the plan"
     # The contracted keys, plus what a reviewer needs to trust the figure: region, assumptions, what went unpriced.
     assert set(plan["cost"]) == {
         "currency", "monthly_total", "items", "prices_as_of", "region", "assumptions", "unpriced", "priced_subtotal"
     }  # fmt: skip
     assert plan["cost"]["monthly_total"] == round(sum(item["monthly"] for item in plan["cost"]["items"]), 2)
     assert plan["policy"] == {"violations": []}
+    assert plan["readiness"] == {"violations": []}
     (vpc,) = _of_type(plan, "aws:ec2/vpc:Vpc")
     assert vpc["inputs"]["cidrBlock"] == "10.30.0.0/16"
     # Ids AWS assigns on create are not known before it; the plan must not pass invented ones off as real.
