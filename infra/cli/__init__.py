@@ -1,6 +1,6 @@
 """The `mlstack` command: review a stack before anything changes.
 
-mlstack preview STACK [--out DIR] [--graph]
+mlstack preview STACK [--out DIR] [--graph] [--project bootstrap]
 mlstack diff BASE_PLAN NEW_PLAN
 mlstack cost refresh [--region R ...] [--out PATH]
 mlstack verify STACK
@@ -58,12 +58,18 @@ def _stack_config_error(error: BaseException) -> StackConfigError | None:
     return None
 
 
-def preview(stack: str, out_dir: Path | None, debug: bool, graph: bool = False) -> int:
+def preview(stack: str, out_dir: Path | None, debug: bool, graph: bool = False, project: str | None = None) -> int:
     root = project_root(Path.cwd())
-    out_dir = out_dir or root / "build" / stack
+    out_dir = out_dir or root / "build" / (f"{project}-{stack}" if project else stack)
     try:
-        config, secret_keys = read_stack_file(root, stack)
-        run = run_program(stack, config, secret_keys)
+        if project is None:
+            config, secret_keys = read_stack_file(root, stack)
+            run = run_program(stack, config, secret_keys)
+        else:
+            # Another Pulumi project of this repository (the account bootstrap), with its own stack files.
+            program_dir = _other_project(root, project)
+            config, secret_keys = read_stack_file(program_dir, stack)
+            run = run_program(stack, config, secret_keys, program_dir=program_dir)
     except Exception as error:
         config_error = _stack_config_error(error)
         if config_error is not None:
@@ -110,6 +116,13 @@ def preview(stack: str, out_dir: Path | None, debug: bool, graph: bool = False) 
         )
         return EXIT_POLICY_VIOLATION
     return EXIT_OK
+
+
+def _other_project(root: Path, project: str) -> Path:
+    program_dir = root / project
+    if not (program_dir / "Pulumi.yaml").is_file() or not (program_dir / "__main__.py").is_file():
+        raise StackConfigError(f"{project}/: not a Pulumi project of this repository (no Pulumi.yaml and __main__.py)")
+    return program_dir
 
 
 def diff(base: Path, new: Path) -> int:
@@ -217,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also draw the components (Mermaid; SVG with graphviz)",
     )
+    preview_parser.add_argument(
+        "--project", help="another Pulumi project in this repository, e.g. bootstrap (reads bootstrap/stacks/)"
+    )
     version_parser = commands.add_parser(
         "model-version", help="put a new model version into the stack files, the way each stack releases"
     )
@@ -249,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     tag_parser.add_argument("--stack", required=True, help="the stack to change")
     args = parser.parse_args(argv)
     if args.command == "preview":
-        return preview(args.stack, args.out, args.debug, args.graph)
+        return preview(args.stack, args.out, args.debug, args.graph, args.project)
     if args.command == "cost":
         return cost_refresh(args.regions, args.instance_types, args.out)
     if args.command == "verify":

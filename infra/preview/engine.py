@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import wait_for_rpcs
@@ -120,11 +121,15 @@ class RecordingMonitor(MockMonitor):
         return response
 
 
-def run_program(stack: str, config: dict[str, Any], secret_keys: list[str] | None = None) -> StackRun:
-    """Run `infra/__main__.py` for `stack` with `config` (`namespace:key` -> value) and record it.
+def run_program(
+    stack: str, config: dict[str, Any], secret_keys: list[str] | None = None, *, program_dir: Path = PROGRAM_DIR
+) -> StackRun:
+    """Run `program_dir/__main__.py` (default `infra/`) for `stack` with `config` (`namespace:key` -> value), record it.
 
+    Another program (the account bootstrap in `bootstrap/`) runs the same way, under its own Pulumi.yaml's name.
     Exceptions from the program (a StackConfigError, say) propagate unchanged.
     """
+    project = PROJECT if program_dir == PROGRAM_DIR else _project_name(program_dir)
     region = config.get("aws:region")
     cloud = FakeCloud(region if isinstance(region, str) else "us-east-1")
     monitor = RecordingMonitor(cloud)
@@ -133,8 +138,8 @@ def run_program(stack: str, config: dict[str, Any], secret_keys: list[str] | Non
     try:
         settings.reset_options()
         pulumi.runtime.set_all_config({key: _as_config_text(value) for key, value in config.items()}, secret_keys or [])
-        pulumi.runtime.set_mocks(cloud, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-        runpy.run_path(str(PROGRAM_DIR), run_name="__main__")
+        pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=monitor)
+        runpy.run_path(str(program_dir), run_name="__main__")
         loop.run_until_complete(wait_for_rpcs())
         outputs = loop.run_until_complete(_resolve_exports())
     except BaseException:
@@ -146,13 +151,19 @@ def run_program(stack: str, config: dict[str, Any], secret_keys: list[str] | Non
         asyncio.set_event_loop(None)
         loop.close()
     return StackRun(
-        project=PROJECT,
+        project=project,
         stack=stack,
         resources=monitor.recorded,
         outputs=outputs,
         invented=cloud.invented,
         invokes=cloud.invokes,
     )
+
+
+def _project_name(program_dir: Path) -> str:
+    """The `name:` of the Pulumi.yaml beside the program, as the CLI would put it into URNs."""
+    document = yaml.safe_load((program_dir / "Pulumi.yaml").read_text(encoding="utf-8"))
+    return str(document["name"])
 
 
 def _abandon_outstanding_work(loop: asyncio.AbstractEventLoop) -> None:
