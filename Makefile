@@ -43,6 +43,8 @@ $(BIN)/.bootstrapped: $(UV) pyproject.toml service/pyproject.toml requirements/d
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
 	$(UV) pip sync --quiet --python $(BIN)/python requirements/dev.txt
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable . --editable service
+	# Pulumi.yaml's pip toolchain finds the provider plugins with `python -m pip list`; pip from Python's own bundle.
+	$(BIN)/python -m ensurepip --default-pip > /dev/null
 	touch $@
 
 bootstrap: $(BIN)/.bootstrapped

@@ -6,6 +6,7 @@ mlstack cost refresh [--region R ...] [--out PATH]
 mlstack verify STACK
 mlstack model-version VERSION [--stack STACK ...]
 mlstack image-tag TAG --stack STACK
+mlstack deploy-settings STACK [--targets-file PATH]
 """
 
 import argparse
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from infra.cli.deploy_settings import deploy_settings
 from infra.cli.stack_versions import DEFAULT_CANARY_WEIGHT, VersionChange, set_image_tag, set_model_version
 from infra.cli.verify import verify_account
 from infra.config import StackConfigError
@@ -216,6 +218,24 @@ def change_versions(stacks: list[str] | None, change_one: Callable[[Path, str], 
     return EXIT_OK
 
 
+def print_deploy_settings(stack: str, targets_file: Path | None) -> int:
+    root = project_root(Path.cwd())
+    try:
+        settings = deploy_settings(root, stack)
+    except StackConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as error:
+        config_error = _stack_config_error(error)
+        print(f"error: {config_error or f'the program failed for stack {stack}: {error}'}", file=sys.stderr)
+        return EXIT_INVALID if config_error else EXIT_PROGRAM_FAILED
+    print(settings.github_output(), end="")
+    if targets_file is not None:
+        targets_file.parent.mkdir(parents=True, exist_ok=True)
+        targets_file.write_text("".join(f"{urn}\n" for urn in settings.registry_targets), encoding="utf-8")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -263,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     tag_parser.add_argument("tag", help="the image tag pushed to the stack's ECR repository, e.g. the git SHA")
     tag_parser.add_argument("--stack", required=True, help="the stack to change")
+    settings_parser = commands.add_parser(
+        "deploy-settings", help="region, secrets provider, image repository and expected model of a stack (deploy CI)"
+    )
+    settings_parser.add_argument("stack", help="stack name: reads stacks/Pulumi.<stack>.yaml")
+    settings_parser.add_argument(
+        "--targets-file", type=Path, help="write the URNs that create the image repository, one a line"
+    )
     args = parser.parse_args(argv)
     if args.command == "preview":
         return preview(args.stack, args.out, args.debug, args.graph, args.project)
@@ -276,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return change_versions(
             args.stacks, lambda root, stack: set_model_version(root, stack, args.version, args.canary_weight)
         )
+    if args.command == "deploy-settings":
+        return print_deploy_settings(args.stack, args.targets_file)
     if args.command == "image-tag":
         return change_versions([args.stack], lambda root, stack: set_image_tag(root, stack, args.tag))
     parser.error(f"unknown command {args.command}")
