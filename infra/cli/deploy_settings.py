@@ -2,7 +2,8 @@
 
 Everything comes from the committed stack file and the offline run of the program, so the workflow never hard-codes
 a region, a repository name or a URN:
-- the stack's region (AWS credentials and ECR login use it, not a repository-wide variable);
+- the stack's region (AWS credentials and ECR login use it, not a repository-wide variable) and compute mode
+  (what "the rollout has finished" means: the EC2 host's instance refresh, or the EKS Argo Rollout);
 - the secrets provider a new stack is created with;
 - the image repository's name, and the registry closure: the URNs the first `pulumi up --target` must name so the
   repository exists before the first image is pushed (the engine refuses a target whose dependencies, parents or
@@ -27,6 +28,7 @@ REPOSITORY_TYPE = "aws:ecr/repository:Repository"
 @dataclass(frozen=True)
 class DeploySettings:
     region: str
+    compute_mode: str
     secrets_provider: str
     repository: str
     model_name: str
@@ -39,6 +41,7 @@ class DeploySettings:
             f"{key}={value}\n"
             for key, value in (
                 ("region", self.region),
+                ("compute_mode", self.compute_mode),
                 ("secrets_provider", self.secrets_provider),
                 ("repository", self.repository),
                 ("model_name", self.model_name),
@@ -104,6 +107,7 @@ def deploy_settings(root: Path, stack: str) -> DeploySettings:
     (repository,) = repositories
     return DeploySettings(
         region=env.region,
+        compute_mode=env.config.compute.mode,
         secrets_provider=_secrets_provider(root, stack),
         repository=str(repository.inputs["name"]),
         model_name=env.config.service.model_name,
