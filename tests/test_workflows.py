@@ -47,8 +47,9 @@ def _steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _step(job: dict[str, Any], name: str) -> dict[str, Any]:
-    (step,) = [step for step in job["steps"] if step.get("name") == name]
-    return step
+    steps: list[dict[str, Any]] = [step for step in job["steps"] if step.get("name") == name]
+    assert len(steps) == 1, f"{len(steps)} steps named {name!r}"
+    return steps[0]
 
 
 def _uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:

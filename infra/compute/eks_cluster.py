@@ -195,8 +195,8 @@ class EksCluster(pulumi.ComponentResource):
             entry = aws.eks.AccessEntry(
                 f"{self._name}-{short_name}",
                 cluster_name=self.cluster.name,
-                principal_arn=pulumi.Output.all(account.account_id, partition.partition).apply(
-                    lambda values, role_name=role_name: role_arn(values[0], role_name, values[1])
+                principal_arn=pulumi.Output.all(account.account_id, partition.partition, role_name).apply(
+                    lambda values: role_arn(values[0], values[2], values[1])
                 ),
                 type="STANDARD",
                 opts=self._child,
