@@ -2,6 +2,7 @@
 permissions checked against what the three stacks' plans create."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from infra.bootstrap.permissions import (
 )
 from infra.bootstrap.role_policies import STACK_NAME_PREFIX
 from infra.bootstrap.state_backend import BACKEND_META, BACKEND_META_KEY
+from infra.cli import main
 from infra.preview.engine import StackRun, run_program
 from infra.preview.stack_file import read_stack_file
 from tests.conftest import COMMITTED_STACKS, REPO_ROOT
@@ -266,3 +268,43 @@ def test_ci_reaches_every_eks_endpoint_through_iam(committed_runs: dict[str, Sta
         vpc_config = cluster.inputs["vpcConfig"]
         assert vpc_config["endpointPublicAccess"] is True
         assert "0.0.0.0/0" in vpc_config["publicAccessCidrs"], stack
+
+
+def test_mlstack_previews_the_bootstrap_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(["preview", BOOTSTRAP_STACK, "--project", "bootstrap", "--out", str(tmp_path)]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["project"] == "mlstack-bootstrap"
+    assert plan["outputs"]["secretsProvider"] == "awskms://alias/mlstack-pulumi?region=us-east-1"
+    assert "Policy: no violations" in capsys.readouterr().out
+
+
+def test_an_unknown_project_is_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(["preview", BOOTSTRAP_STACK, "--project", "service"]) == 2
+    assert capsys.readouterr().err == (
+        "error: service/: not a Pulumi project of this repository (no Pulumi.yaml and __main__.py)\n"
+    )
+
+
+def test_a_bootstrap_without_its_repository_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = tmp_path / "bootstrap"
+    (project / "stacks").mkdir(parents=True)
+    for name in ("Pulumi.yaml", "__main__.py"):
+        (project / name).write_text((BOOTSTRAP_DIR / name).read_text())
+    (tmp_path / "Pulumi.yaml").write_text((REPO_ROOT / "Pulumi.yaml").read_text())
+    committed = (BOOTSTRAP_DIR / "stacks" / "Pulumi.account.yaml").read_text()
+    (project / "stacks" / "Pulumi.account.yaml").write_text(
+        "\n".join(line for line in committed.splitlines() if "githubRepository" not in line)
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["preview", BOOTSTRAP_STACK, "--project", "bootstrap", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: bootstrap/stacks/Pulumi.account.yaml: mlstack-bootstrap:githubRepository must be OWNER/NAME"
+    )
