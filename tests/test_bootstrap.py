@@ -1,6 +1,7 @@
 """The account bootstrap (bootstrap/), run through the same recording engine as the stacks, and the CI roles'
 permissions checked against what the three stacks' plans create."""
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,43 @@ def test_a_bootstrap_without_its_repository_is_refused(
     assert capsys.readouterr().err.startswith(
         "error: bootstrap/stacks/Pulumi.account.yaml: mlstack-bootstrap:githubRepository must be OWNER/NAME"
     )
+
+
+def _allows(run: StackRun, role_name: str, action: str, resource_arn: str) -> bool:
+    """Whether an Allow statement of the role names the action on a Resource pattern matching the ARN."""
+    for policy in _policies(run, role_name):
+        for statement in policy["Statement"]:
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+            matches = any(fnmatch.fnmatchcase(resource_arn, pattern) for pattern in resources)
+            if statement["Effect"] == "Allow" and action in actions and matches:
+                return True
+    return False
+
+
+def test_the_deploy_roles_scoped_rights_reach_the_stacks_own_resources(
+    bootstrap_run: StackRun, committed_runs: dict[str, StackRun]
+) -> None:
+    account = "123456789012"
+    for run in committed_runs.values():
+        region = "us-west-2" if run.stack == "staging" else "us-east-1"
+        for repository in run.of_type("aws:ecr/repository:Repository"):
+            arn = f"arn:aws:ecr:{region}:{account}:repository/{repository.inputs['name']}"
+            assert _allows(bootstrap_run, DEPLOY_ROLE_NAME, "ecr:CreateRepository", arn)
+            assert _allows(bootstrap_run, DEPLOY_ROLE_NAME, "ecr:PutImage", arn)
+            assert not _allows(bootstrap_run, DEPLOY_ROLE_NAME, "ecr:PutImage", arn.replace("mlstack-", "other-"))
+        for bucket in run.of_type("aws:s3/bucket:Bucket"):
+            arn = f"arn:aws:s3:::{bucket.inputs['bucketPrefix']}abc123"
+            assert _allows(bootstrap_run, DEPLOY_ROLE_NAME, "s3:CreateBucket", arn)
+            assert _allows(bootstrap_run, DEPLOY_ROLE_NAME, "s3:PutBucketPolicy", arn)
+        for cluster in run.of_type("aws:eks/cluster:Cluster"):
+            name = cluster.inputs["name"]
+            for arn in (
+                f"arn:aws:eks:{region}:{account}:cluster/{name}",
+                f"arn:aws:eks:{region}:{account}:nodegroup/{name}/pools-cpu/0a1b",
+                f"arn:aws:eks:{region}:{account}:access-entry/{name}/role/{account}/mlstack-deploy/0a1b",
+            ):
+                assert _allows(bootstrap_run, DEPLOY_ROLE_NAME, "eks:TagResource", arn), arn
+            assert _allows(
+                bootstrap_run, DEPLOY_ROLE_NAME, "eks:CreateCluster", f"arn:aws:eks:{region}:{account}:cluster/{name}"
+            )
