@@ -31,7 +31,9 @@ roles = CiRoles(
 )
 
 # What the README's next steps and the GitHub variables take.
-pulumi.export("stateBackendUrl", pulumi.Output.concat("s3://", backend.bucket_name))
+# The region travels with the URL: CI's credentials carry each stack's region (staging's differs), and S3 answers a
+# request for a bucket of another region with a redirect rather than the object.
+pulumi.export("stateBackendUrl", pulumi.Output.concat("s3://", backend.bucket_name, f"?region={config.region}"))
 pulumi.export("secretsProvider", secrets_provider_url(config.region))
 pulumi.export("deployRoleArn", roles.arns[DEPLOY_ROLE_NAME])
 pulumi.export("previewRoleArn", roles.arns[PREVIEW_ROLE_NAME])

@@ -279,6 +279,7 @@ def test_mlstack_previews_the_bootstrap_project(
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["project"] == "mlstack-bootstrap"
     assert plan["outputs"]["secretsProvider"] == "awskms://alias/mlstack-pulumi?region=us-east-1"
+    assert plan["outputs"]["stateBackendUrl"] == "s3://[unknown]?region=us-east-1"
     assert "Policy: no violations" in capsys.readouterr().out
 
 
