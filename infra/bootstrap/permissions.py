@@ -2,9 +2,11 @@
 
 `RESOURCE_ACTIONS` maps every Pulumi type the stacks register to the IAM actions its create, read, update and delete
 call (and its tagging). A test runs all three stacks and fails on a type this table does not know, so a new kind of
-resource cannot reach CI without its permissions. Sources: the AWS provider's resource code (pulumi-aws bridges
-hashicorp/terraform-provider-aws, `internal/service/<service>/<resource>.go`: the SDK calls each CRUD function makes)
-and the Service Authorization Reference for action names and resource types.
+resource cannot reach CI without its permissions. Sources: the API calls of the AWS provider's resources (pulumi-aws
+bridges hashicorp/terraform-provider-aws, `internal/service/<service>/<resource>.go`; its snapshot was too large to
+fetch here, so the calls are as known, not re-read) and the services' API references for the action each call needs
+(checked: S3 DeleteBucketLifecycle is authorised by s3:PutLifecycleConfiguration; EKS's access-entry calls). The first
+real `pulumi up` with the deploy role is the final check: an AccessDenied names the missing action for this table.
 """
 
 import json
