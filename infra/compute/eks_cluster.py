@@ -1,4 +1,11 @@
-"""The EKS control plane: API authentication with access entries, KMS envelope encryption, logs, endpoints."""
+"""The EKS control plane: API authentication with access entries, KMS envelope encryption, logs, endpoints.
+
+Who may call the API: the bootstrap's deploy role (cluster admin: `pulumi up` from CI creates the cluster and
+everything in it), its preview role (view only: `pulumi preview` on pull requests), and
+`compute.eks.adminPrincipalArns`.
+Their ARNs come from the account the stack deploys into and the role names in infra/bootstrap/names.py. The endpoint
+stays public and IAM is the gate: GitHub-hosted runners have no fixed address range (README "CI/CD").
+"""
 
 import json
 
@@ -6,12 +13,15 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra.bootstrap.names import DEPLOY_ROLE_NAME, PREVIEW_ROLE_NAME, role_arn
 from infra.config import Environment
 from infra.network.vpc import Network
 from infra.security.iam import attach_managed_policies, trust_policy
 from infra.security.kms import EncryptionKeys
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# Read-only access to most objects, Secrets excepted (EKS User Guide, "Access policy permissions").
+VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
 
 
 def kubeconfig(cluster_name: str, endpoint: str, certificate_authority: str, region: str) -> str:
@@ -83,6 +93,7 @@ class EksCluster(pulumi.ComponentResource):
         log_group = self._create_log_group()
         self.cluster = self._create_cluster(role, log_group, network, keys.cluster)
         self._grant_admins()
+        deployer_access = self._grant_ci_roles()
         self.name = self.cluster.name
         self.cluster_security_group_id = self.cluster.vpc_config.cluster_security_group_id
         self.kubeconfig = pulumi.Output.secret(
@@ -90,7 +101,12 @@ class EksCluster(pulumi.ComponentResource):
                 lambda values: kubeconfig(values[0], values[1], values[2], env.region)
             )
         )
-        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=self._child)
+        # Every Kubernetes object waits until the deploy role may create it.
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[deployer_access]),
+        )
         self.register_outputs({"clusterName": self.name})
 
     def _create_cluster_role(self) -> aws.iam.Role:
@@ -132,8 +148,10 @@ class EksCluster(pulumi.ComponentResource):
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API",
-                # The identity running `pulumi up` administers the cluster it creates; others get access entries.
-                bootstrap_cluster_creator_admin_permissions=True,
+                # No hidden creator entry: the deploy role's access is the explicit entry below, so a cluster created
+                # by CI and one created from a laptop grant the same principals (an implicit entry for the same
+                # role would also make the explicit one fail with "already exists").
+                bootstrap_cluster_creator_admin_permissions=False,
             ),
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn), resources=["secrets"]
@@ -164,3 +182,31 @@ class EksCluster(pulumi.ComponentResource):
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=self._child,
             )
+
+    def _grant_ci_roles(self) -> aws.eks.AccessPolicyAssociation:
+        """The deploy role as cluster admin and the preview role as viewer; returns the deploy role's association."""
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        associations = {}
+        for short_name, role_name, policy in (
+            ("deployer", DEPLOY_ROLE_NAME, CLUSTER_ADMIN_POLICY),
+            ("previewer", PREVIEW_ROLE_NAME, VIEW_POLICY),
+        ):
+            entry = aws.eks.AccessEntry(
+                f"{self._name}-{short_name}",
+                cluster_name=self.cluster.name,
+                principal_arn=pulumi.Output.all(account.account_id, partition.partition, role_name).apply(
+                    lambda values: role_arn(values[0], values[2], values[1])
+                ),
+                type="STANDARD",
+                opts=self._child,
+            )
+            associations[short_name] = aws.eks.AccessPolicyAssociation(
+                f"{self._name}-{short_name}-policy",
+                cluster_name=self.cluster.name,
+                principal_arn=entry.principal_arn,
+                policy_arn=policy,
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=self._child,
+            )
+        return associations["deployer"]

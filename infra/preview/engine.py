@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from google.protobuf import struct_pb2  # type: ignore[import-untyped]  # no stubs; the SDK's own wire types
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
@@ -166,9 +167,12 @@ def run_program(
 ) -> StackRun:
     """Run the Pulumi program in `program_dir` (default `infra/`) for `stack` with `config` (`namespace:key` ->
     value) and record it.
+import yaml
 
+    Another program (the account bootstrap in `bootstrap/`) runs the same way, under its own Pulumi.yaml's name.
     Exceptions from the program (a StackConfigError, say) propagate unchanged.
     """
+    project = PROJECT if program_dir == PROGRAM_DIR else _project_name(program_dir)
     region = config.get("aws:region")
     cloud = FakeCloud(region if isinstance(region, str) else "us-east-1")
     monitor = RecordingMonitor(cloud)
@@ -177,7 +181,7 @@ def run_program(
     try:
         settings.reset_options()
         pulumi.runtime.set_all_config({key: _as_config_text(value) for key, value in config.items()}, secret_keys or [])
-        pulumi.runtime.set_mocks(cloud, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+        pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=monitor)
         runpy.run_path(str(program_dir), run_name="__main__")
         loop.run_until_complete(wait_for_rpcs())
         outputs = loop.run_until_complete(_resolve_exports())
@@ -190,13 +194,23 @@ def run_program(
         asyncio.set_event_loop(None)
         loop.close()
     return StackRun(
-        project=PROJECT,
+        project=project,
         stack=stack,
         resources=monitor.recorded,
         outputs=outputs,
         invented=cloud.invented,
         invokes=cloud.invokes,
     )
+
+
+def _project_name(program_dir: Path) -> str:
+    """The `name:` of the Pulumi.yaml beside the program, as the CLI would put it into URNs; a program without one
+    (a test fixture) runs under this project's name."""
+    project_file = program_dir / "Pulumi.yaml"
+    if not project_file.is_file():
+        return PROJECT
+    document = yaml.safe_load(project_file.read_text(encoding="utf-8"))
+    return str(document["name"])
 
 
 def _abandon_outstanding_work(loop: asyncio.AbstractEventLoop) -> None:

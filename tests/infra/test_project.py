@@ -14,10 +14,11 @@ from tests.conftest import REPO_ROOT
 PREVIEW_ONLY = ("infra.preview", "pulumi.runtime.mocks")
 
 
-def test_pulumi_yaml_runs_infra_with_uv_and_reads_stacks_dir() -> None:
+def test_pulumi_yaml_runs_infra_in_the_pinned_venv_and_reads_stacks_dir() -> None:
     project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "mlstack"
-    assert project["runtime"] == {"name": "python", "options": {"toolchain": "uv"}}
+    # `make bootstrap` builds .venv from requirements/dev.txt; uv would re-resolve pyproject.toml on every run.
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}}
     assert project["main"] == "infra/"
     assert project["stackConfigDir"] == STACK_CONFIG_DIR
 
