@@ -55,8 +55,10 @@ _EKS_CALENDAR = Provenance(
     "latest/ug/versioning/kubernetes-versions.adoc",
     EKS_VERSION_CALENDAR_URL,
 )
-# 1.35 and 1.36 are newer than the calendar commit above: their EKS Distro releases are the repository evidence, the
-# release-notes page the AWS word that they are offered on EKS (14 months of standard support from the EKS release).
+# 1.35 and 1.36 are newer than every stored copy of that calendar: their EKS Distro releases are the repository
+# evidence, AWS's standard-support release notes ("Kubernetes 1.36 is now available in Amazon EKS") the word that
+# they are offered. Their end dates are 14 months after the EKS release (1.35: 2026-01-27, 1.36: 2026-06-02) as
+# secondary sources quote the calendar; check them against the calendar URL on the next bump.
 KUBERNETES_RELEASES: dict[str, KubernetesRelease] = {
     "1.33": KubernetesRelease("1.33", date(2026, 7, 29), _EKS_CALENDAR),
     "1.34": KubernetesRelease(
@@ -74,7 +76,7 @@ KUBERNETES_RELEASES: dict[str, KubernetesRelease] = {
         date(2027, 3, 27),
         Provenance(
             "aws/eks-distro",
-            "v1-35-eks-1",
+            "178844623f233bd3ee66c14776e7c1fb55895f12",
             "docs/contents/releases/1-35/1/index.md",
             "https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions-standard.html",
         ),
