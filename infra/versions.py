@@ -173,7 +173,10 @@ CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 
 # AWS Load Balancer Controller. The IAM policy in infra/workloads/aws_load_balancer_controller_policy.json is the
-# controller's docs/install/iam_policy.json at exactly the tag this chart deploys (its appVersion).
+# controller's docs/install/iam_policy.json at exactly the tag this chart deploys (its appVersion). Its CRDs
+# (TargetGroupBinding, IngressClassParams, the gateway ones) sit in the chart's crds/, which Helm installs on the
+# first install only and eks-charts publishes no CRD-only chart: on a bump, apply stable/aws-load-balancer-controller/
+# crds at the new chart's commit (`kubectl apply -k`, as the chart's README says) before `pulumi up`.
 AWS_LOAD_BALANCER_CONTROLLER_CHART = ChartPin(
     "https://aws.github.io/eks-charts",
     "aws-load-balancer-controller",

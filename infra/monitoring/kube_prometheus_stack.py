@@ -188,7 +188,9 @@ class Monitoring(pulumi.ComponentResource):
             release_name="prometheus-operator-crds",
             chart=PROMETHEUS_OPERATOR_CRDS_CHART,
             namespace=NAMESPACE,
-            values={},
+            # Deleting or replacing this release must never delete the CRDs, and with them every ServiceMonitor and
+            # PrometheusRule in the cluster (values.yaml `crds.annotations`, applied to each CRD).
+            values={"crds": {"annotations": {"helm.sh/resource-policy": "keep"}}},
             opts=in_namespace,
         )
         self.crds = crds

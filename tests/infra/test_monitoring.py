@@ -58,6 +58,7 @@ def test_operator_crds_come_from_their_own_release_that_every_custom_resource_wa
     )
     # Same operator release in both charts, so the CRDs match what the operator expects.
     assert PROMETHEUS_OPERATOR_CRDS_CHART.app_version == KUBE_PROMETHEUS_STACK_CHART.app_version
+    assert crds.inputs["values"]["crds"]["annotations"] == {"helm.sh/resource-policy": "keep"}
     stack = _release_resource(eks_run, "kube-prometheus-stack")
     assert stack.inputs["values"]["crds"] == {"enabled": False}
     assert crds.urn in stack.dependencies
