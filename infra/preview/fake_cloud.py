@@ -166,11 +166,10 @@ class FakeCloud(pulumi.runtime.Mocks):
     def _addon_version(self, args: dict[str, Any]) -> dict[str, Any]:
         """The add-on build EKS installs by default on a Kubernetes minor: only AWS knows which, so it is invented."""
         addon, kubernetes = args["addonName"], args["kubernetesVersion"]
-        build = self._invent("aws:eks/getAddonVersion", f"{addon}@{kubernetes}", "eksbuild")
         return {
             "addonName": addon,
             "kubernetesVersion": kubernetes,
-            "version": f"v{kubernetes}.0-{build}",
+            "version": self._invent("aws:eks/getAddonVersion", f"{addon}@{kubernetes}", "eks-default-build"),
             "mostRecent": bool(args.get("mostRecent")),
             "id": addon,
         }
