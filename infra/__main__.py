@@ -65,10 +65,10 @@ else:
     pools = NodePools("pools", env, cluster=cluster, network=network, security_groups=security_groups, opts=with_aws)
     addons = EksAddons("eks-addons", env, cluster, list(pools.node_groups.values()), opts=with_aws)
     NvidiaDevicePlugin.from_pools("nvidia-device-plugin", pools, cluster.provider, opts=with_aws)
-    ClusterAutoscaler("cluster-autoscaler", env, cluster, [addons], opts=with_aws)
     controller = LoadBalancerController(
         "lb-controller", env, cluster=cluster, network=network, depends_on=[addons], opts=with_aws
     )
+    ClusterAutoscaler("cluster-autoscaler", env, cluster, [addons, controller.release], opts=with_aws)
     service = ModelService(
         "model-service",
         env,
@@ -88,7 +88,7 @@ else:
         pools=pools,
         load_balancer_group_id=security_groups.load_balancer_group_id,
         retrain_webhook_url=RETRAIN_WEBHOOK_URL if env.config.monitoring.retrain.repository else None,
-        depends_on=[addons, controller],
+        depends_on=[addons, controller.release],
         opts=with_aws,
     )
     if env.config.monitoring.retrain.repository:

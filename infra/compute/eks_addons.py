@@ -3,6 +3,7 @@
 import pulumi
 import pulumi_aws as aws
 
+from infra.compute.addons.addon_versions import addon_version
 from infra.compute.eks_cluster import EksCluster
 from infra.config import Environment
 from infra.security.iam import attach_managed_policies, pod_identity_trust_policy
@@ -52,7 +53,7 @@ class EksAddons(pulumi.ComponentResource):
                 f"{name}-{addon_name}",
                 cluster_name=cluster.name,
                 addon_name=addon_name,
-                addon_version=versions[addon_name],
+                addon_version=addon_version(addon_name, eks.version, pulumi.InvokeOutputOptions(parent=self)),
                 resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
                 pod_identity_associations=pod_identity.get(addon_name),

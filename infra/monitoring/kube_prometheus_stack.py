@@ -16,7 +16,12 @@ from infra.compute.taints import tolerations_for
 from infra.config import Environment
 from infra.config.load import NAMESPACE as CONFIG_NAMESPACE
 from infra.monitoring.slo_rules import dashboards, rule_files
-from infra.versions import DCGM_EXPORTER_CHART, KUBE_PROMETHEUS_STACK_CHART, PROMETHEUS_ADAPTER_CHART
+from infra.versions import (
+    DCGM_EXPORTER_CHART,
+    KUBE_PROMETHEUS_STACK_CHART,
+    PROMETHEUS_ADAPTER_CHART,
+    PROMETHEUS_OPERATOR_CRDS_CHART,
+)
 from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
 from infra.workloads.model_service import NAMESPACE as SERVICE_NAMESPACE
 from infra.workloads.model_service import REQUESTS_PER_SECOND_METRIC
@@ -29,6 +34,9 @@ GRAFANA_SERVICE = f"{RELEASE}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 ALERTMANAGER_SECRET = "alertmanager-mlstack"
 DASHBOARD_LABEL = "grafana_dashboard"
+# The whole stack (operator, Grafana, kube-state-metrics, node-exporter on every node, the admission webhook's hook
+# Jobs) must be ready before Helm's wait returns; on fresh nodes the image pulls alone can take minutes.
+KUBE_PROMETHEUS_STACK_AWAIT_SECONDS = 900
 
 
 def alertmanager_config(receivers: dict[str, str | None], retrain_webhook_url: str | None = None) -> dict[str, Any]:
@@ -76,6 +84,9 @@ def kube_prometheus_stack_values(env: Environment) -> dict[str, Any]:
     """Retention and storage from config; every ServiceMonitor and PrometheusRule picked up; secrets by reference."""
     settings = env.config.monitoring
     return {
+        # The CRDs come from the prometheus-operator-crds release, which Helm upgrades with the chart; this chart's
+        # own crds/ would be installed once and never updated.
+        "crds": {"enabled": False},
         "prometheus": {
             "prometheusSpec": {
                 "retention": f"{settings.retention_days}d",
@@ -137,6 +148,8 @@ class Monitoring(pulumi.ComponentResource):
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`depends_on` must hold the AWS Load Balancer Controller's release: every chart here creates Services,
+        which that controller's webhook (failurePolicy Fail) must be up to admit."""
         super().__init__("mlstack:monitoring:Monitoring", name, None, opts)
         settings = env.config.monitoring
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=depends_on)
@@ -169,15 +182,30 @@ class Monitoring(pulumi.ComponentResource):
             },
             opts=in_namespace,
         )
+        # The operator's CRDs as templates of their own release, so that a chart bump updates them too.
+        crds = pinned_release(
+            f"{name}-operator-crds",
+            release_name="prometheus-operator-crds",
+            chart=PROMETHEUS_OPERATOR_CRDS_CHART,
+            namespace=NAMESPACE,
+            # Deleting or replacing this release must never delete the CRDs, and with them every ServiceMonitor and
+            # PrometheusRule in the cluster (values.yaml `crds.annotations`, applied to each CRD).
+            values={"crds": {"annotations": {"helm.sh/resource-policy": "keep"}}},
+            opts=in_namespace,
+        )
+        self.crds = crds
         release = pinned_release(
             f"{name}-release",
             release_name=RELEASE,
             chart=KUBE_PROMETHEUS_STACK_CHART,
             namespace=NAMESPACE,
             values=kube_prometheus_stack_values(env),
-            opts=in_namespace,
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[crds])),
+            timeout_seconds=KUBE_PROMETHEUS_STACK_AWAIT_SECONDS,
         )
-        after_release = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[release]))
+        # Custom resources (PrometheusRule, ServiceMonitor, dcgm-exporter's ServiceMonitor) need the CRDs' release;
+        # the operator that acts on them comes with `release`.
+        after_release = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[crds, release]))
         for file_name, text in rule_files(settings.slo).items():
             create(
                 k8s.apiextensions.CustomResource,
@@ -233,6 +261,8 @@ class Monitoring(pulumi.ComponentResource):
                     "nodeSelector": dict(gpu.labels),
                     "serviceMonitor": {"enabled": True, "interval": "15s"},
                 },
+                # A DaemonSet on the GPU pool: with the pool at zero nodes it has nothing to wait for, and nodes the
+                # node group creates are ready before this release starts (it depends on the pools).
                 opts=after_release,
             )
         self.grafana_admin_password = pulumi.Output.secret(password.result)

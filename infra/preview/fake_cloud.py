@@ -57,6 +57,7 @@ class FakeCloud(pulumi.runtime.Mocks):
             "aws:index/getRegion:getRegion": lambda _: {"name": self.region, "region": self.region},
             "aws:index/getPartition:getPartition": lambda _: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
             "aws:ssm/getParameter:getParameter": self._ssm_parameter,
+            "aws:eks/getAddonVersion:getAddonVersion": self._addon_version,
         }
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -161,6 +162,17 @@ class FakeCloud(pulumi.runtime.Mocks):
         """Public SSM parameters (AMI aliases) resolve to an id only AWS knows."""
         name = args["name"]
         return {"name": name, "value": self._invent("aws:ssm/getParameter", name, "ami"), "type": "String", "id": name}
+
+    def _addon_version(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The add-on build EKS installs by default on a Kubernetes minor: only AWS knows which, so it is invented."""
+        addon, kubernetes = args["addonName"], args["kubernetesVersion"]
+        return {
+            "addonName": addon,
+            "kubernetesVersion": kubernetes,
+            "version": self._invent("aws:eks/getAddonVersion", f"{addon}@{kubernetes}", "eks-default-build"),
+            "mostRecent": bool(args.get("mostRecent")),
+            "id": addon,
+        }
 
     def _caller_identity(self, _: dict[str, Any]) -> dict[str, Any]:
         return {

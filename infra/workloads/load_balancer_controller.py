@@ -10,16 +10,25 @@ from infra.compute.eks_cluster import EksCluster
 from infra.config import Environment
 from infra.network.vpc import Network
 from infra.security.pod_identity import pod_identity_role
-from infra.versions import AWS_LOAD_BALANCER_CONTROLLER_CHART
+from infra.versions import AWS_LOAD_BALANCER_CONTROLLER_CHART, AWS_LOAD_BALANCER_CONTROLLER_POLICY
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "aws-load-balancer-controller"
-# AWS's published policy for the controller: it may only change load balancers and security groups it tagged.
+# The controller's own policy document, byte for byte, at the tag the pinned chart deploys (its appVersion); where it
+# came from is AWS_LOAD_BALANCER_CONTROLLER_POLICY's provenance, its git blob sha included.
 POLICY_FILE = Path(__file__).with_name("aws_load_balancer_controller_policy.json")
+POLICY_SOURCE = AWS_LOAD_BALANCER_CONTROLLER_POLICY.provenance
 
 
 class LoadBalancerController(pulumi.ComponentResource):
-    """Turns Ingress objects into ALBs."""
+    """Turns Ingress objects into ALBs.
+
+    The chart's MutatingWebhookConfiguration (templates/webhook.yaml; values.yaml `enableServiceMutatorWebhook: true`,
+    `serviceMutatorWebhookConfig.failurePolicy: Fail`) intercepts every Service create in the cluster, so everything
+    that creates a Service or Ingress depends on `release`: Helm (wait on) marks it ready only once the controller's
+    pods, which serve that webhook, are ready. Kept rather than turned off: the webhook is what gives LoadBalancer
+    Services to this controller instead of the legacy in-tree one.
+    """
 
     release: pulumi.Resource
 

@@ -10,7 +10,7 @@ import pytest
 from infra.compute.ec2_host import COMPOSE_FILE, HOST_MANAGED_POLICIES
 from infra.compute.node_pools import NODE_MANAGED_POLICIES
 from infra.preview.engine import RecordedResource, StackRun
-from infra.versions import AL2023_AMI_SSM_PARAMETER, EKS_ADDON_VERSIONS, GPU_AMI_TYPE
+from infra.versions import AL2023_AMI_SSM_PARAMETER, EKS_ADDON_VERSIONS, GPU_AMI_TYPE, RESOLVE_DEFAULT_ADDON_VERSION
 from tests.conftest import REPO_ROOT, RunStack, stack_config
 from tests.graph import environment_of
 
@@ -172,6 +172,19 @@ def test_device_plugin_tolerates_exactly_the_gpu_pools_taints(eks_run: StackRun)
     ]
     assert release.inputs["values"]["tolerations"] == expected
     assert release.inputs["values"]["nodeSelector"] == group.inputs["labels"]
+    # The chart's default affinity (node-feature-discovery labels EKS nodes lack) is replaced, not cleared with a
+    # null that an engine may drop: one required term, matching exactly the GPU pool's labels.
+    terms = release.inputs["values"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {"key": key, "operator": "In", "values": [value]}
+                for key, value in sorted(group.inputs["labels"].items())
+            ]
+        }
+    ]
     assert release.inputs["version"]
 
 
@@ -201,12 +214,27 @@ def test_cluster_autoscaler_runs_with_its_own_pod_identity_role(eks_run: StackRu
     }
 
 
-def test_managed_addons_are_pinned(eks_run: StackRun) -> None:
+def test_managed_addons_get_the_pinned_build_or_eks_default_for_the_clusters_minor(eks_run: StackRun) -> None:
     env = environment_of(eks_run, stack_config(eks_run.stack))
+    minor = env.config.compute.eks.version  # type: ignore[union-attr]
     installed = {
         addon.inputs["addonName"]: addon.inputs["addonVersion"] for addon in eks_run.of_type("aws:eks/addon:Addon")
     }
-    assert installed == EKS_ADDON_VERSIONS[env.config.compute.eks.version]  # type: ignore[union-attr]
+    pinned = EKS_ADDON_VERSIONS[minor]
+    assert set(installed) == set(pinned)
+    asked = {
+        args["addonName"]: args for token, args in eks_run.invokes if token == "aws:eks/getAddonVersion:getAddonVersion"
+    }
+    for name, version in pinned.items():
+        if version == RESOLVE_DEFAULT_ADDON_VERSION:
+            # EKS's default build for this minor, never "most recent": a default is what EKS itself installs.
+            assert asked[name]["kubernetesVersion"] == minor
+            assert not asked[name].get("mostRecent")
+            # The answer is AWS's to give: the preview shows it as known only after apply.
+            assert installed[name] in eks_run.invented
+        else:
+            assert installed[name] == version
+            assert name not in asked
 
 
 def test_node_role_carries_only_the_managed_policies_it_needs(eks_run: StackRun) -> None:

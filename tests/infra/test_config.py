@@ -115,7 +115,7 @@ def test_structured_values_arrive_as_json_text_like_from_the_cli() -> None:
             ["m6i.large"],
             "['m6i.large'] are not GPU instance types",
         ),
-        ("staging", "mlstack:compute.eks.version", "1.29", "add-on versions are pinned only for Kubernetes 1.33"),
+        ("staging", "mlstack:compute.eks.version", "1.29", "add-on versions are pinned only for Kubernetes 1.36"),
         ("staging", "mlstack:compute.eks.cpuPool.capacityType", "spot", "input should be 'ON_DEMAND' or 'SPOT'"),
         (
             "staging",
@@ -123,7 +123,7 @@ def test_structured_values_arrive_as_json_text_like_from_the_cli() -> None:
             9,
             "mlstack:compute.eks.cpuPool.desiredSize: 9 must lie between minSize 2 and maxSize 4",
         ),
-        ("dev", "mlstack:compute.eks", {"version": "1.33"}, "mlstack:compute.eks: set, but compute.mode is 'ec2'"),
+        ("dev", "mlstack:compute.eks", {"version": "1.36"}, "mlstack:compute.eks: set, but compute.mode is 'ec2'"),
         ("dev", "mlstack:network.azCount", 1, "Application Load Balancer, which needs 2 AZs"),
         (
             "prod",

@@ -1,16 +1,19 @@
 """The monthly cost estimate: line items from the preview's resources, priced from the committed snapshot."""
 
+import dataclasses
 import json
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.preview.cost.estimate import CostEstimate, estimate_cost
+from infra.preview.cost.estimate import EKS_EXTENDED_SUPPORT_CLUSTER_HOUR, CostEstimate, estimate_cost
 from infra.preview.cost.prices import SNAPSHOT_PATH, PriceSnapshotError, load_snapshot
 from infra.preview.engine import StackRun
+from infra.versions import DEFAULT_KUBERNETES_VERSION, KUBERNETES_RELEASES
 from tests.conftest import REPO_ROOT, RunStack, stack_config
 
 SNAPSHOT = load_snapshot()
@@ -127,7 +130,7 @@ def test_diff_between_the_dev_and_prod_plans_shows_the_cost_delta(tmp_path: Path
         f"Estimated monthly cost: ${dev['cost']['monthly_total']:,.2f} → ${prod['cost']['monthly_total']:,.2f} "
         f"(**+${delta:,.2f}**)"
     ) in result.stdout
-    assert "| EKS control plane | n/a | $73.00 | +$73.00 |" in result.stdout
+    assert f"| EKS control plane (Kubernetes {DEFAULT_KUBERNETES_VERSION}) | n/a | $73.00 | +$73.00 |" in result.stdout
     assert "- `aws:eks/cluster:Cluster` eks-cluster" in result.stdout
     assert "- `aws:lb/loadBalancer:LoadBalancer` host-alb" in result.stdout  # removed: dev's ALB
 
@@ -139,3 +142,50 @@ def test_diff_between_the_dev_and_prod_plans_shows_the_cost_delta(tmp_path: Path
     broken = _mlstack("diff", str(tmp_path / "broken.json"), str(tmp_path / "prod" / "plan.json"))
     assert broken.returncode == 2
     assert broken.stderr.startswith(f"error: {tmp_path / 'broken.json'}: not JSON")
+
+
+def _with_cluster_version(run: StackRun, version: str) -> StackRun:
+    resources = [
+        dataclasses.replace(r, inputs={**r.inputs, "version": version}) if r.type == "aws:eks/cluster:Cluster" else r
+        for r in run.resources
+    ]
+    return dataclasses.replace(run, resources=resources)
+
+
+def test_the_default_version_is_in_standard_support_on_the_snapshot_date() -> None:
+    assert date.fromisoformat(SNAPSHOT.as_of) < KUBERNETES_RELEASES[DEFAULT_KUBERNETES_VERSION].end_of_standard_support
+
+
+def test_control_plane_is_priced_at_the_standard_rate_until_standard_support_ends(
+    committed_runs: dict[str, StackRun],
+) -> None:
+    run = committed_runs["staging"]
+    end = KUBERNETES_RELEASES[DEFAULT_KUBERNETES_VERSION].end_of_standard_support
+    standard = dataclasses.replace(SNAPSHOT, as_of=(end - timedelta(days=1)).isoformat())
+    (item,) = _items(estimate_cost(run, "us-east-1", standard), "EKS control plane")
+    assert item.unit_price == SNAPSHOT.regions["us-east-1"]["eks_cluster_hour"]
+    assert "extended" not in item.item
+
+
+def test_control_plane_is_priced_at_the_extended_rate_from_the_day_standard_support_ends(
+    committed_runs: dict[str, StackRun],
+) -> None:
+    run = committed_runs["staging"]
+    end = KUBERNETES_RELEASES[DEFAULT_KUBERNETES_VERSION].end_of_standard_support
+    extended = dataclasses.replace(SNAPSHOT, as_of=end.isoformat())
+    (item,) = _items(estimate_cost(run, "us-east-1", extended), "EKS control plane")
+    assert item.unit_price == EKS_EXTENDED_SUPPORT_CLUSTER_HOUR
+    assert item.unit_price == pytest.approx(6 * SNAPSHOT.regions["us-east-1"]["eks_cluster_hour"])
+    assert item.monthly == round(730 * EKS_EXTENDED_SUPPORT_CLUSTER_HOUR, 2)
+    assert item.item == f"EKS control plane (Kubernetes {DEFAULT_KUBERNETES_VERSION}, extended support)"
+    # A cluster left on 1.33 (standard support ended 2026-07-29) pays extended support at the snapshot's date.
+    (old,) = _items(estimate_cost(_with_cluster_version(run, "1.33"), "us-east-1", SNAPSHOT), "EKS control plane")
+    assert old.unit_price == EKS_EXTENDED_SUPPORT_CLUSTER_HOUR
+    assert "2026-07-29" in old.note
+
+
+def test_a_version_without_a_known_support_calendar_is_unpriced(committed_runs: dict[str, StackRun]) -> None:
+    cost = estimate_cost(_with_cluster_version(committed_runs["staging"], "1.99"), "us-east-1", SNAPSHOT)
+    assert not _items(cost, "EKS control plane")
+    assert cost.monthly_total is None
+    assert any("Kubernetes 1.99" in reason for reason in cost.unpriced)

@@ -15,7 +15,7 @@ from infra.monitoring.retrain_relay import NAME, WEBHOOK_URL
 from infra.monitoring.slo_rules import DASHBOARDS_DIR, RULES_DIR, slo_rules
 from infra.preview.engine import SECRET, StackRun, unwrap_secret
 from infra.preview.plan import PlanRenderer, kubernetes_manifests
-from infra.versions import DCGM_EXPORTER_CHART, KUBE_PROMETHEUS_STACK_CHART
+from infra.versions import DCGM_EXPORTER_CHART, KUBE_PROMETHEUS_STACK_CHART, PROMETHEUS_OPERATOR_CRDS_CHART
 from tests.conftest import RunStack, stack_config
 from tests.graph import environment_of
 
@@ -37,9 +37,49 @@ def _release(run: StackRun, name: str) -> dict[str, Any]:
 
 def test_charts_are_pinned(eks_run: StackRun) -> None:
     stack = _release(eks_run, "kube-prometheus-stack")
-    assert (stack["chart"], stack["version"]) == KUBE_PROMETHEUS_STACK_CHART[1:]
+    assert (stack["chart"], stack["version"]) == (
+        KUBE_PROMETHEUS_STACK_CHART.chart,
+        KUBE_PROMETHEUS_STACK_CHART.version,
+    )
     dcgm = _release(eks_run, "dcgm-exporter")
-    assert (dcgm["chart"], dcgm["version"]) == DCGM_EXPORTER_CHART[1:]
+    assert (dcgm["chart"], dcgm["version"]) == (DCGM_EXPORTER_CHART.chart, DCGM_EXPORTER_CHART.version)
+
+
+def _release_resource(run: StackRun, name: str) -> Any:
+    (release,) = [r for r in run.of_type(HELM_RELEASE) if r.inputs["name"] == name]
+    return release
+
+
+def test_operator_crds_come_from_their_own_release_that_every_custom_resource_waits_for(eks_run: StackRun) -> None:
+    crds = _release_resource(eks_run, "prometheus-operator-crds")
+    assert (crds.inputs["chart"], crds.inputs["version"]) == (
+        PROMETHEUS_OPERATOR_CRDS_CHART.chart,
+        PROMETHEUS_OPERATOR_CRDS_CHART.version,
+    )
+    # Same operator release in both charts, so the CRDs match what the operator expects.
+    assert PROMETHEUS_OPERATOR_CRDS_CHART.app_version == KUBE_PROMETHEUS_STACK_CHART.app_version
+    assert crds.inputs["values"]["crds"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    stack = _release_resource(eks_run, "kube-prometheus-stack")
+    assert stack.inputs["values"]["crds"] == {"enabled": False}
+    assert crds.urn in stack.dependencies
+    custom = [r for r in eks_run.resources if str(r.inputs.get("apiVersion", "")).startswith("monitoring.coreos.com/")]
+    assert {r.inputs["kind"] for r in custom} >= {"PrometheusRule", "ServiceMonitor"}
+    for resource in custom:
+        assert crds.urn in resource.dependencies, resource.name
+    # dcgm-exporter's chart renders a ServiceMonitor of its own.
+    assert _release_resource(eks_run, "dcgm-exporter").inputs["values"]["serviceMonitor"]["enabled"] is True
+    assert crds.urn in _release_resource(eks_run, "dcgm-exporter").dependencies
+
+
+def test_releases_that_create_services_wait_for_the_load_balancer_controllers_webhook(eks_run: StackRun) -> None:
+    controller = _release_resource(eks_run, "aws-load-balancer-controller")
+    # Each of these charts renders at least one Service (checked with `helm template` at the pinned versions).
+    for name in ("cluster-autoscaler", "kube-prometheus-stack", "prometheus-adapter", "dcgm-exporter"):
+        assert controller.urn in _release_resource(eks_run, name).dependencies, name
+
+
+def test_kube_prometheus_stack_gets_longer_than_the_default_await(eks_run: StackRun) -> None:
+    assert _release_resource(eks_run, "kube-prometheus-stack").inputs["timeout"] > 300
 
 
 def test_release_values_are_readable_and_credentials_are_referenced(eks_run: StackRun) -> None:

@@ -11,7 +11,7 @@ from infra.compute.eks_cluster import EksCluster
 from infra.config import Environment
 from infra.security.iam import policy_document
 from infra.security.pod_identity import pod_identity_role
-from infra.versions import CLUSTER_AUTOSCALER_CHART, CLUSTER_AUTOSCALER_IMAGE_TAGS
+from infra.versions import CLUSTER_AUTOSCALER_CHART, CLUSTER_AUTOSCALER_IMAGES
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "cluster-autoscaler"
@@ -43,12 +43,18 @@ def autoscaler_policy_statements(cluster_name: str) -> list[dict[str, object]]:
     ]
 
 
+def autoscaler_image(kubernetes_version: str) -> dict[str, str]:
+    """The chart's `image.repository` and `image.tag` (tag@digest) for the autoscaler matching the cluster's minor."""
+    repository, _, tag = CLUSTER_AUTOSCALER_IMAGES[kubernetes_version].value.partition(":")
+    return {"repository": repository, "tag": tag}
+
+
 def autoscaler_values(cluster_name: str, region: str, kubernetes_version: str) -> dict[str, object]:
     return {
         "cloudProvider": "aws",
         "awsRegion": region,
         "autoDiscovery": {"clusterName": cluster_name},
-        "image": {"tag": CLUSTER_AUTOSCALER_IMAGE_TAGS[kubernetes_version]},
+        "image": autoscaler_image(kubernetes_version),
         "rbac": {"serviceAccount": {"create": True, "name": SERVICE_ACCOUNT}},
         "extraArgs": {
             "balance-similar-node-groups": True,
@@ -70,6 +76,8 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`depends_on` must hold the AWS Load Balancer Controller's release: the chart creates a Service, which that
+        controller's webhook (failurePolicy Fail) must be up to admit."""
         super().__init__("mlstack:compute:ClusterAutoscaler", name, None, opts)
         eks = env.config.compute.eks
         assert eks is not None

@@ -11,13 +11,27 @@ from infra.versions import NVIDIA_DEVICE_PLUGIN_CHART
 NAMESPACE = "kube-system"
 
 
+def pool_affinity(pool: PoolSpec) -> dict[str, object]:
+    """A required node affinity that matches exactly the nodes carrying every label of `pool`."""
+    expressions = [{"key": key, "operator": "In", "values": [value]} for key, value in sorted(pool.labels.items())]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}
+        }
+    }
+
+
 def device_plugin_values(pool: PoolSpec) -> dict[str, object]:
-    """Scheduled on the GPU pool only, tolerating exactly the taints that pool carries."""
+    """Scheduled on the GPU pool only, tolerating exactly the taints that pool carries.
+
+    The chart (0.20.0 values.yaml) defaults `affinity` to three nodeSelectorTerms on node-feature-discovery labels,
+    which EKS nodes do not carry. Helm merges maps but replaces lists, so setting `nodeSelectorTerms` replaces those
+    terms with the pool's; `tolerations` likewise replaces the chart's defaults.
+    """
     return {
         "tolerations": tolerations_for(pool.taints),
         "nodeSelector": dict(pool.labels),
-        # The chart's default affinity expects node-feature-discovery labels that EKS nodes do not carry.
-        "affinity": None,
+        "affinity": pool_affinity(pool),
         "priorityClassName": "system-node-critical",
     }
 

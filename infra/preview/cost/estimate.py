@@ -10,11 +10,18 @@ region that the snapshot does not price is reported as unpriced, never counted a
 
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from typing import Any
 
 from infra.preview.cost.prices import PriceSnapshot
 from infra.preview.engine import RecordedResource, StackRun
+from infra.versions import KUBERNETES_RELEASES
 
+# An EKS cluster on a Kubernetes version past its end of standard support pays this per cluster-hour instead of the
+# standard rate (USD, the same in every commercial region): "a total of $0.60 per cluster per hour", AWS Containers
+# blog, "Amazon EKS extended support for Kubernetes versions pricing"
+# (https://aws.amazon.com/blogs/containers/amazon-eks-extended-support-for-kubernetes-versions-pricing/).
+EKS_EXTENDED_SUPPORT_CLUSTER_HOUR = 0.60
 SPOT_DISCOUNT = 0.6  # spot capacity assumed 60% below on-demand
 ALB_LCUS = 1.0  # average load-balancer capacity units per ALB
 LOG_GB_PER_MONTH = {"flow": 5.0, "control-plane": 2.0}  # by log group purpose; others DEFAULT_LOG_GB_PER_MONTH
@@ -22,6 +29,8 @@ DEFAULT_LOG_GB_PER_MONTH = 1.0
 MAX_STORED_MONTHS = 12
 ASSUMPTIONS = [
     "730 hours a month; on-demand prices; instances at the desired size the stack file sets",
+    "the EKS control plane at the extended-support rate when its Kubernetes version is past the end of standard "
+    "support on the date the prices are as of",
     f"spot capacity {SPOT_DISCOUNT:.0%} below on-demand",
     "a node pool with several instance types is priced at its first",
     f"{ALB_LCUS:g} load-balancer capacity unit per ALB on average",
@@ -165,7 +174,33 @@ class _Estimator:
         return self.estimate
 
     def _cluster(self, resource: RecordedResource) -> None:
-        self.add("EKS control plane", resource, self.hours, "hours", "eks_cluster_hour")
+        version = str(resource.inputs.get("version") or "")
+        release = KUBERNETES_RELEASES.get(version)
+        if release is None:
+            self.estimate.unpriced.append(
+                f"{resource.name}: Kubernetes {version or '(unset)'} has no known end of standard support in "
+                "infra/versions.py KUBERNETES_RELEASES, so standard or extended pricing cannot be told apart"
+            )
+            return
+        priced_on = date.fromisoformat(self.estimate.prices_as_of)
+        if priced_on >= release.end_of_standard_support:
+            self._add(
+                f"EKS control plane (Kubernetes {version}, extended support)",
+                resource,
+                self.hours,
+                "hours",
+                None if self.prices is None else EKS_EXTENDED_SUPPORT_CLUSTER_HOUR,
+                note=f"standard support ended {release.end_of_standard_support.isoformat()}; upgrade to avoid this",
+            )
+            return
+        self.add(
+            f"EKS control plane (Kubernetes {version})",
+            resource,
+            self.hours,
+            "hours",
+            "eks_cluster_hour",
+            note=f"standard support until {release.end_of_standard_support.isoformat()}",
+        )
 
     def _node_group(self, resource: RecordedResource) -> None:
         scaling = resource.inputs.get("scalingConfig") or {}
