@@ -6,9 +6,10 @@ from infra.aws_provider import create_aws_provider
 from infra.compute.addons.cluster_autoscaler import ClusterAutoscaler
 from infra.compute.addons.nvidia_device_plugin import NvidiaDevicePlugin
 from infra.compute.ec2_host import Ec2Host
-from infra.compute.eks_addons import EksAddons
+from infra.compute.eks_addons import EBS_CSI_ADDON, EksAddons
 from infra.compute.eks_cluster import EksCluster
 from infra.compute.node_pools import NodePools
+from infra.compute.storage_class import DefaultStorageClass
 from infra.config import load_stack_config
 from infra.monitoring.kube_prometheus_stack import Monitoring
 from infra.monitoring.retrain_relay import WEBHOOK_URL as RETRAIN_WEBHOOK_URL
@@ -63,7 +64,17 @@ if env.config.compute.mode == "ec2":
 else:
     cluster = EksCluster("eks", env, network, keys, opts=with_aws)
     pools = NodePools("pools", env, cluster=cluster, network=network, security_groups=security_groups, opts=with_aws)
-    addons = EksAddons("eks-addons", env, cluster, list(pools.node_groups.values()), opts=with_aws)
+    assert keys.cluster is not None
+    addons = EksAddons(
+        "eks-addons", env, cluster, list(pools.node_groups.values()), volume_key=keys.cluster, opts=with_aws
+    )
+    storage_class = DefaultStorageClass(
+        "storage-class",
+        cluster=cluster,
+        volume_key=keys.cluster,
+        ebs_csi_driver=addons.addons[EBS_CSI_ADDON],
+        opts=with_aws,
+    )
     NvidiaDevicePlugin.from_pools("nvidia-device-plugin", pools, cluster.provider, opts=with_aws)
     ClusterAutoscaler("cluster-autoscaler", env, cluster, [addons], opts=with_aws)
     controller = LoadBalancerController(
@@ -88,7 +99,7 @@ else:
         pools=pools,
         load_balancer_group_id=security_groups.load_balancer_group_id,
         retrain_webhook_url=RETRAIN_WEBHOOK_URL if env.config.monitoring.retrain.repository else None,
-        depends_on=[addons, controller],
+        depends_on=[addons, controller, storage_class],
         opts=with_aws,
     )
     if env.config.monitoring.retrain.repository:
