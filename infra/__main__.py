@@ -22,6 +22,7 @@ from infra.storage.model_bucket import ModelBucket
 from infra.workloads.batch_cronjob import BatchScoring
 from infra.workloads.load_balancer_controller import LoadBalancerController
 from infra.workloads.model_service import ModelService
+from infra.workloads.network_policies import NetworkPolicies
 from infra.workloads.release_tracks import serving_image_tag
 
 env = load_stack_config()
@@ -104,8 +105,23 @@ else:
     )
     if env.config.monitoring.retrain.repository:
         RetrainRelay(
-            "retrain-relay", env, cluster=cluster, registry=registry, depends_on=[monitoring.namespace], opts=with_aws
+            "retrain-relay",
+            env,
+            cluster=cluster,
+            registry=registry,
+            depends_on=[monitoring.namespace, controller],
+            opts=with_aws,
         )
+    NetworkPolicies(
+        "network-policies",
+        env,
+        cluster=cluster,
+        network=network,
+        service_namespace=service.namespace_resource,
+        monitoring_namespace=monitoring.namespace,
+        retrain_relay=bool(env.config.monitoring.retrain.repository),
+        opts=with_aws,
+    )
     pulumi.export("grafanaUrl", monitoring.grafana_url)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     if env.config.batch.enabled:

@@ -39,6 +39,8 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     vpc_cidr: str
     availability_zones: list[str]
+    public_subnet_cidrs: list[str]
+    private_subnet_cidrs: list[str]
     public_subnet_ids: list[pulumi.Output[str]]
     private_subnet_ids: list[pulumi.Output[str]]
     nat_gateway_ids: list[pulumi.Output[str]]
@@ -58,6 +60,8 @@ class Network(pulumi.ComponentResource):
             self._network.public_subnet_prefix,
         )
         self.vpc_cidr = str(self._network.cidr)
+        self.public_subnet_cidrs = [str(cidr) for cidr in self._plan.public]
+        self.private_subnet_cidrs = [str(cidr) for cidr in self._plan.private]
         self._vpc = self._create_vpc()
         self.vpc_id = self._vpc.id
         self._lock_down_default_security_group()
