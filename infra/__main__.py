@@ -6,9 +6,10 @@ from infra.aws_provider import create_aws_provider
 from infra.compute.addons.cluster_autoscaler import ClusterAutoscaler
 from infra.compute.addons.nvidia_device_plugin import NvidiaDevicePlugin
 from infra.compute.ec2_host import Ec2Host
-from infra.compute.eks_addons import EksAddons
+from infra.compute.eks_addons import EBS_CSI_ADDON, EksAddons
 from infra.compute.eks_cluster import EksCluster
 from infra.compute.node_pools import NodePools
+from infra.compute.storage_class import DefaultStorageClass
 from infra.config import load_stack_config
 from infra.monitoring.kube_prometheus_stack import Monitoring
 from infra.monitoring.retrain_relay import WEBHOOK_URL as RETRAIN_WEBHOOK_URL
@@ -21,6 +22,7 @@ from infra.storage.model_bucket import ModelBucket
 from infra.workloads.batch_cronjob import BatchScoring
 from infra.workloads.load_balancer_controller import LoadBalancerController
 from infra.workloads.model_service import ModelService
+from infra.workloads.network_policies import NetworkPolicies
 from infra.workloads.release_tracks import serving_image_tag
 
 env = load_stack_config()
@@ -63,7 +65,17 @@ if env.config.compute.mode == "ec2":
 else:
     cluster = EksCluster("eks", env, network, keys, opts=with_aws)
     pools = NodePools("pools", env, cluster=cluster, network=network, security_groups=security_groups, opts=with_aws)
-    addons = EksAddons("eks-addons", env, cluster, list(pools.node_groups.values()), opts=with_aws)
+    assert keys.cluster is not None
+    addons = EksAddons(
+        "eks-addons", env, cluster, list(pools.node_groups.values()), volume_key=keys.cluster, opts=with_aws
+    )
+    storage_class = DefaultStorageClass(
+        "storage-class",
+        cluster=cluster,
+        volume_key=keys.cluster,
+        ebs_csi_driver=addons.addons[EBS_CSI_ADDON],
+        opts=with_aws,
+    )
     NvidiaDevicePlugin.from_pools("nvidia-device-plugin", pools, cluster.provider, opts=with_aws)
     controller = LoadBalancerController(
         "lb-controller", env, cluster=cluster, network=network, depends_on=[addons], opts=with_aws
@@ -88,13 +100,28 @@ else:
         pools=pools,
         load_balancer_group_id=security_groups.load_balancer_group_id,
         retrain_webhook_url=RETRAIN_WEBHOOK_URL if env.config.monitoring.retrain.repository else None,
-        depends_on=[addons, controller.release],
+        depends_on=[addons, controller.release, storage_class],
         opts=with_aws,
     )
     if env.config.monitoring.retrain.repository:
         RetrainRelay(
-            "retrain-relay", env, cluster=cluster, registry=registry, depends_on=[monitoring.namespace], opts=with_aws
+            "retrain-relay",
+            env,
+            cluster=cluster,
+            registry=registry,
+            depends_on=[monitoring.namespace, controller],
+            opts=with_aws,
         )
+    NetworkPolicies(
+        "network-policies",
+        env,
+        cluster=cluster,
+        network=network,
+        service_namespace=service.namespace_resource,
+        monitoring_namespace=monitoring.namespace,
+        retrain_relay=bool(env.config.monitoring.retrain.repository),
+        opts=with_aws,
+    )
     pulumi.export("grafanaUrl", monitoring.grafana_url)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     if env.config.batch.enabled:

@@ -426,6 +426,10 @@ INVOKE_ACTIONS: dict[str, tuple[str, ...]] = {
     "aws:index/getRegion:getRegion": (),
     "aws:index/getPartition:getPartition": (),
     "aws:ssm/getParameter:getParameter": ("ssm:GetParameter",),
+    # Zones that offer the GPU pool's instance types (infra/network/vpc.py).
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": ("ec2:DescribeInstanceTypeOfferings",),
+    # The add-on build EKS installs by default on the pinned minor (infra/compute/addons/addon_versions.py).
+    "aws:eks/getAddonVersion:getAddonVersion": ("eks:DescribeAddonVersions",),
 }
 
 # Types that call no AWS API as the deploy role: Pulumi's own providers, random values, and Kubernetes objects, which

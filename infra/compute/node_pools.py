@@ -7,7 +7,8 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.compute.eks_cluster import EksCluster
-from infra.compute.taints import GPU_TAINT, Taint, autoscaler_node_template_tags, gpus_per_node, parse_label
+from infra.compute.gpu_instances import ACCELERATOR_LABEL, accelerator_label_value, gpus_per_node
+from infra.compute.taints import GPU_TAINT, Taint, autoscaler_node_template_tags, parse_label
 from infra.config import Environment
 from infra.config.models import NodePoolConfig
 from infra.network.vpc import Network
@@ -42,7 +43,12 @@ def pool_specs(env: Environment) -> list[PoolSpec]:
     specs = [PoolSpec("cpu", CPU_AMI_TYPE, eks.cpu_pool, {POOL_LABEL: "cpu"}, [])]
     if eks.gpu_pool.enabled:
         key, value = parse_label(eks.gpu_pool.label)
-        specs.append(PoolSpec("gpu", GPU_AMI_TYPE, eks.gpu_pool, {POOL_LABEL: "gpu", key: value}, [GPU_TAINT]))
+        labels = {
+            POOL_LABEL: "gpu",
+            key: value,
+            ACCELERATOR_LABEL: accelerator_label_value(eks.gpu_pool.instance_types),
+        }
+        specs.append(PoolSpec("gpu", GPU_AMI_TYPE, eks.gpu_pool, labels, [GPU_TAINT]))
     return specs
 
 

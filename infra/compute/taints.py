@@ -6,17 +6,6 @@ from dataclasses import dataclass
 EKS_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE", "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
 GPU_RESOURCE = "nvidia.com/gpu"
 AUTOSCALER_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
-# GPUs per instance for the sizes this project offers; Cluster Autoscaler needs it to scale a pool up from zero.
-GPUS_BY_SIZE = {
-    "xlarge": 1,
-    "2xlarge": 1,
-    "4xlarge": 1,
-    "8xlarge": 1,
-    "16xlarge": 1,
-    "12xlarge": 4,
-    "24xlarge": 4,
-    "48xlarge": 8,
-}
 
 
 @dataclass(frozen=True)
@@ -42,11 +31,6 @@ def tolerations_for(taints: list[Taint]) -> list[dict[str, str]]:
 def parse_label(label: str) -> tuple[str, str]:
     key, _, value = label.partition("=")
     return key, value
-
-
-def gpus_per_node(instance_types: list[str]) -> int:
-    """The smallest GPU count among the pool's types, so a scale-up never promises more than it delivers."""
-    return min(GPUS_BY_SIZE.get(name.split(".", 1)[1], 1) for name in instance_types)
 
 
 def autoscaler_node_template_tags(labels: dict[str, str], taints: list[Taint], gpus: int) -> dict[str, str]:

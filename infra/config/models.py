@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from infra.compute.gpu_instances import GPU_INSTANCE_FAMILIES, GPU_INSTANCE_TYPES
 from infra.network.cidr import SUBNET_MAX_PREFIX, VPC_MAX_PREFIX, VPC_MIN_PREFIX, plan_subnets
 from infra.versions import DEFAULT_KUBERNETES_VERSION, EKS_ADDON_VERSIONS
 
@@ -43,7 +44,6 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 MAX_AZ_COUNT = 6
-GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p4d", "p5")
 PROD_MIN_AZ_COUNT = 2
 TAG_VALUE_PATTERN = r"^[A-Za-z0-9 _.:/=+\-@]{1,256}$"
 
@@ -201,9 +201,12 @@ class GpuPoolConfig(NodePoolConfig):
     @field_validator("instance_types")
     @classmethod
     def _gpu_families(cls, types: list[str]) -> list[str]:
-        wrong = [name for name in types if name.split(".")[0] not in GPU_FAMILIES]
+        wrong = [name for name in types if name not in GPU_INSTANCE_TYPES]
         if wrong:
-            raise ValueError(f"{wrong} are not GPU instance types; use the {'/'.join(GPU_FAMILIES)} families")
+            raise ValueError(
+                f"{wrong} are not GPU instance types whose GPU count this stack knows; "
+                f"use the {'/'.join(GPU_INSTANCE_FAMILIES)} families (infra/compute/gpu_instances.py)"
+            )
         return types
 
 

@@ -49,6 +49,14 @@ class RetrainRelay(pulumi.ComponentResource):
             )
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=depends_on)
         labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "mlstack"}
+        # Its own identity, with no API token: the relay talks to GitHub, never to the Kubernetes API.
+        service_account = create(
+            k8s.core.v1.ServiceAccount,
+            f"{name}-service-account",
+            metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            automount_service_account_token=False,
+            opts=k8s_opts,
+        )
         secret = create(
             k8s.core.v1.Secret,
             f"{name}-token",
@@ -75,6 +83,7 @@ class RetrainRelay(pulumi.ComponentResource):
                     "metadata": {"labels": labels},
                     "spec": {
                         "nodeSelector": {POOL_LABEL: "cpu"},
+                        "serviceAccountName": NAME,
                         "automountServiceAccountToken": False,
                         "securityContext": pod_security_context(),
                         "containers": [
@@ -107,7 +116,7 @@ class RetrainRelay(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[secret])),
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[secret, service_account])),
         )
         create(
             k8s.core.v1.Service,

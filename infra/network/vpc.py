@@ -11,6 +11,9 @@ from infra.config.load import stack_file
 from infra.network.cidr import plan_subnets
 
 ANYWHERE_IPV4 = "0.0.0.0/0"
+# Zone IDs where EKS cannot place cluster subnets: the EKS User Guide, "Subnet requirements for clusters"
+# (awsdocs/amazon-eks-user-guide, latest/ug/networking/network-reqs.adoc at 4d52b4d05e3478582e7d10a73cbd9ba9194dd5f7).
+EKS_UNSUPPORTED_ZONE_IDS = ("use1-az3", "usw1-az2", "cac1-az3")
 
 
 def subnet_discovery_tags(env: Environment, public: bool) -> dict[str, str]:
@@ -19,6 +22,11 @@ def subnet_discovery_tags(env: Environment, public: bool) -> dict[str, str]:
     if env.config.compute.mode == "eks":
         tags[f"kubernetes.io/cluster/{env.cluster_name}"] = "shared"
     return tags
+
+
+def choose_zone_ids(zone_ids: list[str], excluded: dict[str, str], wanted: int) -> list[str]:
+    """Up to `wanted` zone IDs, in zone-ID order, leaving out the excluded ones."""
+    return sorted(zone for zone in zone_ids if zone not in excluded)[:wanted]
 
 
 def nat_gateway_count(strategy: str, az_count: int) -> int:
@@ -31,6 +39,8 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     vpc_cidr: str
     availability_zones: list[str]
+    public_subnet_cidrs: list[str]
+    private_subnet_cidrs: list[str]
     public_subnet_ids: list[pulumi.Output[str]]
     private_subnet_ids: list[pulumi.Output[str]]
     nat_gateway_ids: list[pulumi.Output[str]]
@@ -50,6 +60,8 @@ class Network(pulumi.ComponentResource):
             self._network.public_subnet_prefix,
         )
         self.vpc_cidr = str(self._network.cidr)
+        self.public_subnet_cidrs = [str(cidr) for cidr in self._plan.public]
+        self.private_subnet_cidrs = [str(cidr) for cidr in self._plan.private]
         self._vpc = self._create_vpc()
         self.vpc_id = self._vpc.id
         self._lock_down_default_security_group()
@@ -78,20 +90,45 @@ class Network(pulumi.ComponentResource):
         return {"Name": f"{self._env.prefix}-{suffix}", **(extra or {})}
 
     def _select_availability_zones(self) -> list[str]:
-        """The first `azCount` zones of the region that need no opt-in (Local Zones are left out)."""
+        """The first `azCount` usable zones by zone ID (names are shuffled per account, IDs are not)."""
         zones = aws.get_availability_zones(
             state="available",
             filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
             opts=pulumi.InvokeOptions(parent=self),
         )
+        names_by_id = dict(zip(zones.zone_ids, zones.names, strict=True))
+        excluded = self._excluded_zone_ids(list(names_by_id))
         wanted = self._network.az_count
-        if len(zones.names) < wanted:
+        chosen = choose_zone_ids(list(names_by_id), excluded, wanted)
+        if len(chosen) < wanted:
+            reasons = "; ".join(f"{zone} ({names_by_id[zone]}): {why}" for zone, why in sorted(excluded.items()))
             raise StackConfigError(
                 f"{stack_file(self._env.name)}: mlstack:network.azCount: {wanted} is not allowed: "
-                f"region {self._env.region} has only {len(zones.names)} availability zones "
-                f"({', '.join(zones.names)})"
+                f"region {self._env.region} has only {len(chosen)} usable availability zones "
+                f"({', '.join(names_by_id[zone] for zone in chosen) or 'none'})"
+                + (f"; left out {reasons}" if reasons else "")
             )
-        return sorted(zones.names)[:wanted]
+        return [names_by_id[zone] for zone in chosen]
+
+    def _excluded_zone_ids(self, zone_ids: list[str]) -> dict[str, str]:
+        """Zone IDs that cannot hold this stack's subnets, each with the reason."""
+        excluded: dict[str, str] = {}
+        if self._env.config.compute.mode == "eks":
+            excluded |= dict.fromkeys(EKS_UNSUPPORTED_ZONE_IDS, "EKS cannot place cluster subnets there")
+            eks = self._env.config.compute.eks
+            if eks is not None and eks.gpu_pool.enabled and zone_ids:
+                wanted_types = sorted(eks.gpu_pool.instance_types)
+                offerings = aws.ec2.get_instance_type_offerings(
+                    location_type="availability-zone-id",
+                    filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=wanted_types)],
+                    opts=pulumi.InvokeOptions(parent=self),
+                )
+                offered = set(zip(offerings.locations, offerings.instance_types, strict=True))
+                for zone in zone_ids:
+                    missing = [name for name in wanted_types if (zone, name) not in offered]
+                    if missing and zone not in excluded:
+                        excluded[zone] = f"does not offer the GPU pool's {', '.join(missing)}"
+        return {zone: why for zone, why in excluded.items() if zone in zone_ids}
 
     def _create_vpc(self) -> aws.ec2.Vpc:
         """The VPC, with DNS on: EKS, VPC endpoints and SSM need it."""

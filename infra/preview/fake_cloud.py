@@ -21,6 +21,11 @@ ZONE_COUNTS = {
     "ap-southeast-1": 3,
 }
 DEFAULT_ZONE_COUNT = 3
+# Zone names map to zone IDs differently in each account. The fake account's us-east-1a is use1-az3, a zone
+# EKS cannot use, as it is in real accounts; elsewhere the n-th name is the n-th ID.
+ZONE_ID_NUMBERS = {"us-east-1": (3, 1, 2, 4, 5, 6)}
+# Large GPU families are offered in only some zones (by zone-ID number); every other type in every zone.
+SCARCE_FAMILY_ZONES = {"p4d": (2, 4), "p5": (2, 4)}
 # Types whose physical name Pulumi derives from the logical one when the program sets none.
 AUTONAMED = ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile")
 # Prefixes AWS uses for resource ids, so invented ids read like real ones in the plan.
@@ -40,6 +45,21 @@ ID_PREFIXES = {
 }
 
 
+def zone_id_prefix(region: str) -> str:
+    """AWS's zone-ID prefix of a region: us-east-1 -> use1, ap-southeast-2 -> apse2, eu-central-1 -> euc1."""
+    parts = region.split("-")
+    area, direction, number = parts[0], parts[-2], parts[-1]
+    abbreviation = "".join(part[0] for part in _direction_parts(direction))
+    return f"{area}{abbreviation}{number}"
+
+
+def _direction_parts(direction: str) -> list[str]:
+    for first in ("north", "south"):
+        if direction.startswith(first) and direction != first:
+            return [first, direction.removeprefix(first)]
+    return [direction]
+
+
 class UnansweredInvokeError(LookupError):
     """The program asked a data source the fake cloud has no answer for; guessing one would mislead the plan."""
 
@@ -53,6 +73,7 @@ class FakeCloud(pulumi.runtime.Mocks):
         self.invokes: list[tuple[str, dict[str, Any]]] = []
         self._invokes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._availability_zones,
+            "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": self._instance_type_offerings,
             "aws:index/getCallerIdentity:getCallerIdentity": self._caller_identity,
             "aws:index/getRegion:getRegion": lambda _: {"name": self.region, "region": self.region},
             "aws:index/getPartition:getPartition": lambda _: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
@@ -149,12 +170,35 @@ class FakeCloud(pulumi.runtime.Mocks):
         suffix = self._invent(args.typ, args.name, kind)
         return self._remember(f"arn:aws:{service}:{self.region}:{FAKE_ACCOUNT_ID}:{kind}/{suffix}")
 
-    def _availability_zones(self, _: dict[str, Any]) -> dict[str, Any]:
+    def _zones(self) -> list[tuple[str, str, int]]:
+        """(name, zone ID, zone-ID number) of each zone of the region, in name order."""
         count = ZONE_COUNTS.get(self.region, DEFAULT_ZONE_COUNT)
-        letters = "abcdef"[:count]
+        numbers = ZONE_ID_NUMBERS.get(self.region, tuple(range(1, count + 1)))
+        return [
+            (f"{self.region}{letter}", f"{zone_id_prefix(self.region)}-az{n}", n)
+            for letter, n in zip("abcdef"[: len(numbers)], numbers, strict=True)
+        ]
+
+    def _availability_zones(self, _: dict[str, Any]) -> dict[str, Any]:
+        zones = self._zones()
+        return {"names": [name for name, _, _ in zones], "zoneIds": [zone for _, zone, _ in zones], "id": self.region}
+
+    def _instance_type_offerings(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Each asked-for type in each zone that offers it, located by zone ID or name as asked."""
+        by_id = args.get("locationType") == "availability-zone-id"
+        wanted = [
+            value for entry in args.get("filters", []) if entry["name"] == "instance-type" for value in entry["values"]
+        ]
+        pairs = [
+            (zone_id if by_id else name, instance_type)
+            for name, zone_id, number in self._zones()
+            for instance_type in wanted
+            if number in SCARCE_FAMILY_ZONES.get(instance_type.split(".")[0], (number,))
+        ]
         return {
-            "names": [f"{self.region}{letter}" for letter in letters],
-            "zoneIds": [f"{self.region.replace('-', '')[:4]}-az{i + 1}" for i in range(count)],
+            "instanceTypes": [instance_type for _, instance_type in pairs],
+            "locations": [location for location, _ in pairs],
+            "locationTypes": [args.get("locationType", "region")] * len(pairs),
             "id": self.region,
         }
 

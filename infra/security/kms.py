@@ -9,7 +9,7 @@ KEY_DELETION_WINDOW_DAYS = 30
 
 
 class EncryptionKeys(pulumi.ComponentResource):
-    """Customer-managed keys for the registry, the model bucket and (with EKS) Kubernetes secrets."""
+    """Customer-managed keys for the registry, the model bucket and (with EKS) the cluster's secrets and volumes."""
 
     registry: aws.kms.Key
     models: aws.kms.Key
@@ -22,7 +22,7 @@ class EncryptionKeys(pulumi.ComponentResource):
         self.registry = self._create_key("registry", "container images in ECR")
         self.models = self._create_key("models", "model packages in S3")
         self.cluster = (
-            self._create_key("cluster", "Kubernetes secrets (envelope encryption)")
+            self._create_key("cluster", "Kubernetes secrets (envelope encryption) and EBS volumes")
             if env.config.compute.mode == "eks"
             else None
         )

@@ -14,6 +14,10 @@ from infra.policy.rules import LOAD_BALANCER_ROLE
 
 LOAD_BALANCER_PORTS = (80, 443)
 ALL_PROTOCOLS = "-1"
+# Grafana's container port behind its Service (grafana chart values.yaml `service.targetPort`, grafana-community/
+# helm-charts charts/grafana at 3386a115, chart 12.11.1, which kube-prometheus-stack depends on). Its ALB targets
+# pod IPs, so the ALB reaches this port, not the Service's 80.
+GRAFANA_TARGET_PORT = 3000
 
 
 class SecurityGroups(pulumi.ComponentResource):
@@ -100,28 +104,44 @@ class SecurityGroups(pulumi.ComponentResource):
                 )
 
     def _admit_load_balancer_to_workload(self) -> None:
-        """The service port, from the load balancers and nowhere else; the load balancers reach nothing else."""
-        port = self._env.config.service.port
-        aws.vpc.SecurityGroupIngressRule(
-            f"{self._name}-workload-in-service",
-            security_group_id=self._workload.id,
-            referenced_security_group_id=self._load_balancer.id,
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            description="Model service port from the load balancers",
-            opts=self._child,
-        )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{self._name}-lb-out-service",
-            security_group_id=self._load_balancer.id,
-            referenced_security_group_id=self._workload.id,
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            description="Load balancers forward to the model service port only",
-            opts=self._child,
-        )
+        """The ports the load balancers forward to, from them and nowhere else; they reach nothing else.
+
+        The model service's port always; Grafana's too when it has its own ALB (`monitoring.grafanaExposure`).
+        """
+        targets = {
+            "service": (
+                self._env.config.service.port,
+                "Model service port from the load balancers",
+                "Load balancers forward to the model service port only",
+            )
+        }
+        if self._env.config.compute.mode == "eks" and self._env.config.monitoring.grafana_exposure == "ingress":
+            targets["grafana"] = (
+                GRAFANA_TARGET_PORT,
+                "Grafana port from the load balancers",
+                "Load balancers forward to the Grafana port",
+            )
+        for short_name, (port, inbound, outbound) in targets.items():
+            aws.vpc.SecurityGroupIngressRule(
+                f"{self._name}-workload-in-{short_name}",
+                security_group_id=self._workload.id,
+                referenced_security_group_id=self._load_balancer.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description=inbound,
+                opts=self._child,
+            )
+            aws.vpc.SecurityGroupEgressRule(
+                f"{self._name}-lb-out-{short_name}",
+                security_group_id=self._load_balancer.id,
+                referenced_security_group_id=self._workload.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description=outbound,
+                opts=self._child,
+            )
 
     def _admit_node_to_node(self) -> None:
         """Cluster nodes talk to each other: pod networking, DNS, kubelet and webhooks."""

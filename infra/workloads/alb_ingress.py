@@ -11,11 +11,16 @@ def alb_annotations(
     """Pod-IP targets behind the stack's load-balancer security group, which admits only the allowed CIDRs on 80/443.
 
     The controller adds no backend rules of its own: the workload group already admits the load-balancer group.
-    Malformed headers are dropped; in protected stacks the ALB cannot be deleted until that is switched off.
+    Malformed headers are dropped. In protected stacks the ALB cannot be deleted; elsewhere deletion protection is
+    set off explicitly, because the controller changes only the attributes the annotation names (kubernetes-sigs/
+    aws-load-balancer-controller pkg/deploy/elbv2/load_balancer_attributes_reconciler.go at 225f4456): dropping the
+    attribute would leave a formerly protected ALB protected, and the Ingress's finalizer would then hang
+    `pulumi destroy` (the controller cannot delete the ALB, so it never lets the Ingress go).
     """
-    attributes = ["routing.http.drop_invalid_header_fields.enabled=true"]
-    if deletion_protection:
-        attributes.append("deletion_protection.enabled=true")
+    attributes = [
+        "routing.http.drop_invalid_header_fields.enabled=true",
+        f"deletion_protection.enabled={'true' if deletion_protection else 'false'}",
+    ]
     return {
         f"{PREFIX}/load-balancer-attributes": ",".join(attributes),
         f"{PREFIX}/scheme": scheme,

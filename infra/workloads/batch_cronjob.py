@@ -87,6 +87,8 @@ class BatchScoring(pulumi.ComponentResource):
                             "metadata": {"labels": {"app.kubernetes.io/name": f"{APP}-batch"}},
                             "spec": {
                                 "serviceAccountName": service.service_account,
+                                # The scorer calls S3 only; Pod Identity brings its own projected token.
+                                "automountServiceAccountToken": False,
                                 "restartPolicy": "Never",
                                 "nodeSelector": {POOL_LABEL: "cpu"},
                                 "securityContext": pod_security_context(),
@@ -122,6 +124,9 @@ class BatchScoring(pulumi.ComponentResource):
                     }
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, provider=service.provider),
+            # A create into a namespace that does not exist yet is retried for seconds only, then fails.
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=service.provider, depends_on=[service.namespace_resource]
+            ),
         )
         self.register_outputs({})

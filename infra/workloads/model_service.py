@@ -57,6 +57,7 @@ class ModelService(pulumi.ComponentResource):
 
     tracks: list[Track]
     namespace: str
+    namespace_resource: k8s.core.v1.Namespace
     service_account: str
     service_url: pulumi.Output[str]
     role: aws.iam.Role
@@ -92,6 +93,8 @@ class ModelService(pulumi.ComponentResource):
             metadata={"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
             opts=self._k8s,
         )
+        # What the stack's other objects in this namespace depend on (batch job, network policies).
+        self.namespace_resource = namespace
         self._in_namespace = pulumi.ResourceOptions.merge(self._k8s, pulumi.ResourceOptions(depends_on=[namespace]))
         self._create_identity(cluster, bucket, keys)
         for track in self.tracks:

@@ -61,6 +61,9 @@ def pod_template(
         limits[GPU_RESOURCE] = "1"
     spec: dict[str, Any] = {
         "serviceAccountName": service_account,
+        # The service never calls the Kubernetes API; its AWS credentials come through Pod Identity, whose
+        # webhook mounts a token of its own (audience pods.eks.amazonaws.com), not the service-account one.
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {**pod_security_context(), "fsGroup": RUN_AS},
         "nodeSelector": node_selector,

@@ -209,7 +209,13 @@ def test_drift_alerts_reach_the_retrain_relay_when_a_repository_is_configured(ru
         for manifest in (renderer.value(resource.inputs) for resource in kubernetes_manifests(run))
         if manifest["metadata"]["name"].startswith(NAME)
     ]
-    assert sorted(m["kind"] for m in relay_manifests) == ["Deployment", "Secret", "Service"]
+    assert sorted(m["kind"] for m in relay_manifests) == [
+        "Deployment",
+        "NetworkPolicy",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+    ]
     for manifest in relay_manifests:
         kubernetes_validate.validate(manifest, version, strict=True)
 

@@ -5,6 +5,7 @@ import ipaddress
 import pytest
 
 from infra.config import StackConfigError
+from infra.network.vpc import EKS_UNSUPPORTED_ZONE_IDS, choose_zone_ids
 from infra.preview.engine import StackRun
 from tests.conftest import RunStack, stack_config
 from tests.graph import (
@@ -142,10 +143,81 @@ def test_the_default_security_group_admits_nothing(stack_run: StackRun) -> None:
 
 
 def test_a_region_without_enough_zones_is_a_config_error(run_stack: RunStack) -> None:
-    config = stack_config("staging")
+    config = stack_config("dev")
     config["aws:region"] = "us-west-1"
     config["mlstack:network"]["azCount"] = 3
     with pytest.raises(
-        StackConfigError, match=r"mlstack:network.azCount: 3 is not allowed: region us-west-1 has only 2"
+        StackConfigError, match=r"mlstack:network.azCount: 3 is not allowed: region us-west-1 has only 2 usable"
+    ):
+        run_stack("dev", config)
+
+
+def test_zones_are_chosen_by_zone_id_leaving_out_excluded_ones() -> None:
+    # Names are shuffled per account: here the zone that sorts first is the one EKS cannot use.
+    zone_ids = ["use1-az3", "use1-az1", "use1-az2", "use1-az4"]
+    excluded = {"use1-az3": "EKS cannot place cluster subnets there"}
+    assert choose_zone_ids(zone_ids, excluded, 3) == ["use1-az1", "use1-az2", "use1-az4"]
+    assert choose_zone_ids(zone_ids, {**excluded, "use1-az2": "no GPUs"}, 3) == ["use1-az1", "use1-az4"]
+
+
+def test_prod_leaves_out_the_zone_eks_cannot_use_though_its_name_sorts_first(
+    committed_runs: dict[str, StackRun],
+) -> None:
+    run = committed_runs["prod"]
+    # The offline account's us-east-1a is use1-az3, which EKS rejects for cluster subnets.
+    zones = sorted({subnet.inputs["availabilityZone"] for subnet in run.of_type(SUBNET)})
+    assert zones == ["us-east-1b", "us-east-1c", "us-east-1d"]
+    assert run.outputs["availabilityZones"] == zones
+    assert set(EKS_UNSUPPORTED_ZONE_IDS) == {"use1-az3", "usw1-az2", "cac1-az3"}
+
+
+def test_a_dev_host_stack_may_use_the_zone_eks_cannot(run_stack: RunStack) -> None:
+    config = stack_config("dev")
+    config["aws:region"] = "us-east-1"
+    config["mlstack:network"]["azCount"] = 3
+    run = run_stack("dev", config)
+    # In zone-ID order: use1-az1, use1-az2, then use1-az3 (us-east-1a), which only EKS has to avoid.
+    assert run.outputs["availabilityZones"] == ["us-east-1b", "us-east-1c", "us-east-1a"]
+
+
+def test_an_eks_stack_in_a_region_with_one_usable_zone_names_the_zone_it_left_out(run_stack: RunStack) -> None:
+    config = stack_config("staging")
+    config["aws:region"] = "us-west-1"
+    with pytest.raises(
+        StackConfigError,
+        match=r"mlstack:network.azCount: 2 is not allowed: .* only 1 usable .* usw1-az2 \(us-west-1b\): EKS cannot",
     ):
         run_stack("staging", config)
+
+
+def _with_gpu_types(stack: str, instance_types: list[str], az_count: int) -> dict[str, object]:
+    config = stack_config(stack)
+    config["mlstack:network"]["azCount"] = az_count
+    config.setdefault("mlstack:compute", {}).setdefault("eks", {})["gpuPool"] = {
+        "instanceTypes": instance_types,
+        "minSize": 0,
+        "maxSize": 1,
+        "desiredSize": 0,
+    }
+    return config
+
+
+def test_a_gpu_pool_gets_only_zones_that_offer_its_instance_types(run_stack: RunStack) -> None:
+    # Offline, p4d is offered in zones az2 and az4 only; az1 sorts first but lacks it.
+    run = run_stack("staging", _with_gpu_types("staging", ["p4d.24xlarge"], 2))
+    assert run.outputs["availabilityZones"] == ["us-west-2b", "us-west-2d"]
+    offerings = [args for token, args in run.invokes if token.endswith("getInstanceTypeOfferings")]
+    assert [args["locationType"] for args in offerings] == ["availability-zone-id"]
+
+
+def test_too_few_zones_offering_the_gpu_types_is_a_config_error_naming_az_count(run_stack: RunStack) -> None:
+    with pytest.raises(
+        StackConfigError,
+        match=r"mlstack:network.azCount: 3 is not allowed: .* usw2-az1 \(us-west-2a\): does not offer the GPU "
+        r"pool's p4d.24xlarge",
+    ):
+        run_stack("staging", _with_gpu_types("staging", ["p4d.24xlarge", "g5.xlarge"], 3))
+
+
+def test_a_stack_without_a_gpu_pool_asks_for_no_instance_offerings(committed_runs: dict[str, StackRun]) -> None:
+    assert not [token for token, _ in committed_runs["dev"].invokes if token.endswith("getInstanceTypeOfferings")]

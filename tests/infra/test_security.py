@@ -3,7 +3,8 @@
 import pytest
 
 from infra.preview.engine import RecordedResource, StackRun
-from tests.conftest import stack_config
+from infra.security.security_groups import GRAFANA_TARGET_PORT
+from tests.conftest import RunStack, stack_config
 from tests.graph import ANYWHERE, EGRESS_RULE, INGRESS_RULE, SECURITY_GROUP, environment_of, group_name, port_range
 
 
@@ -73,3 +74,43 @@ def test_node_to_node_traffic_only_where_there_is_a_cluster(
     workload = _group(run, "workload")
     self_rules = [r for r in _ingress_into(run, workload) if r.inputs.get("referencedSecurityGroupId") == workload.id]
     assert bool(self_rules) is node_to_node
+
+
+def _ports_from_load_balancer(run: StackRun) -> tuple[set[int], set[int]]:
+    """Ports the workload group admits from the load-balancer group, and ports the latter may send to."""
+    workload, load_balancer = _group(run, "workload"), _group(run, "lb")
+    admitted = {
+        port
+        for rule in _ingress_into(run, workload)
+        if rule.inputs.get("referencedSecurityGroupId") == load_balancer.id
+        for port in port_range(rule)
+    }
+    forwarded = {
+        port
+        for rule in run.of_type(EGRESS_RULE)
+        if rule.inputs["securityGroupId"] == load_balancer.id
+        and rule.inputs.get("referencedSecurityGroupId") == workload.id
+        for port in port_range(rule)
+    }
+    return admitted, forwarded
+
+
+def test_grafana_behind_its_alb_is_reachable_on_its_pod_port(run_stack: RunStack) -> None:
+    config = stack_config("prod")
+    config["mlstack:monitoring"] = {"grafanaExposure": "ingress"}
+    run = run_stack("prod", config)
+    (ingress,) = [
+        i for i in run.of_type("kubernetes:networking.k8s.io/v1:Ingress") if i.inputs["metadata"]["name"] == "grafana"
+    ]
+    annotations = ingress.inputs["metadata"]["annotations"]
+    # Pod-IP targets behind the stack's load-balancer group: the ALB connects to Grafana's container port.
+    assert annotations["alb.ingress.kubernetes.io/target-type"] == "ip"
+    assert annotations["alb.ingress.kubernetes.io/security-groups"] == _group(run, "lb").id
+    assert _ports_from_load_balancer(run) == ({8080, GRAFANA_TARGET_PORT}, {8080, GRAFANA_TARGET_PORT})
+    assert GRAFANA_TARGET_PORT == 3000
+
+
+def test_without_a_grafana_alb_the_load_balancers_reach_the_service_port_only(
+    committed_runs: dict[str, StackRun],
+) -> None:
+    assert _ports_from_load_balancer(committed_runs["prod"]) == ({8080}, {8080})

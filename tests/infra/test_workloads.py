@@ -308,3 +308,23 @@ def test_autoscaling_follows_cpu_and_the_request_rate_prometheus_adapter_serves(
         env.config.release.replicas,
         env.config.release.max_replicas,
     )
+
+
+def _load_balancer_attributes(ingress: dict[str, Any]) -> dict[str, str]:
+    value = ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/load-balancer-attributes"]
+    return dict(item.split("=", 1) for item in value.split(","))
+
+
+@pytest.mark.parametrize(("stack", "protected"), [("prod", "true"), ("staging", "false")])
+def test_alb_deletion_protection_is_always_stated_so_unprotecting_a_stack_frees_its_alb(
+    run_stack: RunStack, stack: str, protected: str
+) -> None:
+    # The controller never resets an attribute the annotation stops naming, so "off" must be said outright.
+    config = stack_config(stack)
+    config["mlstack:monitoring"] = {"grafanaExposure": "ingress"}
+    run = run_stack(stack, config)
+    ingresses = [m for m in _manifests(run) if m["kind"] == "Ingress"]
+    assert {i["metadata"]["name"] for i in ingresses} == {"model-service", "grafana"}
+    for ingress in ingresses:
+        assert _load_balancer_attributes(ingress)["deletion_protection.enabled"] == protected
+        assert _load_balancer_attributes(ingress)["routing.http.drop_invalid_header_fields.enabled"] == "true"
