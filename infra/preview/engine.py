@@ -166,11 +166,11 @@ def run_program(
     stack: str, config: dict[str, Any], secret_keys: list[str] | None = None, *, program_dir: Path = PROGRAM_DIR
 ) -> StackRun:
     """Run the Pulumi program in `program_dir` (default `infra/`) for `stack` with `config` (`namespace:key` ->
-    value) and record it.
-import yaml
+        value) and record it.
+    import yaml
 
-    Another program (the account bootstrap in `bootstrap/`) runs the same way, under its own Pulumi.yaml's name.
-    Exceptions from the program (a StackConfigError, say) propagate unchanged.
+        Another program (the account bootstrap in `bootstrap/`) runs the same way, under its own Pulumi.yaml's name.
+        Exceptions from the program (a StackConfigError, say) propagate unchanged.
     """
     project = PROJECT if program_dir == PROGRAM_DIR else _project_name(program_dir)
     region = config.get("aws:region")
