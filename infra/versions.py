@@ -27,6 +27,11 @@ CLUSTER_AUTOSCALER_IMAGE_TAGS = {"1.33": "v1.33.0"}
 AL2023_AMI_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 # Docker Compose v2 plugin for the host (Amazon Linux 2023 packages Docker but not the compose plugin).
 DOCKER_COMPOSE_VERSION = "v2.39.2"
+# sha256 of that release's docker-compose-linux-x86_64, which the host checks before installing it. Provenance:
+# docker-library/docker commit 1e17180cea33b7a6d9f06442e708c1a094974ae6 ("Update 28 to compose 2.39.2"),
+# versions.json, which its versions.sh reads from the release's checksums.txt; not checked against the release
+# asset itself from here.
+DOCKER_COMPOSE_LINUX_X86_64_SHA256 = "a55a8cd4ef103aac282812554e531aac8df7e914a287ee81e14d695556a22902"
 
 # EKS managed node group AMI types.
 CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
