@@ -120,13 +120,11 @@ def render_user_data(
     log_group: str,
     slo: SloConfig,
     host_port: int,
-    auto_scaling_group_name: str,
 ) -> str:
     registry_host = image.split("/", 1)[0]
     return _UserDataTemplate(USER_DATA_TEMPLATE.read_text()).substitute(
         compose_version=DOCKER_COMPOSE_VERSION,
         compose_sha256=DOCKER_COMPOSE_LINUX_X86_64_SHA256,
-        auto_scaling_group_name=auto_scaling_group_name,
         lifecycle_hook_name=READY_HOOK_NAME,
         host_port=host_port,
         registry_host=registry_host,
@@ -173,14 +171,13 @@ class Ec2Host(pulumi.ComponentResource):
         self._public = env.config.network.nat_strategy == "none"
         subnets = network.public_subnet_ids if self._public else network.private_subnet_ids
 
-        # Named up front: the host role may complete the launch hook on this group only, and the role exists
-        # before the group's first host boots.
-        group_name = f"{env.prefix}-host"
+        # A prefix known up front: the host role may complete the launch hook on this stack's groups only, and the
+        # role exists before the group's first host boots. A prefix, not a name: the hook is create-only in the
+        # provider (ForceNew), and a replacement group is created before the old one is deleted.
+        group_name_prefix = f"{env.prefix}-host-"
         log_group = self._create_log_group()
-        profile = self._create_instance_profile(registry, bucket, keys, group_name)
-        template = self._create_launch_template(
-            profile, security_groups, registry, bucket, log_group, group_name=group_name
-        )
+        profile = self._create_instance_profile(registry, bucket, keys, group_name_prefix)
+        template = self._create_launch_template(profile, security_groups, registry, bucket, log_group)
         target_group = self._create_load_balancer(network, security_groups)
         launch_before_terminating = {
             "min_healthy_percentage": REFRESH_MIN_HEALTHY_PERCENTAGE,
@@ -188,7 +185,7 @@ class Ec2Host(pulumi.ComponentResource):
         }
         group = aws.autoscaling.Group(
             f"{name}-asg",
-            name=group_name,
+            name_prefix=group_name_prefix,
             min_size=1,
             # Room for the replacement while the old host still serves; nothing scales the group past one.
             max_size=2,
@@ -240,7 +237,7 @@ class Ec2Host(pulumi.ComponentResource):
         )
 
     def _create_instance_profile(
-        self, registry: ContainerRegistry, bucket: ModelBucket, keys: EncryptionKeys, group_name: str
+        self, registry: ContainerRegistry, bucket: ModelBucket, keys: EncryptionKeys, group_name_prefix: str
     ) -> aws.iam.InstanceProfile:
         """Pull this repository's images, read this bucket's model prefix, complete the launch hook of this group,
         SSM and the CloudWatch agent."""
@@ -260,13 +257,15 @@ class Ec2Host(pulumi.ComponentResource):
                     {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
                     {"Effect": "Allow", "Action": ECR_PULL_ACTIONS, "Resource": registry.repository_arn},
                     *bucket.read_models_statements(keys.models.arn),
+                    # The user data finds its group (no resource-level permissions), then completes its launch.
+                    {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingInstances"], "Resource": "*"},
                     {
                         "Effect": "Allow",
                         "Action": ["autoscaling:CompleteLifecycleAction"],
                         "Resource": account.account_id.apply(
                             lambda account_id: (
                                 f"arn:aws:autoscaling:{self._env.region}:{account_id}:"
-                                f"autoScalingGroup:*:autoScalingGroupName/{group_name}"
+                                f"autoScalingGroup:*:autoScalingGroupName/{group_name_prefix}*"
                             )
                         ),
                     },
@@ -283,8 +282,6 @@ class Ec2Host(pulumi.ComponentResource):
         registry: ContainerRegistry,
         bucket: ModelBucket,
         log_group: aws.cloudwatch.LogGroup,
-        *,
-        group_name: str,
     ) -> aws.ec2.LaunchTemplate:
         """AL2023 from its SSM parameter, IMDSv2 for the host only, encrypted gp3 root, no key pair."""
         ami = aws.ssm.get_parameter_output(name=AL2023_AMI_SSM_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self))
@@ -301,7 +298,6 @@ class Ec2Host(pulumi.ComponentResource):
                     log_group=values[2],
                     slo=self._env.config.monitoring.slo,
                     host_port=service.port,
-                    auto_scaling_group_name=group_name,
                 )
             )
         )

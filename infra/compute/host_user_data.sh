@@ -6,7 +6,6 @@
 # Rendered by infra/compute/ec2_host.py, which fills in the double-at placeholders; every $ is bash's.
 set -euo pipefail
 
-readonly ASG_NAME='@@{auto_scaling_group_name}'
 readonly HOOK_NAME='@@{lifecycle_hook_name}'
 readonly REGION='@@{region}'
 readonly SERVICE_PORT='@@{host_port}'
@@ -51,10 +50,14 @@ instance_id() {
   curl -fsS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id
 }
 
-# complete_launch CONTINUE|ABANDON: tell the Auto Scaling group whether this host may take traffic.
+# complete_launch CONTINUE|ABANDON: tell this host's Auto Scaling group whether the host may take traffic.
 complete_launch() {
-  retry 5 aws autoscaling complete-lifecycle-action --region "$REGION" --auto-scaling-group-name "$ASG_NAME" \
-    --lifecycle-hook-name "$HOOK_NAME" --instance-id "$(instance_id)" --lifecycle-action-result "$1"
+  local id group
+  id=$(instance_id)
+  group=$(aws autoscaling describe-auto-scaling-instances --region "$REGION" --instance-ids "$id" \
+    --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text)
+  retry 5 aws autoscaling complete-lifecycle-action --region "$REGION" --auto-scaling-group-name "$group" \
+    --lifecycle-hook-name "$HOOK_NAME" --instance-id "$id" --lifecycle-action-result "$1"
 }
 
 service_ready() {

@@ -22,6 +22,7 @@ from infra.compute.ec2_host import (
 from infra.compute.node_pools import NODE_MANAGED_POLICIES
 from infra.config.models import SloConfig
 from infra.preview.engine import RecordedResource, StackRun
+from infra.preview.tree import render_tree
 from infra.versions import (
     AL2023_AMI_SSM_PARAMETER,
     DOCKER_COMPOSE_LINUX_X86_64_SHA256,
@@ -184,11 +185,19 @@ def test_dev_host_is_replaced_new_host_first_and_only_once_it_serves(committed_r
     assert hook["defaultResult"] == "ABANDON"
     script = _user_data(run)
     assert f"readonly HOOK_NAME='{hook['name']}'" in script
-    assert f"readonly ASG_NAME='{group.inputs['name']}'" in script
     assert script.rstrip().endswith("complete_launch CONTINUE")
     ready_wait = re.search(r"if \(\(retry_ready >= (\d+)\)\).*?sleep (\d+)", script, re.DOTALL)
     assert ready_wait
     assert int(ready_wait.group(1)) * int(ready_wait.group(2)) < hook["heartbeatTimeout"] == READY_HOOK_TIMEOUT_SECONDS
+
+
+def test_the_preview_shows_the_refresh_keeping_a_healthy_host(committed_runs: dict[str, StackRun]) -> None:
+    (line,) = [line for line in render_tree(committed_runs["dev"]).splitlines() if "aws:autoscaling.Group" in line]
+    assert "healthCheckType=ELB" in line
+    refresh = re.search(r"instanceRefresh=(\S+)", line)
+    assert refresh
+    assert '"maxHealthyPercentage":200,"minHealthyPercentage":100' in refresh.group(1)
+    assert 'instanceMaintenancePolicy={"maxHealthyPercentage":200,"minHealthyPercentage":100}' in line
 
 
 def test_host_role_may_complete_the_launch_hook_of_its_own_group_only(committed_runs: dict[str, StackRun]) -> None:
@@ -196,8 +205,10 @@ def test_host_role_may_complete_the_launch_hook_of_its_own_group_only(committed_
     group = _one(run, ASG)
     statements = [s for s in _statements(run) if "autoscaling:CompleteLifecycleAction" in s["Action"]]
     assert [s["Action"] for s in statements] == [["autoscaling:CompleteLifecycleAction"]]
+    prefix = group.inputs["namePrefix"]
+    assert prefix == "mlstack-dev-host-"
     assert re.fullmatch(
-        rf"arn:aws:autoscaling:us-east-1:\d{{12}}:autoScalingGroup:\*:autoScalingGroupName/{group.inputs['name']}",
+        rf"arn:aws:autoscaling:us-east-1:\d{{12}}:autoScalingGroup:\*:autoScalingGroupName/{prefix}\*",
         statements[0]["Resource"],
     )
 
@@ -290,7 +301,6 @@ def test_the_compose_plugin_download_is_retried_and_checked(tmp_path: Path) -> N
         log_group="/mlstack-dev/host",
         slo=SloConfig(),
         host_port=8080,
-        auto_scaling_group_name="mlstack-dev-host",
     )
     definitions, env = _boot_functions(tmp_path, script)
     download = re.search(r"retry 5 download_verified \\\n\s+\"(\S+)\" \\\n\s+'(\w+)' (\S+)\n", script)
