@@ -179,10 +179,6 @@ class Ec2Host(pulumi.ComponentResource):
         profile = self._create_instance_profile(registry, bucket, keys, group_name_prefix)
         template = self._create_launch_template(profile, security_groups, registry, bucket, log_group)
         target_group = self._create_load_balancer(network, security_groups)
-        launch_before_terminating = {
-            "min_healthy_percentage": REFRESH_MIN_HEALTHY_PERCENTAGE,
-            "max_healthy_percentage": REFRESH_MAX_HEALTHY_PERCENTAGE,
-        }
         group = aws.autoscaling.Group(
             f"{name}-asg",
             name_prefix=group_name_prefix,
@@ -208,11 +204,17 @@ class Ec2Host(pulumi.ComponentResource):
                 )
             ],
             # A host replaced after failing its health checks is also replaced launch-first.
-            instance_maintenance_policy=aws.autoscaling.GroupInstanceMaintenancePolicyArgs(**launch_before_terminating),
+            instance_maintenance_policy=aws.autoscaling.GroupInstanceMaintenancePolicyArgs(
+                min_healthy_percentage=REFRESH_MIN_HEALTHY_PERCENTAGE,
+                max_healthy_percentage=REFRESH_MAX_HEALTHY_PERCENTAGE,
+            ),
             # A new launch template version (new AMI, image, model or dashboards) replaces the host, new one first.
             instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
                 strategy="Rolling",
-                preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(**launch_before_terminating),
+                preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(
+                    min_healthy_percentage=REFRESH_MIN_HEALTHY_PERCENTAGE,
+                    max_healthy_percentage=REFRESH_MAX_HEALTHY_PERCENTAGE,
+                ),
             ),
             tags=[aws.autoscaling.GroupTagArgs(key="Name", value=f"{env.prefix}-host", propagate_at_launch=True)],
             opts=self._child,
