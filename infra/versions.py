@@ -167,6 +167,14 @@ AL2023_AMI_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kern
 # line the host script was written for; upstream's newest is v5.5.0 (a major bump for the devhost owner to test).
 DOCKER_COMPOSE = Pin("v2.39.2", Provenance("docker/compose", "v2.39.2", "go.mod"))
 DOCKER_COMPOSE_VERSION = DOCKER_COMPOSE.value
+# sha256 of that release's docker-compose-linux-x86_64, which the host checks before installing it. Taken from the
+# Docker official image's versions.json (its versions.sh reads the release's checksums.txt); not checked against the
+# release asset itself from here.
+DOCKER_COMPOSE_LINUX_X86_64 = Pin(
+    "a55a8cd4ef103aac282812554e531aac8df7e914a287ee81e14d695556a22902",
+    Provenance("docker-library/docker", "1e17180cea33b7a6d9f06442e708c1a094974ae6", "versions.json"),
+)
+DOCKER_COMPOSE_LINUX_X86_64_SHA256 = DOCKER_COMPOSE_LINUX_X86_64.value
 
 # EKS managed node group AMI types.
 CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"

@@ -1,7 +1,12 @@
 """The dev compute: one EC2 host running the repository's compose file, behind an Application Load Balancer.
 
 An Auto Scaling group of one replaces a failed host; the load balancer gives it a stable address and health
-checks on the service's ready route.
+checks on the service's ready route. Every change to the launch template (image, model, dashboards, AMI) starts an
+instance refresh that launches the new host before it terminates the old one: a launch lifecycle hook keeps the
+new host out of service until its user data has seen the service ready, and the refresh waits for it to be
+healthy in the target group before the old host goes. `pulumi up` returns once the refresh has *started*
+(terraform-provider-aws starts it and does not wait): a deploy waits for the new host itself, by polling the
+served build commit on `GET /v2` or `aws autoscaling describe-instance-refreshes`.
 """
 
 import base64
@@ -22,15 +27,33 @@ from infra.security.iam import attach_managed_policies, policy_document, trust_p
 from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
 from infra.storage.model_bucket import ModelBucket
-from infra.versions import AL2023_AMI_SSM_PARAMETER, DOCKER_COMPOSE_VERSION, GRAFANA_IMAGE, PROMETHEUS_IMAGE
+from infra.versions import (
+    AL2023_AMI_SSM_PARAMETER,
+    DOCKER_COMPOSE_LINUX_X86_64_SHA256,
+    DOCKER_COMPOSE_VERSION,
+    GRAFANA_IMAGE,
+    PROMETHEUS_IMAGE,
+)
 
 USER_DATA_TEMPLATE = Path(__file__).with_name("host_user_data.sh")
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "compose.yaml"
 HOST_MANAGED_POLICIES = ("AmazonSSMManagedInstanceCore", "CloudWatchAgentServerPolicy")
 READY_PATH = "/v2/health/ready"
-# Containers reach IMDS through the docker bridge: one hop more than the host itself.
-CONTAINER_IMDS_HOP_LIMIT = 2
+# Only the host itself reaches IMDS: a container's packets cross the docker bridge, one hop more, so no container
+# (Grafana, Prometheus, the model service) can take the instance role's credentials. The host copies the model
+# package from S3 for the service, which therefore needs no AWS credentials on this host.
+IMDS_HOP_LIMIT = 1
 ECR_PULL_ACTIONS = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+# The user data completes this hook once the service answers ready; until then the host takes no traffic.
+READY_HOOK_NAME = "mlstack-service-ready"
+# Longer than the user data's own ten-minute wait for readiness, so the user data decides, not the timeout.
+READY_HOOK_TIMEOUT_SECONDS = 900
+# After the hook, the ALB needs two 10 s health checks to call the target healthy; the refresh waits this long
+# after a new host enters service before it counts that host and terminates the old one.
+INSTANCE_WARMUP_SECONDS = 60
+# Launch before terminating: never fewer than the one desired host in service, at most two while replacing.
+REFRESH_MIN_HEALTHY_PERCENTAGE = 100
+REFRESH_MAX_HEALTHY_PERCENTAGE = 200
 
 
 def cloudwatch_agent_config(log_group: str) -> str:
@@ -83,10 +106,27 @@ def _write_files(files: dict[str, str]) -> str:
     return "\n".join(blocks)
 
 
-def render_user_data(*, image: str, model_uri: str, region: str, log_group: str, slo: SloConfig) -> str:
+class _UserDataTemplate(string.Template):
+    """`@@{name}` placeholders, so the script's own `$` stay bash's."""
+
+    delimiter = "@@"
+
+
+def render_user_data(
+    *,
+    image: str,
+    model_uri: str,
+    region: str,
+    log_group: str,
+    slo: SloConfig,
+    host_port: int,
+) -> str:
     registry_host = image.split("/", 1)[0]
-    return string.Template(USER_DATA_TEMPLATE.read_text()).substitute(
+    return _UserDataTemplate(USER_DATA_TEMPLATE.read_text()).substitute(
         compose_version=DOCKER_COMPOSE_VERSION,
+        compose_sha256=DOCKER_COMPOSE_LINUX_X86_64_SHA256,
+        lifecycle_hook_name=READY_HOOK_NAME,
+        host_port=host_port,
         registry_host=registry_host,
         cloudwatch_agent_config=cloudwatch_agent_config(log_group),
         compose_file=COMPOSE_FILE.read_text().rstrip(),
@@ -131,26 +171,50 @@ class Ec2Host(pulumi.ComponentResource):
         self._public = env.config.network.nat_strategy == "none"
         subnets = network.public_subnet_ids if self._public else network.private_subnet_ids
 
+        # A prefix known up front: the host role may complete the launch hook on this stack's groups only, and the
+        # role exists before the group's first host boots. A prefix, not a name: the hook is create-only in the
+        # provider (ForceNew), and a replacement group is created before the old one is deleted.
+        group_name_prefix = f"{env.prefix}-host-"
         log_group = self._create_log_group()
-        profile = self._create_instance_profile(registry, bucket, keys)
+        profile = self._create_instance_profile(registry, bucket, keys, group_name_prefix)
         template = self._create_launch_template(profile, security_groups, registry, bucket, log_group)
         target_group = self._create_load_balancer(network, security_groups)
         group = aws.autoscaling.Group(
             f"{name}-asg",
+            name_prefix=group_name_prefix,
             min_size=1,
-            max_size=1,
+            # Room for the replacement while the old host still serves; nothing scales the group past one.
+            max_size=2,
             desired_capacity=1,
             vpc_zone_identifiers=subnets,
             launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str)
             ),
             target_group_arns=[target_group.arn],
+            # Healthy means healthy in the target group (the ready route), not only a running instance.
             health_check_type="ELB",
-            health_check_grace_period=300,
-            # A new launch template version (new AMI, new image tag) replaces the host.
+            health_check_grace_period=INSTANCE_WARMUP_SECONDS,
+            default_instance_warmup=INSTANCE_WARMUP_SECONDS,
+            initial_lifecycle_hooks=[
+                aws.autoscaling.GroupInitialLifecycleHookArgs(
+                    name=READY_HOOK_NAME,
+                    lifecycle_transition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                    heartbeat_timeout=READY_HOOK_TIMEOUT_SECONDS,
+                    default_result="ABANDON",
+                )
+            ],
+            # A host replaced after failing its health checks is also replaced launch-first.
+            instance_maintenance_policy=aws.autoscaling.GroupInstanceMaintenancePolicyArgs(
+                min_healthy_percentage=REFRESH_MIN_HEALTHY_PERCENTAGE,
+                max_healthy_percentage=REFRESH_MAX_HEALTHY_PERCENTAGE,
+            ),
+            # A new launch template version (new AMI, image, model or dashboards) replaces the host, new one first.
             instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
                 strategy="Rolling",
-                preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(min_healthy_percentage=0),
+                preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(
+                    min_healthy_percentage=REFRESH_MIN_HEALTHY_PERCENTAGE,
+                    max_healthy_percentage=REFRESH_MAX_HEALTHY_PERCENTAGE,
+                ),
             ),
             tags=[aws.autoscaling.GroupTagArgs(key="Name", value=f"{env.prefix}-host", propagate_at_launch=True)],
             opts=self._child,
@@ -175,9 +239,11 @@ class Ec2Host(pulumi.ComponentResource):
         )
 
     def _create_instance_profile(
-        self, registry: ContainerRegistry, bucket: ModelBucket, keys: EncryptionKeys
+        self, registry: ContainerRegistry, bucket: ModelBucket, keys: EncryptionKeys, group_name_prefix: str
     ) -> aws.iam.InstanceProfile:
-        """Pull this repository's images, read this bucket's model prefix, SSM and the CloudWatch agent."""
+        """Pull this repository's images, read this bucket's model prefix, complete the launch hook of this group,
+        SSM and the CloudWatch agent."""
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
         role = aws.iam.Role(
             f"{self._name}-role",
             assume_role_policy=trust_policy("ec2.amazonaws.com"),
@@ -193,6 +259,18 @@ class Ec2Host(pulumi.ComponentResource):
                     {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
                     {"Effect": "Allow", "Action": ECR_PULL_ACTIONS, "Resource": registry.repository_arn},
                     *bucket.read_models_statements(keys.models.arn),
+                    # The user data finds its group (no resource-level permissions), then completes its launch.
+                    {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingInstances"], "Resource": "*"},
+                    {
+                        "Effect": "Allow",
+                        "Action": ["autoscaling:CompleteLifecycleAction"],
+                        "Resource": account.account_id.apply(
+                            lambda account_id: (
+                                f"arn:aws:autoscaling:{self._env.region}:{account_id}:"
+                                f"autoScalingGroup:*:autoScalingGroupName/{group_name_prefix}*"
+                            )
+                        ),
+                    },
                 ]
             ),
             opts=self._child,
@@ -207,7 +285,7 @@ class Ec2Host(pulumi.ComponentResource):
         bucket: ModelBucket,
         log_group: aws.cloudwatch.LogGroup,
     ) -> aws.ec2.LaunchTemplate:
-        """AL2023 from its SSM parameter, IMDSv2 only, encrypted gp3 root, no key pair."""
+        """AL2023 from its SSM parameter, IMDSv2 for the host only, encrypted gp3 root, no key pair."""
         ami = aws.ssm.get_parameter_output(name=AL2023_AMI_SSM_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self))
         service = self._env.config.service
         image = pulumi.Output.concat(registry.repository_url, ":", service.image_tag)
@@ -221,6 +299,7 @@ class Ec2Host(pulumi.ComponentResource):
                     region=self._env.region,
                     log_group=values[2],
                     slo=self._env.config.monitoring.slo,
+                    host_port=service.port,
                 )
             )
         )
@@ -230,7 +309,7 @@ class Ec2Host(pulumi.ComponentResource):
             instance_type=self._env.config.compute.ec2.instance_type,
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=CONTAINER_IMDS_HOP_LIMIT
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=IMDS_HOP_LIMIT
             ),
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(

@@ -101,7 +101,15 @@ class InferenceApp:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         server_version = version("mlstack-service")
         self._static = {
-            "/v2": orjson.dumps({"name": SERVER_NAME, "version": server_version, "extensions": []}),
+            "/v2": orjson.dumps(
+                {
+                    "name": SERVER_NAME,
+                    "version": server_version,
+                    "extensions": [],
+                    # What a deploy's smoke test compares with the commit it deployed.
+                    "build": {"commit": settings.build_commit},
+                }
+            ),
             "/v2/health/live": orjson.dumps({"live": True}),
             "/openapi.json": orjson.dumps(openapi_document(self.metadata, server_version)),
         }

@@ -55,10 +55,15 @@ class ModelMetadataResponse(BaseModel):
     parameters: dict[str, Any]
 
 
+class BuildInfo(BaseModel):
+    commit: str = Field(description="the git commit the image was built from, or 'unknown'")
+
+
 class ServerMetadataResponse(BaseModel):
     name: str
     version: str
     extensions: list[str]
+    build: BuildInfo
 
 
 class ReadyResponse(BaseModel):

@@ -1,5 +1,7 @@
 """The model runtime: an onnxruntime session over a verified package; load once, warm up, then predict."""
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,16 +23,33 @@ class Prediction:
 
 
 def execution_providers(settings: Settings) -> list[str | tuple[str, dict[str, str]]]:
-    """CPU by default; CUDA first (CPU as fallback for unsupported nodes) when device=cuda."""
+    """CPU by default; CUDA first (CPU for the nodes CUDA does not support) when device=cuda."""
     if settings.device == "cpu":
         return [CPU_PROVIDER]
-    available = ort.get_available_providers()
+    return [(CUDA_PROVIDER, {"device_id": str(settings.cuda_device_id)}), CPU_PROVIDER]
+
+
+def check_providers(settings: Settings, session_providers: Sequence[str], available: Sequence[str]) -> None:
+    """Refuse a session that does not run where the settings say.
+
+    onnxruntime does not fail when the CUDA provider cannot be used: a CPU-only build, missing CUDA or cuDNN
+    libraries, a CUDA major other than the one onnxruntime-gpu was built for, or no visible GPU all leave a
+    session on CPUExecutionProvider with no more than a warning. `session_providers` is what the session took
+    (InferenceSession.get_providers()), `available` what this onnxruntime build offers (get_available_providers()).
+    """
+    if settings.device != "cuda" or CUDA_PROVIDER in session_providers:
+        return
+    took = ", ".join(session_providers)
     if CUDA_PROVIDER not in available:
         raise PackageError(
-            f"MLSTACK_DEVICE=cuda but onnxruntime offers only {', '.join(available)}; "
+            f"MLSTACK_DEVICE=cuda but onnxruntime offers only {', '.join(available)} (the session took {took}); "
             "run the GPU image (onnxruntime-gpu) on a node with an NVIDIA GPU, or set MLSTACK_DEVICE=cpu"
         )
-    return [(CUDA_PROVIDER, {"device_id": str(settings.cuda_device_id)}), CPU_PROVIDER]
+    raise PackageError(
+        f"MLSTACK_DEVICE=cuda but the session took only {took} although onnxruntime offers {', '.join(available)}: "
+        "the CUDA provider did not load (no GPU visible to the container, or CUDA/cuDNN libraries missing or of "
+        "another major than onnxruntime-gpu was built for); refusing to serve on CPU"
+    )
 
 
 class OnnxModel:
@@ -48,15 +67,19 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # onnxruntime's own error lines are plain text on stderr; failures are logged as JSON by the server.
         options.log_severity_level = 4
+        # A provider it cannot use is a Python warning and an onnxruntime log line on stderr, not an error:
+        # check_providers below turns that into the one refusal line.
+        ort.set_default_logger_severity(3)
         try:
-            self._session = ort.InferenceSession(
-                str(package.model_path), sess_options=options, providers=execution_providers(settings)
-            )
-        except PackageError:
-            raise
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                self._session = ort.InferenceSession(
+                    str(package.model_path), sess_options=options, providers=execution_providers(settings)
+                )
         except Exception as error:  # onnxruntime raises its own exception types for unreadable models
             raise PackageError(f"model package {package.root}: onnxruntime cannot load the model: {error}") from None
         self.providers = self._session.get_providers()
+        check_providers(settings, self.providers, ort.get_available_providers())
         self._check_signature()
         self._outputs = [self.metadata.label_output, self.metadata.probabilities_output]
 

@@ -2,16 +2,21 @@
 
 On SIGTERM readiness turns false at once; the server keeps serving for `drain_seconds` (so load balancers
 stop sending), then stops accepting, lets in-flight requests finish within `grace_period_seconds`, and exits 0.
+A SIGTERM (or SIGINT) before the model is ready stops the process at once, also with status 0: the load runs
+in a worker thread, so the signal is handled even while onnxruntime or an S3 download holds that thread.
 """
 
 import gc
 import logging
 import math
+import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import uvicorn
 from pydantic import ValidationError
@@ -24,6 +29,25 @@ from mlstack_service.runtime import OnnxModel
 from mlstack_service.settings import Settings, describe_invalid_settings
 
 EXIT_MODEL_UNUSABLE = 1  # the model or the settings cannot be used: fix them, do not restart
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopRequestedError(Exception):
+    """A stop signal arrived before the server was serving."""
+
+
+def _stop_requested(sig: int, frame: FrameType | None) -> None:
+    raise StopRequestedError(signal.Signals(sig).name)
+
+
+def stop_on_signals_until_serving() -> None:
+    """From here until uvicorn installs its own handlers, SIGTERM and SIGINT raise StopRequestedError.
+
+    Installed first thing in main(): a container's PID 1 that has no handler ignores SIGTERM, and the
+    orchestrator would wait out its grace period and kill it.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop_requested)
 
 
 class DrainingServer(uvicorn.Server):
@@ -72,36 +96,73 @@ def build_app(settings: Settings, logger: logging.Logger) -> InferenceApp:
     return InferenceApp(model, settings, logger, metrics)
 
 
+def build_app_interruptibly(settings: Settings, logger: logging.Logger) -> InferenceApp:
+    """build_app in a worker thread; the main thread waits where a stop signal's handler can run at once."""
+    apps: list[InferenceApp] = []
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            apps.append(build_app(settings, logger))
+        except BaseException as error:  # handed to the main thread, which decides
+            errors.append(error)
+
+    loader = threading.Thread(target=load, name="model-loader", daemon=True)
+    loader.start()
+    loader.join()  # a signal handler that raises interrupts this wait
+    if errors:
+        raise errors[0]
+    return apps[0]
+
+
+def _exit_now(status: int) -> NoReturn:
+    """Exit without waiting for the loader thread, which may sit in onnxruntime or a socket for minutes."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def serve(settings: Settings) -> int:
     logger = configure_logging(settings.log_level)
     try:
-        app = build_app(settings, logger)
+        app = build_app_interruptibly(settings, logger)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,  # the app logs one structured line per request itself
+            proxy_headers=False,  # the app reads no client address; skips a middleware layer per request
+            log_config=None,
+            log_level="warning",
+            timeout_graceful_shutdown=math.ceil(settings.grace_period_seconds),
+            timeout_keep_alive=75,  # longer than an ALB's 60 s idle timeout, so the ALB closes first
+        )
+        server = DrainingServer(config, app, settings.drain_seconds)
+        # Everything allocated so far lives as long as the process: keep the collector from rescanning it.
+        gc.freeze()
     except PackageError as error:
         log_event(logger, logging.ERROR, "refusing to start", reason=str(error))
         return EXIT_MODEL_UNUSABLE
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,  # the app logs one structured line per request itself
-        proxy_headers=False,  # the app reads no client address; skips a middleware layer per request
-        log_config=None,
-        log_level="warning",
-        timeout_graceful_shutdown=math.ceil(settings.grace_period_seconds),
-        timeout_keep_alive=75,  # longer than an ALB's 60 s idle timeout, so the ALB closes first
-    )
-    server = DrainingServer(config, app, settings.drain_seconds)
-    # Everything allocated so far lives as long as the process: keep the collector from rescanning it.
-    gc.freeze()
-    server.run()
+    except StopRequestedError as stop:
+        log_event(logger, logging.INFO, "stopped before ready", signal=str(stop))
+        _exit_now(0)
+    # uvicorn handles the stop signals while it runs (DrainingServer.handle_exit), then puts ours back.
+    try:
+        server.run()
+    except StopRequestedError as stop:  # in the moment before uvicorn took the signals over
+        log_event(logger, logging.INFO, "stopped before ready", signal=str(stop))
+        return 0
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     log_event(logger, logging.INFO, "stopped")
     return 0
 
 
 def main() -> None:
+    stop_on_signals_until_serving()
     try:
         settings = Settings()
     except ValidationError as error:

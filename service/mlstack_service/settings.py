@@ -3,10 +3,11 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "example_model")
+UNKNOWN_BUILD = "unknown"
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,17 @@ class Settings(BaseSettings):
     feedback_window: int = Field(1_000, ge=10, description="labelled rows in the rolling accuracy and log loss")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_payloads: bool = Field(False, description="log the first KiB of each request body (off: payloads are data)")
+    build_commit: str = Field(
+        UNKNOWN_BUILD,
+        pattern=r"^([0-9a-f]{40}|unknown)$",
+        description="the git commit the image was built from (the Dockerfile's MLSTACK_BUILD_COMMIT build argument)",
+    )
+
+    @field_validator("build_commit", mode="before")
+    @classmethod
+    def _unset_build_is_unknown(cls, value: object) -> object:
+        # An image built without the build argument has the variable set, but empty.
+        return UNKNOWN_BUILD if value == "" else value
 
 
 def describe_invalid_settings(error: ValidationError, prefix: str, *, show_values: bool) -> str:

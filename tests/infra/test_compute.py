@@ -2,15 +2,35 @@
 
 import base64
 import gzip
+import hashlib
 import json
+import os
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from infra.compute.ec2_host import COMPOSE_FILE, HOST_MANAGED_POLICIES
+from infra.compute.ec2_host import (
+    COMPOSE_FILE,
+    HOST_MANAGED_POLICIES,
+    READY_HOOK_TIMEOUT_SECONDS,
+    render_user_data,
+)
 from infra.compute.node_pools import NODE_MANAGED_POLICIES
+from infra.config.models import SloConfig
 from infra.preview.engine import RecordedResource, StackRun
-from infra.versions import AL2023_AMI_SSM_PARAMETER, EKS_ADDON_VERSIONS, GPU_AMI_TYPE, RESOLVE_DEFAULT_ADDON_VERSION
+from infra.preview.tree import render_tree
+from infra.versions import (
+    AL2023_AMI_SSM_PARAMETER,
+    DOCKER_COMPOSE_LINUX_X86_64_SHA256,
+    DOCKER_COMPOSE_VERSION,
+    EKS_ADDON_VERSIONS,
+    GPU_AMI_TYPE,
+    RESOLVE_DEFAULT_ADDON_VERSION,
+)
 from tests.conftest import REPO_ROOT, RunStack, stack_config
 from tests.graph import environment_of
 
@@ -49,7 +69,7 @@ def test_dev_runs_one_host_in_an_auto_scaling_group_and_no_cluster(committed_run
     run = committed_runs["dev"]
     assert run.of_type(CLUSTER) == []
     group = _one(run, ASG)
-    assert (group.inputs["minSize"], group.inputs["maxSize"], group.inputs["desiredCapacity"]) == (1, 1, 1)
+    assert (group.inputs["minSize"], group.inputs["desiredCapacity"]) == (1, 1)
     assert group.inputs["healthCheckType"] == "ELB"
 
 
@@ -60,7 +80,7 @@ def test_dev_launch_template_requires_imdsv2_encrypts_and_has_no_key_pair(commit
     assert template.inputs["metadataOptions"] == {
         "httpEndpoint": "enabled",
         "httpTokens": "required",
-        "httpPutResponseHopLimit": 2,
+        "httpPutResponseHopLimit": 1,
     }
     assert "keyName" not in template.inputs
     (disk,) = template.inputs["blockDeviceMappings"]
@@ -123,6 +143,201 @@ def test_host_role_carries_only_the_managed_policies_it_needs(committed_runs: di
     run = committed_runs["dev"]
     (role,) = [role for role in run.of_type("aws:iam/role:Role") if role.name == "host-role"]
     assert _attached_policies(run, role) == set(HOST_MANAGED_POLICIES)
+
+
+def _user_data(run: StackRun) -> str:
+    return gzip.decompress(base64.b64decode(_one(run, LAUNCH_TEMPLATE).inputs["userData"])).decode()
+
+
+def _heredoc(script: str, target: str, marker: str) -> str:
+    match = re.search(rf"cat > {re.escape(target)} <<'{marker}'\n(.*?)\n{marker}\n", script, re.DOTALL)
+    assert match, f"no {target} in the user data"
+    return match.group(1)
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's `${NAME:-default}` interpolation, the only form compose.yaml uses."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), text)
+
+
+def _host_compose(script: str) -> dict[str, Any]:
+    """compose.yaml as the host's `docker compose --env-file .env` reads it."""
+    env = dict(line.split("=", 1) for line in _heredoc(script, "/opt/mlstack/.env", "ENV").splitlines())
+    loaded: dict[str, Any] = yaml.safe_load(_interpolate(_heredoc(script, "/opt/mlstack/compose.yaml", "YAML"), env))
+    return loaded
+
+
+def test_dev_host_is_replaced_new_host_first_and_only_once_it_serves(committed_runs: dict[str, StackRun]) -> None:
+    run = committed_runs["dev"]
+    group = _one(run, ASG)
+    desired = group.inputs["desiredCapacity"]
+    launch_before_terminating = {"minHealthyPercentage": 100, "maxHealthyPercentage": 200}
+    refresh = group.inputs["instanceRefresh"]
+    assert refresh["strategy"] == "Rolling"
+    assert {key: refresh["preferences"][key] for key in launch_before_terminating} == launch_before_terminating
+    assert group.inputs["instanceMaintenancePolicy"] == launch_before_terminating
+    # The replacement fits beside the old host.
+    assert group.inputs["maxSize"] >= desired * launch_before_terminating["maxHealthyPercentage"] / 100
+    # "Healthy" is the target group's verdict on the ready route, and a new host enters service only once the
+    # user data has seen it ready.
+    assert group.inputs["healthCheckType"] == "ELB"
+    (hook,) = group.inputs["initialLifecycleHooks"]
+    assert hook["lifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
+    assert hook["defaultResult"] == "ABANDON"
+    script = _user_data(run)
+    assert f"readonly HOOK_NAME='{hook['name']}'" in script
+    assert script.rstrip().endswith("complete_launch CONTINUE")
+    ready_wait = re.search(r"if \(\(retry_ready >= (\d+)\)\).*?sleep (\d+)", script, re.DOTALL)
+    assert ready_wait
+    assert int(ready_wait.group(1)) * int(ready_wait.group(2)) < hook["heartbeatTimeout"] == READY_HOOK_TIMEOUT_SECONDS
+
+
+def test_the_preview_shows_the_refresh_keeping_a_healthy_host(committed_runs: dict[str, StackRun]) -> None:
+    (line,) = [line for line in render_tree(committed_runs["dev"]).splitlines() if "aws:autoscaling.Group" in line]
+    assert "healthCheckType=ELB" in line
+    refresh = re.search(r"instanceRefresh=(\S+)", line)
+    assert refresh
+    assert '"maxHealthyPercentage":200,"minHealthyPercentage":100' in refresh.group(1)
+    assert 'instanceMaintenancePolicy={"maxHealthyPercentage":200,"minHealthyPercentage":100}' in line
+
+
+def test_host_role_may_complete_the_launch_hook_of_its_own_group_only(committed_runs: dict[str, StackRun]) -> None:
+    run = committed_runs["dev"]
+    group = _one(run, ASG)
+    statements = [s for s in _statements(run) if "autoscaling:CompleteLifecycleAction" in s["Action"]]
+    assert [s["Action"] for s in statements] == [["autoscaling:CompleteLifecycleAction"]]
+    prefix = group.inputs["namePrefix"]
+    assert prefix == "mlstack-dev-host-"
+    assert re.fullmatch(
+        rf"arn:aws:autoscaling:us-east-1:\d{{12}}:autoScalingGroup:\*:autoScalingGroupName/{prefix}\*",
+        statements[0]["Resource"],
+    )
+
+
+def test_dev_user_data_is_valid_bash(committed_runs: dict[str, StackRun]) -> None:
+    script = _user_data(committed_runs["dev"])
+    result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dev_host_rotates_every_containers_logs(committed_runs: dict[str, StackRun]) -> None:
+    compose = _host_compose(_user_data(committed_runs["dev"]))
+    for name, service in compose["services"].items():
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file", name
+        size = re.fullmatch(r"(\d+)m", logging["options"]["max-size"])
+        assert size, name
+        assert int(size.group(1)) * int(logging["options"]["max-file"]) <= 100, name
+
+
+def test_no_container_on_the_dev_host_can_reach_the_instance_role(committed_runs: dict[str, StackRun]) -> None:
+    run = committed_runs["dev"]
+    # One hop: IMDS answers the host; a container's packets cross the docker bridge and their replies expire.
+    assert _one(run, LAUNCH_TEMPLATE).inputs["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    assert _one(run, LAUNCH_TEMPLATE).inputs["metadataOptions"]["httpTokens"] == "required"
+    script = _user_data(run)
+    compose = _host_compose(script)
+    for name, service in compose["services"].items():
+        assert service.get("network_mode") != "host", f"{name} would share the host's hop to IMDS"
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(service.get("environment", {})), name
+    # The model service needs none: the host copies the package from S3 and mounts it read-only.
+    service_config = environment_of(run, stack_config("dev")).config.service
+    package = f"/models/{service_config.model_name}/{service_config.model_version}/"
+    assert re.search(rf"aws s3 cp --recursive .* 's3://[a-z0-9.-]+{package}' /opt/mlstack/model/", script)
+    model_service = compose["services"]["model-service"]
+    assert "/opt/mlstack/model:/opt/model:ro" in model_service["volumes"]
+    assert model_service["environment"]["MLSTACK_MODEL_URI"] == "/opt/model"
+
+
+def test_prometheus_keeps_its_data_in_a_named_volume(committed_runs: dict[str, StackRun]) -> None:
+    compose = _host_compose(_user_data(committed_runs["dev"]))
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in compose["services"]["prometheus"]["volumes"]}
+    assert mounts["/prometheus"] in compose["volumes"]
+    assert "--storage.tsdb.path=/prometheus" in compose["services"]["prometheus"]["command"]
+
+
+def test_the_dev_hosts_port_follows_service_port(run_stack: RunStack) -> None:
+    config = stack_config("dev")
+    config["mlstack:service"] = {**config.get("mlstack:service", {}), "port": 9100}
+    run = run_stack("dev", config)
+    assert _one(run, "aws:lb/targetGroup:TargetGroup").inputs["port"] == 9100
+    workload_ingress = [
+        rule
+        for rule in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if rule.inputs.get("referencedSecurityGroupId") and rule.inputs.get("fromPort") == 9100
+    ]
+    assert workload_ingress, "the workload group must admit the load balancer on the service port"
+    script = _user_data(run)
+    assert "readonly SERVICE_PORT='9100'" in script
+    assert _host_compose(script)["services"]["model-service"]["ports"] == ["9100:8080"]
+
+
+def _boot_functions(tmp_path: Path, script: str) -> tuple[str, dict[str, str]]:
+    """The user data's definitions (before its first action), and a PATH whose curl and sleep are stand-ins."""
+    definitions = script[: script.index("trap 'complete_launch ABANDON || true' ERR")]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # curl -o TARGET URL writes $FAKE_DOWNLOAD to TARGET, failing the first $FAKE_FAILURES calls.
+    (bin_dir / "curl").write_text(
+        "#!/bin/bash\n"
+        'calls=$(( $(cat "$FAKE_STATE/calls" 2>/dev/null || echo 0) + 1 )); echo $calls > "$FAKE_STATE/calls"\n'
+        '[ "$calls" -gt "${FAKE_FAILURES:-0}" ] || exit 22\n'
+        'while [ $# -gt 0 ]; do [ "$1" = -o ] && target=$2; shift; done\n'
+        'printf %s "$FAKE_DOWNLOAD" > "$target"\n'
+    )
+    (bin_dir / "sleep").write_text('#!/bin/bash\necho "$1" >> "$FAKE_STATE/sleeps"\n')
+    for tool in ("curl", "sleep"):
+        (bin_dir / tool).chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STATE": str(state)}
+    return definitions, env
+
+
+def test_the_compose_plugin_download_is_retried_and_checked(tmp_path: Path) -> None:
+    script = render_user_data(
+        image="123456789012.dkr.ecr.us-east-1.amazonaws.com/mlstack:abc",
+        model_uri="s3://bucket/models/m/1.0.0/",
+        region="us-east-1",
+        log_group="/mlstack-dev/host",
+        slo=SloConfig(),
+        host_port=8080,
+    )
+    definitions, env = _boot_functions(tmp_path, script)
+    download = re.search(r"retry 5 download_verified \\\n\s+\"(\S+)\" \\\n\s+'(\w+)' (\S+)\n", script)
+    assert download, "the compose plugin must come through download_verified"
+    url, expected, _ = download.groups()
+    good = "the real plugin"
+    target = tmp_path / "docker-compose"
+
+    def install(content: str, sha256: str, failures: int) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "state" / "calls").unlink(missing_ok=True)
+        (tmp_path / "state" / "sleeps").unlink(missing_ok=True)
+        command = f"{definitions}\nretry 5 download_verified '{url}' '{sha256}' '{target}'"
+        return subprocess.run(
+            ["bash", "-c", command],
+            env={**env, "FAKE_DOWNLOAD": content, "FAKE_FAILURES": str(failures)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    good_sha = hashlib.sha256(good.encode()).hexdigest()
+    # Two failed downloads, then the file: installed, after pauses that double.
+    assert install(good, good_sha, failures=2).returncode == 0
+    assert target.read_text() == good
+    assert (tmp_path / "state" / "sleeps").read_text().split() == ["2", "4"]
+    # A file whose sha256 is wrong is never installed, however often it is fetched.
+    target.unlink()
+    tampered = install("a tampered plugin", good_sha, failures=0)
+    assert tampered.returncode == 1
+    assert "sha256" in tampered.stderr
+    assert not target.exists()
+    assert not list(tmp_path.glob("docker-compose.download"))
+    assert (tmp_path / "state" / "calls").read_text().strip() == "5"
+    # What the host checks is the pinned checksum of the pinned release.
+    assert expected == DOCKER_COMPOSE_LINUX_X86_64_SHA256
+    assert f"/{DOCKER_COMPOSE_VERSION}/docker-compose-linux-x86_64" in url
 
 
 # --- staging and prod: EKS ----------------------------------------------------------------------------

@@ -4,16 +4,26 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.conftest import MotoS3, ServerProcess, free_port, infer_body, start_server, wait_for
+from tests.service.conftest import (
+    STARTUP_SECONDS,
+    MotoS3,
+    ServerProcess,
+    free_port,
+    infer_body,
+    start_server,
+    wait_for,
+)
 from tests.service.models import (
     EXAMPLE_PACKAGE,
     copy_example,
@@ -179,9 +189,26 @@ def _final_stage() -> list[tuple[str, str]]:
     return instructions[last_from:]
 
 
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions by its name (the word after AS)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "FROM":
+            current = []
+            stages[rest.split()[-1]] = current
+        current.append((keyword, rest))
+    return stages
+
+
 def test_dockerfile_cmd_starts_the_server_and_its_healthcheck_passes(tmp_path: Path) -> None:
     final = _final_stage()
-    assert not [rest for keyword, rest in final if keyword == "ENTRYPOINT"]
+    # tini as PID 1, from the first instruction on: it forwards SIGTERM to the server and reaps children.
+    (entrypoint,) = [json.loads(rest) for keyword, rest in final if keyword == "ENTRYPOINT"]
+    assert entrypoint == ["/usr/bin/tini", "--"]
+    for base in ("base-cpu", "base-gpu"):
+        installs = [rest for keyword, rest in _stages()[base] if keyword == "RUN" and "apt-get install" in rest]
+        assert any(re.search(r"\btini\b", rest) for rest in installs), f"{base} must install tini"
     command = json.loads([rest for keyword, rest in final if keyword == "CMD"][-1])
     server = start_server(tmp_path, command=command)
     try:
@@ -213,6 +240,67 @@ def test_dockerfile_pins_bases_by_digest_and_runs_unprivileged() -> None:
     assert not re.search(r"\b(gcc|g\+\+|build-essential|make)\b", final_text)
     stages = [rest for keyword, rest in instructions if keyword == "FROM"]
     assert stages[-1].startswith("base-${VARIANT}")
+
+
+def test_dockerfile_builds_noninteractively_and_bakes_in_the_build_commit() -> None:
+    for name, stage in _stages().items():
+        apt_runs = [index for index, (keyword, rest) in enumerate(stage) if keyword == "RUN" and "apt-get" in rest]
+        if not apt_runs:
+            continue
+        frontend = [index for index, (keyword, rest) in enumerate(stage) if rest == "DEBIAN_FRONTEND=noninteractive"]
+        assert frontend, f"{name} runs apt-get without DEBIAN_FRONTEND=noninteractive"
+        assert frontend[0] < apt_runs[0], name
+    final = _final_stage()
+    build_arg = final.index(("ARG", "MLSTACK_BUILD_COMMIT=unknown"))
+    assert final.index(("ENV", "MLSTACK_BUILD_COMMIT=${MLSTACK_BUILD_COMMIT}")) > build_arg
+
+
+def test_sigterm_while_the_model_loads_stops_the_process_at_once_with_status_0(tmp_path: Path) -> None:
+    # An S3 endpoint that accepts the connection and never answers: the model download hangs in a socket read.
+    with socket.socket() as silent_s3:
+        silent_s3.bind(("127.0.0.1", 0))
+        silent_s3.listen()
+        silent_s3.settimeout(STARTUP_SECONDS)
+        server = start_server(
+            tmp_path,
+            wait=False,
+            extra_env={
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent_s3.getsockname()[1]}",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_REGION": "us-east-1",
+            },
+            model_uri="s3://models/loan-approval/1.0.0/",
+            model_cache_dir=str(tmp_path / "cache"),
+        )
+        connection, _ = silent_s3.accept()  # from here the server is inside the model load
+        with connection:
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(timeout=30) == 0
+            # Far below botocore's 60 s read timeout: the signal, not the download, ended the wait.
+            assert time.monotonic() - signalled < 10
+    (stopped,) = server.logged(event="stopped before ready")
+    assert stopped["signal"] == "SIGTERM"
+    assert not server.logged(event="ready")
+
+
+def test_server_metadata_names_the_build_commit(tmp_path: Path) -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    server = start_server(tmp_path, build_commit=commit)
+    try:
+        metadata = server.client.get("/v2").json()
+        assert metadata["build"] == {"commit": commit}
+        assert metadata["name"] == "mlstack-service"
+    finally:
+        assert server.stop() == 0
+    unset = start_server(tmp_path, build_commit="")
+    try:
+        assert unset.client.get("/v2").json()["build"] == {"commit": "unknown"}
+    finally:
+        assert unset.stop() == 0
+    line = _refusal(start_server(tmp_path, wait=False, build_commit="main"))
+    assert "MLSTACK_BUILD_COMMIT='main'" in line["reason"]
 
 
 def test_fuzzing_the_openapi_document_finds_no_server_error(server: ServerProcess, tmp_path: Path) -> None:
