@@ -132,8 +132,8 @@ def render_user_data(
         compose_file=COMPOSE_FILE.read_text().rstrip(),
         monitoring_files=_write_files(host_monitoring_files(slo)),
         image=image,
-        prometheus_image=PROMETHEUS_IMAGE,
-        grafana_image=GRAFANA_IMAGE,
+        prometheus_image=PROMETHEUS_IMAGE.value,
+        grafana_image=GRAFANA_IMAGE.value,
         model_uri=model_uri,
         region=region,
     )

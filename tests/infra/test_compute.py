@@ -29,6 +29,8 @@ from infra.versions import (
     DOCKER_COMPOSE_VERSION,
     EKS_ADDON_VERSIONS,
     GPU_AMI_TYPE,
+    GRAFANA_IMAGE,
+    PROMETHEUS_IMAGE,
     RESOLVE_DEFAULT_ADDON_VERSION,
 )
 from tests.conftest import REPO_ROOT, RunStack, stack_config
@@ -109,6 +111,10 @@ def test_dev_user_data_runs_the_repositorys_compose_file_with_this_stacks_image(
     assert f"/models/{env.config.service.model_name}/{env.config.service.model_version}/" in script
     assert "systemctl enable --now mlstack.service" in script
     assert "Restart=always" in script
+    # Prometheus and Grafana run the digest-pinned images of versions.py, on the host and on a laptop alike.
+    for variable, pin in (("MLSTACK_PROMETHEUS_IMAGE", PROMETHEUS_IMAGE), ("MLSTACK_GRAFANA_IMAGE", GRAFANA_IMAGE)):
+        assert f"\n{variable}={pin.value}\n" in script
+        assert f"${{{variable}:-{pin.value}}}" in COMPOSE_FILE.read_text()
 
 
 def test_dev_user_data_carries_the_repositorys_monitoring_files(committed_runs: dict[str, StackRun]) -> None:
