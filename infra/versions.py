@@ -34,8 +34,14 @@ GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 
 # AWS Load Balancer Controller: the chart and the controller share their minor version.
 AWS_LOAD_BALANCER_CONTROLLER_CHART = ("https://aws.github.io/eks-charts", "aws-load-balancer-controller", "1.13.3")
-# Scales an idle blue-green colour down after its delay (kubectl, matching the cluster's minor).
-KUBECTL_IMAGE = "docker.io/bitnami/kubectl:1.33"
+# Argo Rollouts: progressive delivery of the model service (canary with ALB traffic routing, blue-green).
+# Provenance: argoproj/argo-helm, tag argo-rollouts-2.41.0 (commit 8796aeaa82428f96c3a20293f75a1a805f99d32b),
+# charts/argo-rollouts/Chart.yaml: version 2.41.0, appVersion v1.9.0. The chart ships its CRDs as templates
+# (templates/crds/*.yaml, behind `installCRDs`), so a chart bump upgrades them with the release.
+ARGO_ROLLOUTS_CHART = ("https://argoproj.github.io/argo-helm", "argo-rollouts", "2.41.0")
+# The controller version the chart deploys (its appVersion); the Rollout and AnalysisTemplate manifests are
+# checked against argoproj/argo-rollouts tag v1.9.0, manifests/crds/{rollout,analysis-template}-crd.yaml.
+ARGO_ROLLOUTS_VERSION = "v1.9.0"
 
 # Monitoring on EKS. Confirm a bump with `helm search repo <repo>/<chart> --versions`.
 KUBE_PROMETHEUS_STACK_CHART = ("https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack", "78.3.2")

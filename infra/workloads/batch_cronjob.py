@@ -13,6 +13,7 @@ from infra.storage.model_bucket import ModelBucket
 from infra.workloads.model_service import ModelService
 from infra.workloads.objects import create
 from infra.workloads.pod_template import MODEL_CACHE_DIR, container_security_context, pod_security_context
+from infra.release_state import deployed_image_tag
 from infra.workloads.release_tracks import APP
 
 
@@ -62,7 +63,7 @@ class BatchScoring(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         service_config = env.config.service
-        image = pulumi.Output.concat(registry.repository_url, ":", service_config.image_tag)
+        image = pulumi.Output.concat(registry.repository_url, ":", deployed_image_tag())
         prefix = pulumi.Output.concat("s3://", bucket.bucket_name, "/")
         model_uri = bucket.model_uri(service_config.model_name, service_config.model_version)
         create(
