@@ -7,13 +7,13 @@ import pulumi_kubernetes as k8s
 from infra.compute.node_pools import POOL_LABEL
 from infra.config import Environment
 from infra.registry.ecr import ContainerRegistry
+from infra.release_state import deployed_image_tag
 from infra.security.iam import policy_document
 from infra.security.kms import EncryptionKeys
 from infra.storage.model_bucket import ModelBucket
 from infra.workloads.model_service import ModelService
 from infra.workloads.objects import create
 from infra.workloads.pod_template import MODEL_CACHE_DIR, container_security_context, pod_security_context
-from infra.release_state import deployed_image_tag
 from infra.workloads.release_tracks import APP
 
 

@@ -62,7 +62,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
@@ -74,7 +74,9 @@ def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
         def _status(self, code: int, reason: str) -> None:
-            self._answer(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code})
+            self._answer(
+                code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}
+            )
 
         def _handle(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -105,10 +107,10 @@ def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
                 api.rollout = merge_patch(api.rollout, body)
             self._answer(200, api.rollout)
 
-        def do_GET(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's method name)
+        def do_GET(self) -> None:
             self._handle("GET")
 
-        def do_PATCH(self) -> None:  # noqa: N802
+        def do_PATCH(self) -> None:
             self._handle("PATCH")
 
     return Handler

@@ -74,7 +74,8 @@ def test_promote_at_a_pause_clears_it_on_the_status_subresource(api: FakeKubeApi
     assert main(["release", "promote", "prod"]) == 0
     assert api.patches == [("status", {"status": {"pauseConditions": None}})]
     assert all(r.content_type == MERGE_PATCH for r in api.requests if r.method == "PATCH")
-    assert api.rollout is not None and "pauseConditions" not in api.rollout["status"]
+    assert api.rollout is not None
+    assert "pauseConditions" not in api.rollout["status"]
 
 
 def test_promote_during_an_analysis_step_moves_to_the_next_step(api: FakeKubeApi) -> None:
