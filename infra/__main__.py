@@ -16,14 +16,16 @@ from infra.monitoring.retrain_relay import WEBHOOK_URL as RETRAIN_WEBHOOK_URL
 from infra.monitoring.retrain_relay import RetrainRelay
 from infra.network.vpc import Network
 from infra.registry.ecr import ContainerRegistry
+from infra.release_state import deployed_image_tag
 from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
+from infra.storage.bundled_model import BundledModel
 from infra.storage.model_bucket import ModelBucket
+from infra.workloads.argo_rollouts import ArgoRollouts
 from infra.workloads.batch_cronjob import BatchScoring
 from infra.workloads.load_balancer_controller import LoadBalancerController
 from infra.workloads.model_service import ModelService
 from infra.workloads.network_policies import NetworkPolicies
-from infra.workloads.release_tracks import serving_image_tag
 
 env = load_stack_config()
 aws_provider = create_aws_provider(env)
@@ -34,6 +36,7 @@ security_groups = SecurityGroups("security", env, network, opts=with_aws)
 keys = EncryptionKeys("keys", env, opts=with_aws)
 registry = ContainerRegistry("registry", env, keys, opts=with_aws)
 bucket = ModelBucket("models", env, keys, opts=with_aws)
+bundled_model = BundledModel("bundled-model", env, bucket, opts=with_aws)
 
 pulumi.export("environment", env.name)
 pulumi.export("region", env.region)
@@ -44,7 +47,8 @@ pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("loadBalancerSecurityGroupId", security_groups.load_balancer_group_id)
 pulumi.export("workloadSecurityGroupId", security_groups.workload_group_id)
 pulumi.export("repositoryUrl", registry.repository_url)
-pulumi.export("imageTag", serving_image_tag(env.config.release, env.config.service))
+# The commit whose images this deploy runs (infra/release_state.py); CI pushed `<repositoryUrl>:<imageTag>`.
+pulumi.export("imageTag", deployed_image_tag())
 pulumi.export("modelBucketName", bucket.bucket_name)
 pulumi.export("modelUri", bucket.model_uri(env.config.service.model_name, env.config.service.model_version))
 
@@ -81,6 +85,7 @@ else:
         "lb-controller", env, cluster=cluster, network=network, depends_on=[addons], opts=with_aws
     )
     ClusterAutoscaler("cluster-autoscaler", env, cluster, [addons, controller.release], opts=with_aws)
+    rollouts = ArgoRollouts("argo-rollouts", cluster=cluster, depends_on=[addons, controller.release], opts=with_aws)
     service = ModelService(
         "model-service",
         env,
@@ -90,6 +95,9 @@ else:
         bucket=bucket,
         keys=keys,
         security_groups=security_groups,
+        rollouts_controller=rollouts.release,
+        load_balancer_controller=controller.release,
+        model_package=list(bundled_model.objects),
         depends_on=[addons, controller],
         opts=with_aws,
     )
@@ -129,4 +137,6 @@ else:
     pulumi.export("clusterName", cluster.name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("serviceUrl", service.service_url)
-    pulumi.export("releaseTracks", {track.name: track.weight for track in service.tracks})
+    # What `mlstack release status|promote|abort` and kubectl-argo-rollouts act on.
+    pulumi.export("rollout", {"namespace": service.namespace, "name": service.rollout_name})
+    pulumi.export("releaseStrategy", env.config.release.strategy)

@@ -203,12 +203,20 @@ AWS_LOAD_BALANCER_CONTROLLER_POLICY = Pin(
         "blob 761d0e733c41089c91ea009dd29faf71918085e5",
     ),
 )
-# Scales an idle blue-green colour down after its delay. NOT verified: the tag could not be checked against its
-# registry from here, it trails the cluster's minor, and the kubectl image Kubernetes publishes
-# (registry.k8s.io/kubectl) has no shell for the Job's `/bin/sh -c`. Listed in UNVERIFIED so the provenance test
-# names it until the Job's owner replaces it.
-KUBECTL_IMAGE = "docker.io/bitnami/kubectl:1.33"
-UNVERIFIED: dict[str, str] = {"KUBECTL_IMAGE": "no verifiable source for a kubectl image with a shell at 1.36"}
+# Argo Rollouts: progressive delivery of the model service (canary with ALB traffic routing, blue-green). The chart
+# ships its CRDs as templates (templates/crds/*.yaml, behind `installCRDs`), so a chart bump upgrades them with the
+# release. The Rollout and AnalysisTemplate manifests were checked against argoproj/argo-rollouts tag v1.9.0,
+# manifests/crds/{rollout,analysis-template}-crd.yaml.
+ARGO_ROLLOUTS_CHART = ChartPin(
+    "https://argoproj.github.io/argo-helm",
+    "argo-rollouts",
+    "2.41.0",
+    "v1.9.0",
+    Provenance("argoproj/argo-helm", "8796aeaa82428f96c3a20293f75a1a805f99d32b", "charts/argo-rollouts/Chart.yaml"),
+)
+ARGO_ROLLOUTS_VERSION = ARGO_ROLLOUTS_CHART.app_version
+# Pins that could not be verified upstream, by name and why; the provenance test lists them. None today.
+UNVERIFIED: dict[str, str] = {}
 
 # Monitoring on EKS. The operator's CRDs come from their own chart, at the operator version kube-prometheus-stack
 # deploys (both appVersion v0.93.1), so a bump updates them (Helm installs a chart's crds/ only on first install).

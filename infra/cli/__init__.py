@@ -5,8 +5,8 @@ mlstack diff BASE_PLAN NEW_PLAN
 mlstack cost refresh [--region R ...] [--out PATH]
 mlstack verify STACK
 mlstack model-version VERSION [--stack STACK ...]
-mlstack image-tag TAG --stack STACK
 mlstack deploy-settings STACK [--targets-file PATH]
+mlstack release status|promote [--full]|abort STACK [--context CONTEXT]
 """
 
 import argparse
@@ -18,7 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from infra.cli.deploy_settings import deploy_settings
-from infra.cli.stack_versions import DEFAULT_CANARY_WEIGHT, VersionChange, set_image_tag, set_model_version
+from infra.cli.release import ReleaseError, abort, connect, describe, promote
+from infra.cli.stack_versions import VersionChange, set_model_version
 from infra.cli.verify import verify_account
 from infra.config import StackConfigError
 from infra.config.load import STACK_CONFIG_DIR, parse_stack_config
@@ -255,6 +256,38 @@ def print_deploy_settings(stack: str, targets_file: Path | None) -> int:
     return EXIT_OK
 
 
+def release(action: str, stack: str, context: str | None, full: bool) -> int:
+    """Show, promote or abort the stack's release in progress, on the stack's cluster."""
+    root = project_root(Path.cwd())
+    try:
+        config, _ = read_stack_file(root, stack)
+        env = parse_stack_config(stack, config)
+    except StackConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    if env.config.compute.mode != "eks":
+        print(
+            f"error: {STACK_CONFIG_DIR}/Pulumi.{stack}.yaml: compute.mode is 'ec2'; releases are Rollouts on EKS "
+            "(the EC2 host rolls its instance instead)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    try:
+        rollout = connect(env.cluster_name, context)
+        if action == "status":
+            print(f"{rollout.where}, stack {stack} ({env.config.release.strategy})")
+            for line in describe(rollout.get()):
+                print(f"  {line}")
+        elif action == "promote":
+            print(promote(rollout, full))
+        else:
+            print(abort(rollout))
+    except ReleaseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_PROGRAM_FAILED
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -273,15 +306,28 @@ def main(argv: list[str] | None = None) -> int:
         "--project", help="another Pulumi project in this repository, e.g. bootstrap (reads bootstrap/stacks/)"
     )
     version_parser = commands.add_parser(
-        "model-version", help="put a new model version into the stack files, the way each stack releases"
+        "model-version", help="set service.modelVersion in the stack files (the Rollout releases it)"
     )
     version_parser.add_argument("version", help="the published model package version, e.g. 1.1.0")
     version_parser.add_argument(
         "--stack", action="append", dest="stacks", help="a stack to change (repeatable; default: every stack file)"
     )
-    version_parser.add_argument(
-        "--canary-weight", type=int, default=DEFAULT_CANARY_WEIGHT, help="percent for a canary that was off"
+    release_parser = commands.add_parser(
+        "release", help="the stack's release in progress (its Argo Rollout): status, promote, abort"
     )
+    release_commands = release_parser.add_subparsers(dest="release_command", required=True)
+    for action, text in (
+        ("status", "which version serves, the step or switch in progress, the analysis and what waits"),
+        ("promote", "go on past the current pause (blue-green: switch now), like kubectl argo rollouts promote"),
+        ("abort", "stop the release: all traffic back to the stable version, like kubectl argo rollouts abort"),
+    ):
+        action_parser = release_commands.add_parser(action, help=text)
+        action_parser.add_argument("stack", help="stack name: its cluster is mlstack-STACK")
+        action_parser.add_argument("--context", help="kubeconfig context (default: the one for the stack's cluster)")
+        if action == "promote":
+            action_parser.add_argument(
+                "--full", action="store_true", help="skip the remaining steps, pauses and analysis"
+            )
     cost_parser = commands.add_parser("cost", help="the price snapshot behind the preview's cost estimate")
     cost_commands = cost_parser.add_subparsers(dest="cost_command", required=True)
     refresh_parser = cost_commands.add_parser("refresh", help="rebuild the snapshot from the AWS Price List API")
@@ -297,11 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     diff_parser.add_argument("base", type=Path, help="the plan.json before the change (e.g. main's)")
     diff_parser.add_argument("new", type=Path, help="the plan.json after it")
-    tag_parser = commands.add_parser(
-        "image-tag", help="put a new service image into a stack file, the way the stack releases (deploy.yml)"
-    )
-    tag_parser.add_argument("tag", help="the image tag pushed to the stack's ECR repository, e.g. the git SHA")
-    tag_parser.add_argument("--stack", required=True, help="the stack to change")
     settings_parser = commands.add_parser(
         "deploy-settings", help="region, secrets provider, image repository and expected model of a stack (deploy CI)"
     )
@@ -319,12 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "diff":
         return diff(args.base, args.new)
     if args.command == "model-version":
-        return change_versions(
-            args.stacks, lambda root, stack: set_model_version(root, stack, args.version, args.canary_weight)
-        )
+        return change_versions(args.stacks, lambda root, stack: set_model_version(root, stack, args.version))
+    if args.command == "release":
+        return release(args.release_command, args.stack, args.context, getattr(args, "full", False))
     if args.command == "deploy-settings":
         return print_deploy_settings(args.stack, args.targets_file)
-    if args.command == "image-tag":
-        return change_versions([args.stack], lambda root, stack: set_image_tag(root, stack, args.tag))
     parser.error(f"unknown command {args.command}")
     return EXIT_INVALID

@@ -23,6 +23,7 @@ from infra.config.models import SloConfig
 from infra.monitoring.slo_rules import MONITORING_DIR, dashboards, rule_files
 from infra.network.vpc import Network
 from infra.registry.ecr import ContainerRegistry
+from infra.release_state import deployed_image_tag
 from infra.security.iam import attach_managed_policies, policy_document, trust_policy
 from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
@@ -288,7 +289,7 @@ class Ec2Host(pulumi.ComponentResource):
         """AL2023 from its SSM parameter, IMDSv2 for the host only, encrypted gp3 root, no key pair."""
         ami = aws.ssm.get_parameter_output(name=AL2023_AMI_SSM_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self))
         service = self._env.config.service
-        image = pulumi.Output.concat(registry.repository_url, ":", service.image_tag)
+        image = pulumi.Output.concat(registry.repository_url, ":", deployed_image_tag())
         user_data = pulumi.Output.all(
             image, bucket.model_uri(service.model_name, service.model_version), log_group.name
         ).apply(

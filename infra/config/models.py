@@ -255,49 +255,73 @@ class ComputeConfig(ConfigModel):
 
 
 class ServiceConfig(ConfigModel):
-    """The model service: its port, the image tag it runs and the model package it serves."""
+    """The model service: its port and the model package it serves (the image is the deployed commit's)."""
 
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
-    image_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")] = "0.1.0"
     model_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")] = "loan-approval"
     model_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "1.0.0"
 
 
-Color = Literal["blue", "green"]
 ReleaseStrategy = Literal["rolling", "blue-green", "canary"]
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Mi|Gi)?$"
+# Argo Rollouts durations: a whole number of seconds, minutes or hours.
+DURATION = r"^[1-9][0-9]{0,5}(s|m|h)$"
+MANUAL_PAUSE = "manual"
 
 
-class ReleaseVersion(ConfigModel):
-    """What one track of the service runs: an image tag and a model package version."""
+class AnalysisConfig(ConfigModel):
+    """Each analysis run: `count` measurements `interval` apart; more than `failureLimit` failed ones fail the run,
+    which aborts the release and sends all traffic back to the stable version."""
 
-    image_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")]
-    model_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    interval: Annotated[str, Field(pattern=DURATION)] = "1m"
+    count: Annotated[int, Field(ge=1, le=120)] = 5
+    failure_limit: Annotated[int, Field(ge=0, le=10)] = 1
+    # A new model version's predicted-score distribution may drift this far (PSI) from its training data.
+    max_prediction_drift_psi: Annotated[float, Field(gt=0, le=10)] = 0.25
+
+    @model_validator(mode="after")
+    def _limit_below_count(self) -> "AnalysisConfig":
+        if self.failure_limit >= self.count:
+            raise ConfigRuleError(
+                "failureLimit", f"{self.failure_limit} would let every one of the {self.count} measurements fail"
+            )
+        return self
 
 
-class BlueGreenConfig(ConfigModel):
-    """Two colours; traffic follows activeColor; the idle one scales down after a delay or stays warm."""
+class CanaryStep(ConfigModel):
+    """One step: send `weight` percent of requests to the new version, hold for `pause` ('manual': until
+    `mlstack release promote`), then pass an analysis run before the next step."""
 
-    active_color: Color = "blue"
-    blue: ReleaseVersion
-    green: ReleaseVersion
-    idle: Literal["scale-down", "warm"] = "scale-down"
-    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86_400)] = 600
+    weight: Annotated[int, Field(ge=1, le=100)]
+    pause: Annotated[str, Field(pattern=rf"{DURATION}|^{MANUAL_PAUSE}$")] | None = None
 
 
 class CanaryConfig(ConfigModel):
-    """A canary beside the stable track (service.imageTag / modelVersion), taking `weight` percent."""
+    """The canary's steps, in order; after the last one the new version takes all traffic and becomes stable."""
 
-    weight: Annotated[int, Field(ge=0, le=100)] = 0
-    version: ReleaseVersion | None = None
+    steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=20)]
 
     @model_validator(mode="after")
-    def _version_when_weighted(self) -> "CanaryConfig":
-        if self.weight > 0 and self.version is None:
-            raise ConfigRuleError(
-                "version", "a canary with weight > 0 needs the version it runs (imageTag, modelVersion)"
-            )
+    def _weights_rise(self) -> "CanaryConfig":
+        for index, (before, after) in enumerate(zip(self.steps, self.steps[1:], strict=False), start=1):
+            if after.weight <= before.weight:
+                raise ConfigRuleError(
+                    f"steps.{index}.weight",
+                    f"{after.weight} is not above the previous step's {before.weight}; "
+                    "each step must send more traffic to the canary (e.g. 5, 25, 50)",
+                )
         return self
+
+
+class BlueGreenConfig(ConfigModel):
+    """The new version starts beside the active one behind the preview Service; an analysis run gates the switch.
+
+    autoPromotion: switch as soon as the analysis passes (false: wait for `mlstack release promote`). The previous
+    version keeps its pods for scaleDownDelaySeconds after a switch, so an abort switches back at once.
+    """
+
+    auto_promotion: bool = True
+    scale_down_delay_seconds: Annotated[int, Field(ge=30, le=86_400)] = 600
 
 
 class ResourcesConfig(ConfigModel):
@@ -308,7 +332,11 @@ class ResourcesConfig(ConfigModel):
 
 
 class ReleaseConfig(ConfigModel):
-    """How the service runs on Kubernetes and how new versions reach traffic."""
+    """How the service runs on Kubernetes and how new versions reach traffic (Argo Rollouts carries it out).
+
+    rolling: pods replaced a few at a time; canary: traffic shifted step by step through the ALB; blue-green: the
+    new version beside the old, switched at once. Canary steps and the blue-green switch are gated by analysis.
+    """
 
     strategy: ReleaseStrategy
     replicas: Annotated[int, Field(ge=1, le=100)]
@@ -317,6 +345,7 @@ class ReleaseConfig(ConfigModel):
     target_requests_per_second: Annotated[int, Field(ge=1, le=100_000)] = 200
     accelerator: Literal["cpu", "gpu"] = "cpu"
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     blue_green: BlueGreenConfig | None = None
     canary: CanaryConfig | None = None
 
@@ -324,8 +353,10 @@ class ReleaseConfig(ConfigModel):
     def _strategy_settings(self) -> "ReleaseConfig":
         if self.max_replicas < self.replicas:
             raise ConfigRuleError("maxReplicas", f"{self.max_replicas} is below replicas {self.replicas}")
-        if self.strategy == "blue-green" and self.blue_green is None:
-            raise ConfigRuleError("blueGreen", "strategy 'blue-green' needs blueGreen.blue and blueGreen.green")
+        if self.strategy == "canary" and self.canary is None:
+            raise ConfigRuleError(
+                "canary", "strategy 'canary' needs canary.steps, e.g. [{weight: 5, pause: 5m}, {weight: 25}, ...]"
+            )
         for block, strategy in (("blueGreen", "blue-green"), ("canary", "canary")):
             if (
                 getattr(self, "blue_green" if block == "blueGreen" else "canary") is not None

@@ -16,6 +16,7 @@ from infra.config.load import NAMESPACE as CONFIG_NAMESPACE
 from infra.config.load import stack_file
 from infra.monitoring.kube_prometheus_stack import NAMESPACE
 from infra.registry.ecr import ContainerRegistry
+from infra.release_state import deployed_image_tag
 from infra.workloads.objects import create
 from infra.workloads.pod_template import container_security_context, pod_security_context
 
@@ -89,9 +90,7 @@ class RetrainRelay(pulumi.ComponentResource):
                         "containers": [
                             {
                                 "name": NAME,
-                                "image": pulumi.Output.concat(
-                                    registry.repository_url, ":", env.config.service.image_tag
-                                ),
+                                "image": pulumi.Output.concat(registry.repository_url, ":", deployed_image_tag()),
                                 "command": ["python", "-m", "mlstack_service.retrain_relay"],
                                 "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                                 "env": [

@@ -34,6 +34,8 @@ SUBNET = "aws:ec2/subnet:Subnet"
 VPC = "aws:ec2/vpc:Vpc"
 LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+ROLLOUT = "kubernetes:argoproj.io/v1alpha1:Rollout"
+AUTOSCALER = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
 SERVICE_APP = "model-service"
 STATEFUL = (BUCKET, REPOSITORY, KMS_KEY, CLUSTER)
@@ -258,9 +260,11 @@ def nat_per_az(resource: Resource, stack: Stack) -> Iterable[str]:
 
 def min_service_replicas(resource: Resource, stack: Stack) -> Iterable[str]:
     labels = (resource.inputs.get("metadata") or {}).get("labels") or {}
-    if labels.get("app.kubernetes.io/name") != SERVICE_APP or labels.get("mlstack.io/track") == "canary":
+    if labels.get("app.kubernetes.io/name") != SERVICE_APP:
         return
-    replicas = (resource.inputs.get("spec") or {}).get("replicas")
+    spec = resource.inputs.get("spec") or {}
+    # A Rollout's replica count is its autoscaler's: the floor is the autoscaler's minReplicas.
+    replicas = spec.get("minReplicas") if resource.type == AUTOSCALER else spec.get("replicas")
     if replicas is not None and replicas < 2:
         yield f"runs {replicas:g} replica(s); prod serves from at least 2"
 
@@ -291,7 +295,8 @@ RULES: tuple[Rule, ...] = (
     Rule("ecr-scan-on-push", "Images scanned for vulnerabilities on push", (REPOSITORY,), ecr_scan_on_push),
     Rule("protect-stateful", "Stateful resources protected", STATEFUL, protect_stateful, tiers=("prod",)),
     Rule("nat-per-az", "A NAT gateway in every availability zone", (VPC,), nat_per_az, tiers=("prod",)),
-    Rule("min-service-replicas", "At least 2 replicas serve", (DEPLOYMENT,), min_service_replicas, tiers=("prod",)),
+    Rule("min-service-replicas", "At least 2 replicas serve", (DEPLOYMENT, ROLLOUT, AUTOSCALER), min_service_replicas,
+         tiers=("prod",)),
     Rule("deletion-protection", "Deletion protection wherever AWS offers it",
          (LOAD_BALANCER, CLUSTER, INGRESS), deletion_protection, tiers=("prod",)),
 )  # fmt: skip

@@ -7,6 +7,7 @@ import pulumi_kubernetes as k8s
 from infra.compute.node_pools import POOL_LABEL
 from infra.config import Environment
 from infra.registry.ecr import ContainerRegistry
+from infra.release_state import deployed_image_tag
 from infra.security.iam import policy_document
 from infra.security.kms import EncryptionKeys
 from infra.storage.model_bucket import ModelBucket
@@ -62,7 +63,7 @@ class BatchScoring(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         service_config = env.config.service
-        image = pulumi.Output.concat(registry.repository_url, ":", service_config.image_tag)
+        image = pulumi.Output.concat(registry.repository_url, ":", deployed_image_tag())
         prefix = pulumi.Output.concat("s3://", bucket.bucket_name, "/")
         model_uri = bucket.model_uri(service_config.model_name, service_config.model_version)
         create(

@@ -1,72 +1,78 @@
-"""Release strategies as data: which tracks of the service run, at which version, taking which share of traffic.
+"""The release strategies as data: which Services carry the service's tracks and the Rollout strategy Argo Rollouts
+carries out. Plain functions over the stack config, so each strategy's rules are testable without Kubernetes.
 
-Plain functions over the stack config, so each strategy's rules are testable without Kubernetes.
+The program describes the release policy; the Rollout controller owns the release state (current step, weights,
+which ReplicaSet is stable or active), so nothing here depends on what is deployed.
 """
 
-import math
-from dataclasses import dataclass
+from typing import Any
 
-from infra.config.models import ReleaseConfig, ServiceConfig
+from infra.config.models import MANUAL_PAUSE, BlueGreenConfig, ReleaseConfig
 
 APP = "model-service"
+SERVICE_PORT = 80
+# Services Rollouts points at a track's pods (it adds the pods' rollouts-pod-template-hash to their selectors).
+STABLE_SERVICE = APP
+CANARY_SERVICE = f"{APP}-canary"
+ACTIVE_SERVICE = APP
+PREVIEW_SERVICE = f"{APP}-preview"
+# The Ingress routes to this Service (canary: Rollouts writes the action of the same name, the traffic split).
+INGRESS_SERVICE = APP
 
 
-@dataclass(frozen=True)
-class Track:
-    """One Deployment of the service (stable, canary, blue or green) and the Service in front of it."""
-
-    name: str
-    image_tag: str
-    model_version: str
-    replicas: int
-    weight: int  # percent of traffic
-    # An idle blue-green colour keeps its pods for a while (Pulumi leaves its replica count alone).
-    scale_down_after_seconds: int | None = None
-
-    @property
-    def resource_name(self) -> str:
-        return APP if self.name == "stable" else f"{APP}-{self.name}"
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return {"app.kubernetes.io/name": APP, "mlstack.io/track": self.name}
-
-
-def release_tracks(release: ReleaseConfig, service: ServiceConfig) -> list[Track]:
-    """The tracks a stack runs; their weights always sum to 100."""
+def track_services(release: ReleaseConfig) -> dict[str, str]:
+    """Role -> Service name: stable and canary, active and preview, or the one Service of a rolling update."""
+    if release.strategy == "canary":
+        return {"stable": STABLE_SERVICE, "canary": CANARY_SERVICE}
     if release.strategy == "blue-green":
-        assert release.blue_green is not None  # config validation guarantees it
-        settings = release.blue_green
-        tracks = []
-        for color in ("blue", "green"):
-            version = getattr(settings, color)
-            active = color == settings.active_color
-            warm = active or settings.idle == "warm"
-            tracks.append(
-                Track(
-                    name=color,
-                    image_tag=version.image_tag,
-                    model_version=version.model_version,
-                    replicas=release.replicas,
-                    weight=100 if active else 0,
-                    scale_down_after_seconds=None if warm else settings.scale_down_delay_seconds,
-                )
-            )
-        return tracks
-    stable = Track("stable", service.image_tag, service.model_version, release.replicas, 100)
-    canary = release.canary
-    if release.strategy == "rolling" or canary is None or canary.weight == 0 or canary.version is None:
-        return [stable]
-    canary_replicas = max(1, math.ceil(release.replicas * canary.weight / 100))
+        return {"active": ACTIVE_SERVICE, "preview": PREVIEW_SERVICE}
+    return {"stable": STABLE_SERVICE}
+
+
+def analysis_args() -> list[dict[str, Any]]:
+    """The new (Latest) and stable ReplicaSets' pod-template hashes: the template measures the new pods only."""
     return [
-        Track("stable", service.image_tag, service.model_version, release.replicas, 100 - canary.weight),
-        Track("canary", canary.version.image_tag, canary.version.model_version, canary_replicas, canary.weight),
+        {"name": "new-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+        {"name": "stable-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
     ]
 
 
-def serving_image_tag(release: ReleaseConfig, service: ServiceConfig) -> str:
-    """The image that takes the traffic (the stable track's, or the active colour's): deploy.yml rolls back to it."""
-    if release.strategy == "blue-green" and release.blue_green is not None:
-        active: str = getattr(release.blue_green, release.blue_green.active_color).image_tag
-        return active
-    return service.image_tag
+def rollout_strategy(release: ReleaseConfig, ingress: str, analysis_template: str) -> dict[str, Any]:
+    """`spec.strategy` of the Rollout for the stack's release settings."""
+    analysis = {"templates": [{"templateName": analysis_template}], "args": analysis_args()}
+    if release.strategy == "blue-green":
+        settings = release.blue_green or BlueGreenConfig()
+        return {
+            "blueGreen": {
+                "activeService": ACTIVE_SERVICE,
+                "previewService": PREVIEW_SERVICE,
+                "autoPromotionEnabled": settings.auto_promotion,
+                "scaleDownDelaySeconds": settings.scale_down_delay_seconds,
+                "prePromotionAnalysis": analysis,
+            }
+        }
+    if release.strategy == "canary":
+        assert release.canary is not None  # config validation guarantees it
+        steps: list[dict[str, Any]] = []
+        for step in release.canary.steps:
+            steps.append({"setWeight": step.weight})
+            if step.pause == MANUAL_PAUSE:
+                steps.append({"pause": {}})
+            elif step.pause is not None:
+                steps.append({"pause": {"duration": step.pause}})
+            steps.append({"analysis": analysis})
+        return {
+            "canary": {
+                "stableService": STABLE_SERVICE,
+                "canaryService": CANARY_SERVICE,
+                "trafficRouting": {"alb": {"ingress": ingress, "servicePort": SERVICE_PORT}},
+                "steps": steps,
+            }
+        }
+    # rolling: a canary without steps or traffic routing is a plain rolling update.
+    return {"canary": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def traffic_action_annotation() -> str:
+    """The Ingress annotation the Rollout controller writes (canary); the program must never write it."""
+    return f"alb.ingress.kubernetes.io/actions.{INGRESS_SERVICE}"

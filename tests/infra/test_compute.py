@@ -107,7 +107,7 @@ def test_dev_user_data_runs_the_repositorys_compose_file_with_this_stacks_image(
     script = gzip.decompress(base64.b64decode(_one(run, LAUNCH_TEMPLATE).inputs["userData"])).decode()
     assert COMPOSE_FILE.read_text().rstrip() in script
     repository = _one(run, "aws:ecr/repository:Repository")
-    assert f"MLSTACK_IMAGE={repository.outputs['repositoryUrl']}:{env.config.service.image_tag}" in script
+    assert f"MLSTACK_IMAGE={repository.outputs['repositoryUrl']}:{run.outputs['imageTag']}" in script
     assert f"/models/{env.config.service.model_name}/{env.config.service.model_version}/" in script
     assert "systemctl enable --now mlstack.service" in script
     assert "Restart=always" in script

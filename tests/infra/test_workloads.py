@@ -1,34 +1,78 @@
-"""The model service on Kubernetes: valid manifests, hardened pods, release strategies and the runbook."""
+"""The model service on Kubernetes: valid manifests, hardened pods, an Argo Rollout per strategy, its analysis."""
 
-import copy
-import json
+import re
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from infra.preview.engine import StackRun
+from infra.monitoring.kube_prometheus_stack import NAMESPACE as MONITORING_NAMESPACE
+from infra.monitoring.kube_prometheus_stack import RELEASE as MONITORING_RELEASE
+from infra.preview.engine import RecordedResource, StackRun
 from infra.preview.plan import PlanRenderer, kubernetes_manifests
+from infra.versions import ARGO_ROLLOUTS_CHART
 from tests.conftest import COMMITTED_STACKS, RunStack, stack_config
 from tests.graph import environment_of
-from tests.service.conftest import start_server
+from tests.service.conftest import infer_body, start_server
 
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+ROLLOUT = "kubernetes:argoproj.io/v1alpha1:Rollout"
+ANALYSIS_TEMPLATE = "kubernetes:argoproj.io/v1alpha1:AnalysisTemplate"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+SERVICE = "kubernetes:core/v1:Service"
 INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
-WEIGHTED = "alb.ingress.kubernetes.io/actions.weighted-forward"
-# Custom resources (their schemas come with the Prometheus Operator's CRDs); tests/infra/test_monitoring.py checks them.
-CUSTOM_RESOURCE_GROUPS = ("monitoring.coreos.com/",)
+ACTION_ANNOTATION = "alb.ingress.kubernetes.io/actions.model-service"
+# Custom resources: their schemas come with their CRDs (the Prometheus Operator's: tests/infra/test_monitoring.py;
+# Argo Rollouts': checked against the pinned version's CRDs, see the README's release section).
+CUSTOM_RESOURCE_GROUPS = ("monitoring.coreos.com/", "argoproj.io/")
+SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
-def _manifests(run: StackRun) -> list[dict[str, Any]]:
+def manifests(run: StackRun) -> list[dict[str, Any]]:
     renderer = PlanRenderer(run.invented)
     return [renderer.value(resource.inputs) for resource in kubernetes_manifests(run)]
 
 
+def one(run: StackRun, kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [m for m in manifests(run) if m["kind"] == kind and name in (None, m["metadata"]["name"])]
+    return found
+
+
+def rollout(run: StackRun) -> dict[str, Any]:
+    return one(run, "Rollout")
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = workload["spec"]["template"]["spec"]["containers"][0]
+    return found
+
+
+def env_of(workload: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container(workload)["env"]}
+
+
+def recorded(run: StackRun, type_token: str, name_suffix: str = "") -> RecordedResource:
+    (found,) = [r for r in run.of_type(type_token) if r.name.endswith(name_suffix)]
+    return found
+
+
+def depends_on(run: StackRun, resource: RecordedResource, target: RecordedResource) -> bool:
+    """`target` among the resource's dependencies, directly or through a dependency's."""
+    seen: set[str] = set()
+    todo = list(resource.dependencies)
+    while todo:
+        urn = todo.pop()
+        if urn == target.urn:
+            return True
+        if urn not in seen:
+            seen.add(urn)
+            todo.extend(next((r.dependencies for r in run.resources if r.urn == urn), []))
+    return False
+
+
 def _pod_specs(run: StackRun) -> list[tuple[str, dict[str, Any]]]:
     specs = []
-    for manifest in _manifests(run):
+    for manifest in manifests(run):
         spec = manifest.get("spec", {})
         template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template")
         if template:
@@ -36,183 +80,228 @@ def _pod_specs(run: StackRun) -> list[tuple[str, dict[str, Any]]]:
     return specs
 
 
-def _deployments(run: StackRun) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d for d in _manifests(run) if d["kind"] == "Deployment"}
-
-
-def _ingress(run: StackRun) -> dict[str, Any]:
-    (ingress,) = [m for m in _manifests(run) if m["kind"] == "Ingress"]
-    return ingress
-
-
-def _traffic(run: StackRun) -> dict[str, int]:
-    return traffic_of(_ingress(run))
-
-
-def traffic_of(ingress: dict[str, Any]) -> dict[str, int]:
-    """Service name -> percent of traffic, read from the Ingress as the ALB controller would."""
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    if backend["port"].get("name") == "use-annotation":
-        forward = json.loads(ingress["metadata"]["annotations"][f"alb.ingress.kubernetes.io/actions.{backend['name']}"])
-        return {group["serviceName"]: group["weight"] for group in forward["forwardConfig"]["targetGroups"]}
-    return {backend["name"]: 100}
-
-
-def _image(deployment: dict[str, Any]) -> str:
-    image: str = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-    return image
-
-
-def _env(deployment: dict[str, Any]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-
-
 @pytest.mark.parametrize("stack", [s for s in COMMITTED_STACKS if s != "dev"])
 def test_every_manifest_validates_against_the_clusters_kubernetes_schema(
     committed_runs: dict[str, StackRun], stack: str
 ) -> None:
     version = environment_of(committed_runs[stack], stack_config(stack)).config.compute.eks.version  # type: ignore[union-attr]
-    manifests = _manifests(committed_runs[stack])
-    assert len(manifests) >= 8
-    custom = [m for m in manifests if m["apiVersion"].startswith(CUSTOM_RESOURCE_GROUPS)]
-    assert custom, "the Prometheus Operator's objects are expected here"
-    for manifest in manifests:
+    found = manifests(committed_runs[stack])
+    custom = [m for m in found if m["apiVersion"].startswith(CUSTOM_RESOURCE_GROUPS)]
+    assert {m["kind"] for m in custom} >= {"Rollout", "AnalysisTemplate", "ServiceMonitor"}
+    for manifest in found:
         if manifest not in custom:
             kubernetes_validate.validate(manifest, version, strict=True)
 
 
 def test_dev_has_no_kubernetes_objects(committed_runs: dict[str, StackRun]) -> None:
-    assert _manifests(committed_runs["dev"]) == []
+    assert manifests(committed_runs["dev"]) == []
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_no_per_track_deployments_no_jobs_one_rollout(committed_runs: dict[str, StackRun], stack: str) -> None:
+    kinds = [m["kind"] for m in manifests(committed_runs[stack])]
+    assert kinds.count("Rollout") == 1
+    assert "Job" not in kinds
+    deployments = [m for m in manifests(committed_runs[stack]) if m["kind"] == "Deployment"]
+    assert not [d for d in deployments if d["metadata"]["name"].startswith("model-service")]
 
 
 def test_no_container_runs_as_root_or_with_a_writable_root(stack_run: StackRun) -> None:
     for where, spec in _pod_specs(stack_run):
         assert spec["securityContext"]["runAsNonRoot"] is True, where
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
-        for container in spec["containers"]:
-            security = container["securityContext"]
+        for each in spec["containers"]:
+            security = each["securityContext"]
             assert security["readOnlyRootFilesystem"] is True, where
             assert security["allowPrivilegeEscalation"] is False, where
             assert security["capabilities"] == {"drop": ["ALL"]}, where
 
 
-def test_deployments_roll_without_downtime_and_drain_before_they_stop(committed_runs: dict[str, StackRun]) -> None:
-    for deployment in _deployments(committed_runs["prod"]).values():
-        assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-        pod = deployment["spec"]["template"]["spec"]
-        container = pod["containers"][0]
-        pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-        service_grace = int(_env(deployment)["MLSTACK_GRACE_PERIOD_SECONDS"])
-        assert pod["terminationGracePeriodSeconds"] > pre_stop + service_grace
-        assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+def test_pods_drain_before_they_stop_and_spread_over_zones(committed_runs: dict[str, StackRun]) -> None:
+    service = rollout(committed_runs["prod"])
+    pod = service["spec"]["template"]["spec"]
+    pre_stop = int(container(service)["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + int(env_of(service)["MLSTACK_GRACE_PERIOD_SECONDS"])
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    # The platform's NetworkPolicies and the ServiceMonitor select the pods by this label.
+    assert service["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "model-service"
 
 
-def _prod_with(run_stack: RunStack, **release: Any) -> StackRun:
-    config = stack_config("prod")
-    config["mlstack:release"] = {**config["mlstack:release"], **release}
-    return run_stack("prod", config)
-
-
-@pytest.mark.parametrize("weight", [1, 10, 50, 100])
-def test_canary_weights_follow_config_and_sum_to_100(run_stack: RunStack, weight: int) -> None:
-    run = _prod_with(run_stack, canary={"weight": weight, "version": {"imageTag": "0.2.0", "modelVersion": "1.1.0"}})
-    traffic = _traffic(run)
-    expected = {"model-service": 100 - weight, "model-service-canary": weight}
-    assert traffic == {name: share for name, share in expected.items() if share > 0}
-    assert sum(traffic.values()) == 100
-    canary = _deployments(run)["model-service-canary"]
-    assert _image(canary).endswith(":0.2.0")
-    assert _env(canary)["MLSTACK_MODEL_URI"].endswith("/loan-approval/1.1.0/")
-
-
-def test_a_canary_at_weight_zero_is_removed(committed_runs: dict[str, StackRun]) -> None:
+def test_prod_canaries_through_the_alb_with_the_stack_files_steps(committed_runs: dict[str, StackRun]) -> None:
     run = committed_runs["prod"]
-    assert set(_deployments(run)) == {"model-service"}
-    assert _traffic(run) == {"model-service": 100}
-    assert WEIGHTED not in _ingress(run)["metadata"]["annotations"]
+    canary = rollout(run)["spec"]["strategy"]["canary"]
+    env = environment_of(run, stack_config("prod"))
+    services = {m["metadata"]["name"]: m for m in manifests(run) if m["kind"] == "Service"}
+    ingress = one(run, "Ingress", "model-service")
+    alb = canary["trafficRouting"]["alb"]
+    assert alb["ingress"] == ingress["metadata"]["name"]
+    assert {canary["stableService"], canary["canaryService"]} <= set(services)
+    assert alb["servicePort"] == services[canary["stableService"]]["spec"]["ports"][0]["port"]
+    # The rule forwards to the action Rollouts writes, named after the stable Service (no rootService).
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": canary["stableService"], "port": {"name": "use-annotation"}}
+    assert ACTION_ANNOTATION not in ingress["metadata"]["annotations"], "the controller owns the action"
+    weights = [step["setWeight"] for step in canary["steps"] if "setWeight" in step]
+    assert weights == [step.weight for step in env.config.release.canary.steps] == [5, 25, 50]  # type: ignore[union-attr]
+    assert [s for s in canary["steps"] if "pause" in s] == [
+        {"pause": {"duration": "5m"}},
+        {"pause": {"duration": "10m"}},
+        {"pause": {"duration": "10m"}},
+    ]
 
 
-def _staging_blue_green(run_stack: RunStack, **blue_green: Any) -> StackRun:
-    config = stack_config("staging")
-    settings = config["mlstack:release"]["blueGreen"]
-    settings.update(green={"imageTag": "0.2.0", "modelVersion": "1.1.0"}, **blue_green)
-    return run_stack("staging", config)
+def test_every_canary_weight_is_followed_by_an_analysis_before_the_next(committed_runs: dict[str, StackRun]) -> None:
+    steps = rollout(committed_runs["prod"])["spec"]["strategy"]["canary"]["steps"]
+    template = one(committed_runs["prod"], "AnalysisTemplate")["metadata"]["name"]
+    weight_at = [index for index, step in enumerate(steps) if "setWeight" in step]
+    for start, end in zip(weight_at, [*weight_at[1:], len(steps)], strict=True):
+        analyses = [step["analysis"] for step in steps[start:end] if "analysis" in step]
+        assert [a["templates"] for a in analyses] == [[{"templateName": template}]], steps[start:end]
+    assert "analysis" in steps[-1], "the last analysis gates the promotion to 100%"
 
 
-def _plan_by_urn(run: StackRun) -> dict[str, Any]:
-    renderer = PlanRenderer(run.invented)
-    return {resource.urn: renderer.value(resource.inputs) for resource in run.resources}
+def test_staging_is_blue_green_gated_by_the_analysis(committed_runs: dict[str, StackRun]) -> None:
+    run = committed_runs["staging"]
+    blue_green = rollout(run)["spec"]["strategy"]["blueGreen"]
+    services = {m["metadata"]["name"] for m in manifests(run) if m["kind"] == "Service"}
+    assert {blue_green["activeService"], blue_green["previewService"]} <= services
+    assert blue_green["scaleDownDelaySeconds"] == 600
+    assert blue_green["autoPromotionEnabled"] is True
+    template = one(run, "AnalysisTemplate")["metadata"]["name"]
+    assert blue_green["prePromotionAnalysis"]["templates"] == [{"templateName": template}]
+    backend = one(run, "Ingress", "model-service")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": blue_green["activeService"], "port": {"number": 80}}
 
 
-def _changed(before: StackRun, after: StackRun) -> dict[str, str]:
-    """URN -> added / removed / changed, between two previews."""
-    old, new = _plan_by_urn(before), _plan_by_urn(after)
-    changes = dict.fromkeys(old.keys() - new.keys(), "removed")
-    changes |= dict.fromkeys(new.keys() - old.keys(), "added")
-    changes |= {urn: "changed" for urn in old.keys() & new.keys() if old[urn] != new[urn]}
-    return changes
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_autoscaler_owns_the_rollouts_replica_count(committed_runs: dict[str, StackRun], stack: str) -> None:
+    run = committed_runs[stack]
+    env = environment_of(run, stack_config(stack))
+    assert "replicas" not in recorded(run, ROLLOUT).inputs["spec"]
+    hpa = one(run, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "name": rollout(run)["metadata"]["name"],
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (
+        env.config.release.replicas,
+        env.config.release.max_replicas,
+    )
 
 
-def _names(changes: dict[str, str]) -> dict[str, str]:
-    return {urn.rsplit("::", 1)[-1]: change for urn, change in changes.items()}
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_custom_resources_wait_for_the_controller_and_services_for_the_lb_controller(
+    committed_runs: dict[str, StackRun], stack: str
+) -> None:
+    run = committed_runs[stack]
+    releases = {r.inputs["name"]: r for r in run.of_type(HELM_RELEASE)}
+    rollouts = releases["argo-rollouts"]
+    assert (rollouts.inputs["chart"], rollouts.inputs["version"]) == (
+        ARGO_ROLLOUTS_CHART.chart,
+        ARGO_ROLLOUTS_CHART.version,
+    )
+    assert rollouts.inputs["values"]["installCRDs"] is True, "a chart bump upgrades the CRDs"
+    for resource in (recorded(run, ROLLOUT), recorded(run, ANALYSIS_TEMPLATE)):
+        assert depends_on(run, resource, rollouts), resource.name
+    for resource in [*run.of_type(SERVICE), *run.of_type(INGRESS)]:
+        if resource.inputs["metadata"]["namespace"] == "mlstack":
+            assert depends_on(run, resource, releases["aws-load-balancer-controller"]), resource.name
+    model = next(r for r in run.of_type("aws:s3/bucketObjectv2:BucketObjectv2") if r.name.endswith("metadata-json"))
+    assert depends_on(run, recorded(run, ROLLOUT), model), "the pods need the model published first"
+    # A release may hold at a pause for hours: `pulumi up` must not wait on it.
+    assert recorded(run, ROLLOUT).inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
 
 
-def test_switching_the_active_colour_changes_only_the_traffic_target(run_stack: RunStack) -> None:
-    blue = _staging_blue_green(run_stack, activeColor="blue", idle="warm")
-    green = _staging_blue_green(run_stack, activeColor="green", idle="warm")
-    assert _traffic(blue) == {"model-service-blue": 100}
-    assert _traffic(green) == {"model-service-green": 100}
-    assert _names(_changed(blue, green)) == {"model-service-ingress": "changed"}
+def test_the_analysis_queries_the_stacks_prometheus_against_its_slo(committed_runs: dict[str, StackRun]) -> None:
+    run = committed_runs["prod"]
+    env = environment_of(run, stack_config("prod"))
+    metrics = {m["name"]: m for m in one(run, "AnalysisTemplate")["spec"]["metrics"]}
+    assert set(metrics) == {"error-ratio", "latency-p99", "prediction-drift"}
+    (prometheus,) = [r for r in run.of_type(HELM_RELEASE) if r.inputs["name"] == MONITORING_RELEASE]
+    assert prometheus.inputs["namespace"] == MONITORING_NAMESPACE
+    slo, analysis = env.config.monitoring.slo, env.config.release.analysis
+    thresholds = {
+        "error-ratio": slo.error_ratio,
+        "latency-p99": slo.latency_p99_seconds,
+        "prediction-drift": analysis.max_prediction_drift_psi,
+    }
+    for name, metric in metrics.items():
+        provider = metric["provider"]["prometheus"]
+        assert provider["address"] == f"http://{MONITORING_RELEASE}-prometheus.{MONITORING_NAMESPACE}.svc:9090"
+        assert 'pod=~"model-service-{{args.new-hash}}-.*"' in provider["query"], "the new pods only"
+        assert metric["failureCondition"].endswith(f"result[0] > {thresholds[name]}")
+        assert (metric["count"], metric["failureLimit"]) == (analysis.count, analysis.failure_limit)
+    drift = metrics["prediction-drift"]["provider"]["prometheus"]["query"]
+    assert (
+        'unless on (model_version) mlstack_model_info{namespace="mlstack", pod=~"model-service-{{args.stable-hash}}'
+        in drift
+    )
 
 
-def test_with_scale_down_the_idle_colour_gets_a_fresh_countdown_and_keeps_its_pods(run_stack: RunStack) -> None:
-    blue = _staging_blue_green(run_stack, activeColor="blue")
-    green = _staging_blue_green(run_stack, activeColor="green")
-    changes = _names(_changed(blue, green))
-    assert changes["model-service-ingress"] == "changed"
-    # Both colours' Deployments keep their pod templates; only the scale-down machinery moves.
-    assert "model-service-blue" not in changes
-    assert "model-service-green" not in changes
-    jobs = [name for name in changes if "scale-down" in name]
-    assert sorted(changes[name] for name in jobs) == ["added", "removed"]
-    (job,) = [m for m in _manifests(green) if m["kind"] == "Job"]
-    command = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
-    assert command == "sleep 600 && kubectl -n mlstack scale deployment/model-service-blue --replicas=0"
-    idle = next(r for r in green.of_type(DEPLOYMENT) if r.name == "model-service-blue")
-    assert idle.inputs["spec"]["replicas"] == 2  # Pulumi leaves the count to the job (ignore_changes)
+def test_the_analysis_reads_series_the_real_service_exports(
+    committed_runs: dict[str, StackRun], tmp_path: Path
+) -> None:
+    queries = " ".join(
+        metric["provider"]["prometheus"]["query"]
+        for metric in one(committed_runs["prod"], "AnalysisTemplate")["spec"]["metrics"]
+    )
+    used = set(re.findall(r"\b(mlstack_[a-z0-9_]+)\{", queries))
+    server = start_server(tmp_path)
+    try:
+        assert server.client.post("/v2/models/loan-approval/infer", json=infer_body(4)).status_code == 200
+        exported = server.client.get("/metrics").text
+    finally:
+        server.stop()
+    assert used >= {"mlstack_requests_total", "mlstack_request_duration_seconds_bucket", "mlstack_prediction_drift_psi"}
+    for series in used:
+        assert re.search(rf"^{series}\{{[^}}]*model_version=", exported, re.MULTILINE), series
+    # PromQL's =~ is anchored: the inference route label must match the queries' pattern as a whole.
+    (pattern,) = set(re.findall(r'route=~"([^"]+)"', queries))
+    routes = set(re.findall(r'^mlstack_requests_total\{[^}]*route="([^"]+)"', exported, re.MULTILINE))
+    assert [route for route in routes if re.fullmatch(pattern, route)] == ["/v2/models/{name}/infer"]
 
 
-def test_gpu_pods_carry_the_toleration_and_the_resource_cpu_pods_neither(
+def test_every_image_is_the_deployed_commits(stack_run: StackRun) -> None:
+    tag = stack_run.outputs["imageTag"]
+    assert SHA.match(tag)
+    repository = stack_run.outputs["repositoryUrl"]
+    for where, spec in _pod_specs(stack_run):
+        for each in spec["containers"]:
+            image_repository, image_tag = each["image"].rsplit(":", 1)
+            # "[unknown]": a repository URL the preview cannot know yet at the time the object is registered.
+            assert image_repository in (repository, "[unknown]"), where
+            assert image_tag in (tag, f"{tag}-gpu"), where
+
+
+def test_gpu_pods_carry_the_toleration_and_the_gpu_image_cpu_pods_neither(
     run_stack: RunStack, committed_runs: dict[str, StackRun]
 ) -> None:
-    gpu_run = _prod_with(run_stack, accelerator="gpu")
+    config = stack_config("prod")
+    config["mlstack:release"] = {**config["mlstack:release"], "accelerator": "gpu"}
+    gpu_run = run_stack("prod", config)
     (gpu_group,) = [g for g in gpu_run.of_type("aws:eks/nodeGroup:NodeGroup") if g.inputs["amiType"].endswith("NVIDIA")]
-    for deployment in _deployments(gpu_run).values():
-        pod = deployment["spec"]["template"]["spec"]
-        assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-        assert pod["tolerations"] == [
-            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
-        ]
-        assert {t["key"] for t in pod["tolerations"]} == {t["key"] for t in gpu_group.inputs["taints"]}
-        assert pod["nodeSelector"] == {"mlstack.io/pool": "gpu"}
-        assert _env(deployment)["MLSTACK_DEVICE"] == "cuda"
-        assert _image(deployment).endswith("-gpu")
-    for deployment in _deployments(committed_runs["prod"]).values():
-        pod = deployment["spec"]["template"]["spec"]
-        assert "tolerations" not in pod
-        assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
-        assert pod["nodeSelector"] == {"mlstack.io/pool": "cpu"}
+    service = rollout(gpu_run)
+    pod = service["spec"]["template"]["spec"]
+    assert container(service)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {t["key"] for t in pod["tolerations"]} == {t["key"] for t in gpu_group.inputs["taints"]}
+    assert pod["nodeSelector"] == {"mlstack.io/pool": "gpu"}
+    assert env_of(service)["MLSTACK_DEVICE"] == "cuda"
+    assert container(service)["image"].endswith(f":{gpu_run.outputs['imageTag']}-gpu")
+    cpu = rollout(committed_runs["prod"])
+    assert "tolerations" not in cpu["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in container(cpu)["resources"]["limits"]
+    assert cpu["spec"]["template"]["spec"]["nodeSelector"] == {"mlstack.io/pool": "cpu"}
 
 
 def test_probes_are_routes_the_real_service_answers(committed_runs: dict[str, StackRun], tmp_path: Path) -> None:
-    deployment = _deployments(committed_runs["prod"])["model-service"]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    service = container(rollout(committed_runs["prod"]))
+    ports = {port["name"]: port["containerPort"] for port in service["ports"]}
     server = start_server(tmp_path)
     try:
-        assert int(_env(deployment)["MLSTACK_PORT"]) == ports["http"]
+        assert int(env_of(rollout(committed_runs["prod"]))["MLSTACK_PORT"]) == ports["http"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            get = container[probe]["httpGet"]
+            get = service[probe]["httpGet"]
             assert get["port"] in ports, f"{probe} names no container port"
             response = server.client.get(get["path"])
             assert response.status_code == 200, f"{probe} {get['path']} answered {response.status_code}"
@@ -220,73 +309,28 @@ def test_probes_are_routes_the_real_service_answers(committed_runs: dict[str, St
         server.stop()
 
 
-# --- the runbook: each step is one config change, compared preview to preview ---------------------------
-
-
-def test_runbook_roll_forward_changes_only_the_stable_image(
-    run_stack: RunStack, committed_runs: dict[str, StackRun]
-) -> None:
-    config = copy.deepcopy(stack_config("prod"))
-    config["mlstack:service"] = {"imageTag": "0.2.0"}
-    after = run_stack("prod", config)
-    assert _names(_changed(committed_runs["prod"], after)) == {
-        "model-service-stable": "changed",
-        "batch-cronjob": "changed",
-    }
-    assert _image(_deployments(after)["model-service"]).endswith(":0.2.0")
-
-
-def test_runbook_promote_the_canary(run_stack: RunStack) -> None:
-    canary_version = {"imageTag": "0.2.0", "modelVersion": "1.1.0"}
-    during = _prod_with(run_stack, canary={"weight": 10, "version": canary_version})
-    config = stack_config("prod")
-    config["mlstack:service"] = canary_version
-    config["mlstack:release"]["canary"] = {"weight": 0}
-    promoted = run_stack("prod", config)
-    stable = _deployments(promoted)["model-service"]
-    assert _image(stable).endswith(":0.2.0")
-    assert _env(stable)["MLSTACK_MODEL_URI"].endswith("/loan-approval/1.1.0/")
-    assert set(_deployments(promoted)) == {"model-service"}
-    assert _traffic(promoted) == {"model-service": 100}
-    removed = {name for name, change in _names(_changed(during, promoted)).items() if change == "removed"}
-    assert {"model-service-canary", "model-service-canary-service", "model-service-canary-hpa"} <= removed
-
-
-def test_runbook_roll_back_the_model_is_one_value(run_stack: RunStack, committed_runs: dict[str, StackRun]) -> None:
-    config = stack_config("prod")
-    config["mlstack:service"] = {"modelVersion": "0.9.0"}
-    rolled_back = run_stack("prod", config)
-    # The serving Deployment and the batch job, which scores with the same model; nothing else.
-    assert _names(_changed(committed_runs["prod"], rolled_back)) == {
-        "model-service-stable": "changed",
-        "batch-cronjob": "changed",
-    }
-    assert _env(_deployments(rolled_back)["model-service"])["MLSTACK_MODEL_URI"].endswith("/loan-approval/0.9.0/")
-
-
 def test_batch_cronjob_runs_the_scorer_with_the_service_account(committed_runs: dict[str, StackRun]) -> None:
-    (cron,) = [m for m in _manifests(committed_runs["prod"]) if m["kind"] == "CronJob"]
+    cron = one(committed_runs["prod"], "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 2
-    assert cron["spec"]["successfulJobsHistoryLimit"] == 3
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "model-service"
-    container = pod["containers"][0]
-    assert container["command"] == ["python", "-m", "mlstack_service.batch"]
-    args = dict(zip(container["args"][::2], container["args"][1::2], strict=True))
+    batch = pod["containers"][0]
+    assert batch["command"] == ["python", "-m", "mlstack_service.batch"]
+    args = dict(zip(batch["args"][::2], batch["args"][1::2], strict=True))
     assert args["--input"].endswith("/batch/input/")
     assert args["--output"].endswith("/batch/output/")
-    stable = _deployments(committed_runs["prod"])["model-service"]
-    assert container["image"] == _image(stable)
+    assert args["--model"] == env_of(rollout(committed_runs["prod"]))["MLSTACK_MODEL_URI"]
+    assert batch["image"].rsplit(":", 1)[1] == container(rollout(committed_runs["prod"]))["image"].rsplit(":", 1)[1]
 
 
 def test_ingress_uses_the_stacks_load_balancer_group_and_the_ready_route(committed_runs: dict[str, StackRun]) -> None:
     run = committed_runs["prod"]
-    annotations = _ingress(run)["metadata"]["annotations"]
+    annotations = one(run, "Ingress", "model-service")["metadata"]["annotations"]
     assert annotations["alb.ingress.kubernetes.io/healthcheck-path"] == "/v2/health/ready"
     assert annotations["alb.ingress.kubernetes.io/scheme"] == "internet-facing"
     lb_group = next(g for g in run.of_type("aws:ec2/securityGroup:SecurityGroup") if g.name.endswith("-lb"))
-    raw = next(r for r in run.of_type(INGRESS))
+    raw = recorded(run, INGRESS, "model-service-ingress")
     assert raw.inputs["metadata"]["annotations"]["alb.ingress.kubernetes.io/security-groups"] == lb_group.id
 
 
@@ -295,12 +339,12 @@ def test_autoscaling_follows_cpu_and_the_request_rate_prometheus_adapter_serves(
 ) -> None:
     run = committed_runs["prod"]
     env = environment_of(run, stack_config("prod"))
-    (hpa,) = [m for m in _manifests(run) if m["kind"] == "HorizontalPodAutoscaler"]
+    hpa = one(run, "HorizontalPodAutoscaler")
     metrics = {metric["type"]: metric for metric in hpa["spec"]["metrics"]}
     assert metrics["Resource"]["resource"]["target"]["averageUtilization"] == env.config.release.target_cpu_utilization
     pods = metrics["Pods"]["pods"]
     assert pods["target"]["averageValue"] == str(env.config.release.target_requests_per_second)
-    (adapter,) = [r for r in run.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "prometheus-adapter"]
+    (adapter,) = [r for r in run.of_type(HELM_RELEASE) if r.inputs["name"] == "prometheus-adapter"]
     (rule,) = adapter.inputs["values"]["rules"]["custom"]
     assert rule["name"]["as"] == pods["metric"]["name"]
     assert "mlstack_requests_total" in rule["seriesQuery"]
@@ -323,8 +367,50 @@ def test_alb_deletion_protection_is_always_stated_so_unprotecting_a_stack_frees_
     config = stack_config(stack)
     config["mlstack:monitoring"] = {"grafanaExposure": "ingress"}
     run = run_stack(stack, config)
-    ingresses = [m for m in _manifests(run) if m["kind"] == "Ingress"]
+    ingresses = [m for m in manifests(run) if m["kind"] == "Ingress"]
     assert {i["metadata"]["name"] for i in ingresses} == {"model-service", "grafana"}
     for ingress in ingresses:
         assert _load_balancer_attributes(ingress)["deletion_protection.enabled"] == protected
         assert _load_balancer_attributes(ingress)["routing.http.drop_invalid_header_fields.enabled"] == "true"
+
+
+def test_a_rolling_eks_stack_updates_in_place_without_traffic_routing(run_stack: RunStack) -> None:
+    config = stack_config("prod")
+    config["mlstack:release"] = {"strategy": "rolling", "replicas": 3, "maxReplicas": 6}
+    run = run_stack("prod", config)
+    assert rollout(run)["spec"]["strategy"] == {"canary": {"maxSurge": 1, "maxUnavailable": 0}}
+    backend = one(run, "Ingress", "model-service")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "model-service", "port": {"number": 80}}
+    assert [
+        m["metadata"]["name"]
+        for m in manifests(run)
+        if m["kind"] == "Service" and m["metadata"]["namespace"] == "mlstack"
+    ] == ["model-service"]
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [
+        (
+            {"canary": {"steps": [{"weight": 25}, {"weight": 25}]}},
+            "mlstack:release.canary.steps[1].weight: 25 is not above the previous step's 25",
+        ),
+        ({"canary": {"steps": []}}, "mlstack:release.canary.steps: [] is not allowed"),
+        ({"canary": {"steps": [{"weight": 0}]}}, "mlstack:release.canary.steps[0].weight: 0 is not allowed"),
+        (
+            {"canary": {"steps": [{"weight": 5, "pause": "5 minutes"}]}},
+            "mlstack:release.canary.steps[0].pause: '5 minutes' is not allowed",
+        ),
+        ({"canary": None}, "mlstack:release.canary: strategy 'canary' needs canary.steps"),
+        (
+            {"analysis": {"count": 3, "failureLimit": 3}},
+            "mlstack:release.analysis.failureLimit: 3 would let every one of the 3 measurements fail",
+        ),
+    ],
+)
+def test_bad_release_settings_name_the_key(run_stack: RunStack, release: dict[str, Any], expected: str) -> None:
+    config = stack_config("prod")
+    settings = {**config["mlstack:release"], **release}
+    config["mlstack:release"] = {key: value for key, value in settings.items() if value is not None}
+    with pytest.raises(Exception, match=re.escape(expected)):
+        run_stack("prod", config)

@@ -10,17 +10,18 @@ from typing import Any
 import pytest
 
 from infra.policy.rules import (
+    AUTOSCALER,
     AWS_PROVIDER,
     BUCKET,
     BUCKET_ENCRYPTION,
     CLUSTER,
-    DEPLOYMENT,
     INGRESS,
     INGRESS_RULE,
     LAUNCH_TEMPLATE,
     LOAD_BALANCER,
     NAT_GATEWAY,
     REPOSITORY,
+    ROLLOUT,
     RULES,
     SECURITY_GROUP,
     SUBNET,
@@ -95,12 +96,13 @@ def _network(zones: int, gateways: int) -> list[Resource]:
     return [_resource(VPC, "vpc", {}), *subnets, *nats]
 
 
-def _deployment(replicas: int, track: str = "stable") -> list[Resource]:
-    labels = {"app.kubernetes.io/name": "model-service", "mlstack.io/track": track}
+def _autoscaled_rollout(min_replicas: int) -> list[Resource]:
+    labels = {"app.kubernetes.io/name": "model-service"}
     return [
+        _resource(ROLLOUT, "model-service-rollout", {"metadata": {"labels": labels}, "spec": {}}),
         _resource(
-            DEPLOYMENT, f"model-service-{track}", {"metadata": {"labels": labels}, "spec": {"replicas": replicas}}
-        )
+            AUTOSCALER, "model-service-hpa", {"metadata": {"labels": labels}, "spec": {"minReplicas": min_replicas}}
+        ),
     ]
 
 
@@ -122,7 +124,7 @@ CASES: dict[str, tuple[str, Callable[[], list[Resource]], Callable[[], list[Reso
     "ecr-scan-on-push": ("dev", lambda: _repository(kms=True, scan=False), lambda: _repository(kms=True, scan=True)),
     "protect-stateful": ("prod", lambda: _cluster(secrets=True, protect=False), lambda: _cluster(secrets=True)),
     "nat-per-az": ("prod", lambda: _network(zones=3, gateways=1), lambda: _network(zones=3, gateways=3)),
-    "min-service-replicas": ("prod", lambda: _deployment(1), lambda: [*_deployment(3), *_deployment(1, "canary")]),
+    "min-service-replicas": ("prod", lambda: _autoscaled_rollout(1), lambda: _autoscaled_rollout(3)),
     "deletion-protection": (
         "prod",
         lambda: [*_alb_ingress("routing.http.drop_invalid_header_fields.enabled=true"),
