@@ -61,6 +61,7 @@ if env.config.compute.mode == "ec2":
         registry=registry,
         bucket=bucket,
         keys=keys,
+        model_package=list(bundled_model.objects),
         opts=with_aws,
     )
     pulumi.export("serviceUrl", host.service_url)

@@ -162,6 +162,7 @@ class Ec2Host(pulumi.ComponentResource):
         registry: ContainerRegistry,
         bucket: ModelBucket,
         keys: EncryptionKeys,
+        model_package: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:compute:Ec2Host", name, None, opts)
@@ -218,7 +219,9 @@ class Ec2Host(pulumi.ComponentResource):
                 ),
             ),
             tags=[aws.autoscaling.GroupTagArgs(key="Name", value=f"{env.prefix}-host", propagate_at_launch=True)],
-            opts=self._child,
+            # The host copies the model from the bucket as it boots: the package must be published first (a
+            # component's depends_on does not reach its children, so the group names it itself).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=model_package),
         )
         self.auto_scaling_group_name = group.name
         # Grafana listens on the host's loopback only; SSM port forwarding reaches it without opening a port.

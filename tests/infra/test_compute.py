@@ -516,3 +516,14 @@ def test_switching_a_dev_stack_to_eks_needs_only_config(run_stack: RunStack) -> 
     # dev's default GPU pool is off: no GPU node group and no device plugin.
     assert [g.inputs["amiType"] for g in run.of_type(NODE_GROUP)] == ["AL2023_x86_64_STANDARD"]
     assert not [r for r in run.of_type(HELM_RELEASE) if r.inputs["name"] == "nvidia-device-plugin"]
+
+
+def test_dev_host_boots_only_after_the_bundled_model_is_published(committed_runs: dict[str, StackRun]) -> None:
+    """The host copies the model from the bucket as it boots; a host that came first would find nothing."""
+    run = committed_runs["dev"]
+    group = _one(run, "aws:autoscaling/group:Group")
+    metadata = [
+        r for r in run.of_type("aws:s3/bucketObjectv2:BucketObjectv2") if r.inputs["key"].endswith("/metadata.json")
+    ]
+    assert len(metadata) == 1, "the dev stack serves the bundled model, so it publishes it"
+    assert metadata[0].urn in group.dependencies
