@@ -200,6 +200,27 @@ def test_no_deploy_targets_by_hand_or_writes_a_stack_file() -> None:
     assert not any(step.get("uses", "").startswith("actions/download-artifact@") for step in apply["steps"])
 
 
+def test_the_dev_hosts_first_deploy_needs_no_target_and_eks_applies_after_its_images() -> None:
+    apply = _load("deploy-stack.yml")["jobs"]["apply"]
+    names = [step.get("name", step.get("uses", "")) for step in apply["steps"]]
+    on_ec2 = "steps.settings.outputs.compute_mode == 'ec2'"
+    on_eks = "steps.settings.outputs.compute_mode == 'eks'"
+    targeted = _step(apply, "Create the image repository on the first deploy (its dependency closure only)")
+    assert targeted["if"] == on_eks
+    host_first = _step(apply, "Apply the dev host before its images")
+    assert host_first["if"] == on_ec2
+    assert "--target" not in host_first["run"]
+    assert "pulumi up" in host_first["run"]
+    assert _step(apply, "Apply")["if"] == on_eks
+    # Each stack is applied exactly once: dev before its images are built, EKS stacks after.
+    assert names.index("Apply the dev host before its images") < names.index(
+        "Log in to the stack's registry; find what this commit still has to push"
+    )
+    assert names.index("Build and push the GPU image") < names.index("Apply")
+    ups = [step for step in apply["steps"] if "pulumi up" in step.get("run", "")]
+    assert sorted(step["if"] for step in ups) == sorted([on_eks, on_ec2, on_eks])
+
+
 def test_images_are_built_once_per_commit_into_each_stacks_registry_with_a_layer_cache() -> None:
     apply = _load("deploy-stack.yml")["jobs"]["apply"]
     builds = _uses(apply, "docker/build-push-action")

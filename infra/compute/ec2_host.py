@@ -195,6 +195,9 @@ class Ec2Host(pulumi.ComponentResource):
             target_group_arns=[target_group.arn],
             # Healthy means healthy in the target group (the ready route), not only a running instance.
             health_check_type="ELB",
+            # `pulumi up` does not wait for the host: on the first deploy the image is pushed after the registry
+            # exists, so the host waits for it (heartbeats to its launch hook), and the pipeline waits for the host.
+            wait_for_capacity_timeout="0",
             health_check_grace_period=INSTANCE_WARMUP_SECONDS,
             default_instance_warmup=INSTANCE_WARMUP_SECONDS,
             initial_lifecycle_hooks=[
@@ -267,7 +270,7 @@ class Ec2Host(pulumi.ComponentResource):
                     {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingInstances"], "Resource": "*"},
                     {
                         "Effect": "Allow",
-                        "Action": ["autoscaling:CompleteLifecycleAction"],
+                        "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
                         "Resource": account.account_id.apply(
                             lambda account_id: (
                                 f"arn:aws:autoscaling:{self._env.region}:{account_id}:"

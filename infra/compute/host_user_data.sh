@@ -60,6 +60,16 @@ complete_launch() {
     --lifecycle-hook-name "$HOOK_NAME" --instance-id "$id" --lifecycle-action-result "$1"
 }
 
+# keep_launch_waiting: a heartbeat to the launch hook, so a host still waiting for its image is not abandoned.
+keep_launch_waiting() {
+  local id group
+  id=$(instance_id)
+  group=$(aws autoscaling describe-auto-scaling-instances --region "$REGION" --instance-ids "$id" \
+    --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text)
+  retry 5 aws autoscaling record-lifecycle-action-heartbeat --region "$REGION" --auto-scaling-group-name "$group" \
+    --lifecycle-hook-name "$HOOK_NAME" --instance-id "$id"
+}
+
 service_ready() {
   curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$SERVICE_PORT/v2/health/ready"
 }
@@ -121,13 +131,18 @@ UNIT
 systemctl daemon-reload
 systemctl enable --now mlstack.service
 
-# 120 tries, 5 s apart: the image pull and the model's warm-up get ten minutes, inside the hook's heartbeat.
+# Up to 45 minutes, 5 s apart, with a heartbeat to the launch hook every 5 minutes: on a stack's first deploy the
+# pipeline pushes this commit's image only after `pulumi up` has created the registry (and this host), so the host
+# may wait for its image before the pull and the model's warm-up. systemd retries compose until the image is there.
 retry_ready=0
 until service_ready; do
   retry_ready=$((retry_ready + 1))
-  if ((retry_ready >= 120)); then
+  if ((retry_ready >= 540)); then
     echo "mlstack-boot: the service did not turn ready on port $SERVICE_PORT" >&2
     false
+  fi
+  if ((retry_ready % 60 == 0)); then
+    keep_launch_waiting
   fi
   sleep 5
 done

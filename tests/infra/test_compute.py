@@ -193,9 +193,19 @@ def test_dev_host_is_replaced_new_host_first_and_only_once_it_serves(committed_r
     script = _user_data(run)
     assert f"readonly HOOK_NAME='{hook['name']}'" in script
     assert script.rstrip().endswith("complete_launch CONTINUE")
-    ready_wait = re.search(r"if \(\(retry_ready >= (\d+)\)\).*?sleep (\d+)", script, re.DOTALL)
+    # The host may wait for its image (first deploy: pushed after `pulumi up`) far longer than one heartbeat, so it
+    # sends heartbeats more often than the hook's timeout, and `pulumi up` does not wait for it.
+    ready_wait = re.search(
+        r"if \(\(retry_ready >= (\d+)\)\).*?"
+        r"if \(\(retry_ready % (\d+) == 0\)\); then\s+keep_launch_waiting.*?sleep (\d+)",
+        script,
+        re.DOTALL,
+    )
     assert ready_wait
-    assert int(ready_wait.group(1)) * int(ready_wait.group(2)) < hook["heartbeatTimeout"] == READY_HOOK_TIMEOUT_SECONDS
+    tries, heartbeat_every, pause = (int(value) for value in ready_wait.groups())
+    assert heartbeat_every * pause < hook["heartbeatTimeout"] == READY_HOOK_TIMEOUT_SECONDS < tries * pause
+    assert "record-lifecycle-action-heartbeat" in script
+    assert group.inputs["waitForCapacityTimeout"] == "0"
 
 
 def test_the_preview_shows_the_refresh_keeping_a_healthy_host(committed_runs: dict[str, StackRun]) -> None:
@@ -211,7 +221,9 @@ def test_host_role_may_complete_the_launch_hook_of_its_own_group_only(committed_
     run = committed_runs["dev"]
     group = _one(run, ASG)
     statements = [s for s in _statements(run) if "autoscaling:CompleteLifecycleAction" in s["Action"]]
-    assert [s["Action"] for s in statements] == [["autoscaling:CompleteLifecycleAction"]]
+    assert [s["Action"] for s in statements] == [
+        ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"]
+    ]
     prefix = group.inputs["namePrefix"]
     assert prefix == "mlstack-dev-host-"
     assert re.fullmatch(

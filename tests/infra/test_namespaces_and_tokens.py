@@ -108,7 +108,7 @@ def test_the_model_service_batch_and_relay_pods_are_among_those_checked(
     committed_runs: dict[str, StackRun], relay_run: StackRun
 ) -> None:
     checked = {name for name, spec in _pod_specs(relay_run) if spec.get("automountServiceAccountToken") is False}
-    assert {"model-service-blue", "batch-cronjob", "retrain-relay-deployment"} <= checked
+    assert {"model-service-rollout", "batch-cronjob", "retrain-relay-deployment"} <= checked
     (account,) = [
         r for r in relay_run.of_type("kubernetes:core/v1:ServiceAccount") if r.name == "retrain-relay-service-account"
     ]
