@@ -42,13 +42,13 @@ def _admitted_ports(rules: list[dict[str, Any]], peer: dict[str, Any]) -> set[in
 
 
 def _service_pods(run: StackRun) -> tuple[dict[str, str], int]:
-    """Labels and container port of the first model-service pod template."""
-    (deployment, *_) = [
+    """Labels and container port of the model service's pod template (its Argo Rollout)."""
+    (rollout,) = [
         r
-        for r in run.of_type("kubernetes:apps/v1:Deployment")
-        if r.inputs["metadata"]["namespace"] == "mlstack" and "containers" in str(r.inputs["spec"])
+        for r in run.of_type("kubernetes:argoproj.io/v1alpha1:Rollout")
+        if r.inputs["metadata"]["namespace"] == "mlstack"
     ]
-    template = deployment.inputs["spec"]["template"]
+    template = rollout.inputs["spec"]["template"]
     (container,) = template["spec"]["containers"]
     return template["metadata"]["labels"], container["ports"][0]["containerPort"]
 
