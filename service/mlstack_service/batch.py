@@ -17,7 +17,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -113,7 +113,7 @@ class InvalidCsvRows:
         self.lines = lines
         self.pending: list[Reject] = []
 
-    def __call__(self, row: pa_csv.InvalidRow) -> str:
+    def __call__(self, row: pa_csv.InvalidRow) -> Literal["skip", "error"]:
         number = row.number
         if number is not None:
             self.lines.skipped.append(number)
@@ -225,11 +225,11 @@ def feature_matrix(
     valid = np.array([reason is None for reason in reasons], dtype=bool)
     if not valid.all():
         wanted = [id_column, *features]
-        for row in np.flatnonzero(~valid).tolist():
-            values = [batch.column(name)[row].as_py() for name in wanted]
-            content = ",".join("" if value is None else str(value) for value in values)
-            row_id = "" if values[0] is None else str(values[0])
-            rejects.append(Reject(row_id, lines.of(row), reasons[row] or "invalid", bounded(content)))
+        for bad_row in np.flatnonzero(~valid).tolist():
+            cells = [batch.column(name)[bad_row].as_py() for name in wanted]
+            content = ",".join("" if cell is None else str(cell) for cell in cells)
+            row_id = "" if cells[0] is None else str(cells[0])
+            rejects.append(Reject(row_id, lines.of(bad_row), reasons[bad_row] or "invalid", bounded(content)))
     return matrix, valid
 
 
@@ -294,9 +294,13 @@ def score(
     summary = Summary()
     writer: BatchWriter | None = None
     reject_writer: BatchWriter | None = None
-    reject_schema = pa.schema(
-        [(id_column, pa.string()), ("line", pa.int64()), ("reason", pa.string()), ("content", pa.string())]
-    )
+    reject_columns: list[tuple[str, pa.DataType]] = [
+        (id_column, pa.string()),
+        ("line", pa.int64()),
+        ("reason", pa.string()),
+        ("content", pa.string()),
+    ]
+    reject_schema = pa.schema(reject_columns)
 
     def write_rejects(rejects: list[Reject]) -> None:
         nonlocal reject_writer
