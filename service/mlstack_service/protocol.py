@@ -18,7 +18,6 @@ from mlstack_service.runtime import Prediction
 
 ACCEPTED_DATATYPES = ("FP32", "FP64")
 NON_FINITE_TOKENS = (b"NaN", b"Infinity")
-BOOLEAN_TOKENS = (b"true", b"false")
 NUMERIC_KINDS = "fiu"
 
 
@@ -51,7 +50,7 @@ def parse_infer_request(body: bytes, metadata: ModelMetadata, max_rows: int) -> 
     outputs = document.get("outputs")
     _check_outputs(outputs, metadata)
     # Scanning for booleans is Python-speed: done only when the body spells one somewhere.
-    may_hold_booleans = any(token in body for token in BOOLEAN_TOKENS)
+    may_hold_booleans = b"true" in body or b"false" in body
     rows = _tensor_rows(tensor, metadata, max_rows, may_hold_booleans)
     return InferRequest(rows=rows, request_id=request_id, outputs=outputs)
 
