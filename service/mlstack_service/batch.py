@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -107,22 +107,28 @@ class LineNumbers:
 
 
 class InvalidCsvRows:
-    """pyarrow's invalid-row handler: a line with the wrong number of fields is skipped and kept as a reject."""
+    """pyarrow's invalid-row handler: a line with the wrong number of fields is skipped and kept as a reject.
+
+    pyarrow reads on past malformed lines until it has a row to return, so a long run of them is handed to
+    `spill` every `SPILL_EVERY` lines rather than held until the next batch.
+    """
+
+    SPILL_EVERY = 4096
 
     def __init__(self, lines: LineNumbers) -> None:
         self.lines = lines
         self.pending: list[Reject] = []
+        self.spill: Callable[[list[Reject]], None] | None = None
 
     def __call__(self, row: pa_csv.InvalidRow) -> Literal["skip", "error"]:
         number = row.number
         if number is not None:
             self.lines.skipped.append(number)
         fields = "field" if row.actual_columns == 1 else "fields"
-        self.pending.append(
-            Reject(
-                "", number, f"{row.actual_columns} {fields}, the header has {row.expected_columns}", bounded(row.text)
-            )
-        )
+        reason = f"{row.actual_columns} {fields}, the header has {row.expected_columns}"
+        self.pending.append(Reject("", number, reason, bounded(row.text)))
+        if self.spill is not None and len(self.pending) >= self.SPILL_EVERY:
+            self.spill(self.drain())
         return "skip"
 
     def drain(self) -> list[Reject]:
@@ -322,6 +328,8 @@ def score(
             )
         )
 
+    if invalid_rows:
+        invalid_rows.spill = write_rejects
     with tqdm(total=total, unit="rows", disable=not progress, file=sys.stderr) as bar:
         try:
             for batch in batches:

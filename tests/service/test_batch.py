@@ -85,6 +85,25 @@ def test_a_line_with_the_wrong_number_of_fields_is_one_reject_and_the_rest_is_sc
     assert rejects.column("reason").to_pylist()[1] == "113 fields, the header has 13"
 
 
+def test_a_long_run_of_malformed_lines_is_rejected_line_by_line_and_later_lines_keep_their_numbers(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "applications.csv"
+    pa_csv.write_csv(_table(3, seed=4), source)
+    header, *rows = source.read_text().splitlines()
+    rows[1] = rows[1].replace(rows[1].split(",")[2], "abc", 1)  # id 1
+    source.write_text("\n".join([header, *["1,2"] * 5_000, *rows]) + "\n")  # more than one spill of 4096
+
+    result = _run("--input", str(source), "--output", str(tmp_path / "scores.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "scored 2 rows" in result.stderr
+    assert "rejected 5001" in result.stderr
+    rejects = pa_csv.read_csv(tmp_path / "scores.csv.rejects.csv")
+    assert sorted(rejects.column("line").to_pylist()) == [*range(2, 5_002), 5_003]
+    (bad_value,) = [row for row in rejects.to_pylist() if row["line"] == 5_003]
+    assert bad_value["reason"] == "annual_income: 'abc' is not a number"
+
+
 def test_a_run_that_scores_nothing_fails_and_writes_no_output(tmp_path: Path) -> None:
     source = tmp_path / "broken.csv"
     source.write_text("id," + ",".join(FEATURE_NAMES) + "\n1,2,3\n2,x,y\n")
