@@ -413,12 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     unscored: list[str] = []
     try:
-        pairs = expand_inputs(args.input, args.output)
         if args.rejects and args.input.endswith("/"):
             raise BatchError(
                 f"--rejects {args.rejects}: names one file, but {args.input} is a prefix; "
                 "leave it out and each output gets <output>.rejects.csv"
             )
+        pairs = expand_inputs(args.input, args.output)
         for input_uri, output_uri in pairs:  # before the model loads: a typo costs nothing
             output_format(output_uri, input_format(input_uri, args.input_format))
         with tempfile.TemporaryDirectory(prefix="mlstack-model-") as cache:

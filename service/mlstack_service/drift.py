@@ -309,7 +309,11 @@ class FeedbackTracker:
         if pending is None:
             raise UnknownPredictionError(f"prediction id {prediction_id!r} is unknown or expired")
         slot, scores = pending
-        if not isinstance(labels, list) or len(labels) != len(scores) or not all(label in (0, 1) for label in labels):
+        if (
+            not isinstance(labels, list)
+            or len(labels) != len(scores)
+            or not all(type(label) is int and label in (0, 1) for label in labels)  # true is not a class index
+        ):
             raise BadRequestError(f"'labels' must be a list of {len(scores)} class indices (0 or 1), one per row")
         truth = np.asarray(labels, dtype=np.int64)
         predicted = (scores >= 0.5).astype(np.int64)

@@ -261,6 +261,17 @@ def test_a_prefix_scores_every_file_under_it_into_the_output_prefix(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     written = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="nightly", Prefix="batch/output/")["Contents"])
     assert written == ["batch/output/monday.parquet", "batch/output/tuesday.parquet"]
+    one_rejects_file = _run(
+        "--input",
+        "s3://nightly/batch/input/",
+        "--output",
+        "s3://nightly/batch/output/",
+        "--rejects",
+        "r.csv",
+        env=moto_s3.env,
+    )
+    assert one_rejects_file.returncode == 2
+    assert "--rejects r.csv: names one file, but s3://nightly/batch/input/ is a prefix" in one_rejects_file.stderr
     refused = _run("--input", "s3://nightly/batch/input/", "--output", "s3://nightly/one-file.csv", env=moto_s3.env)
     assert refused.returncode == 2
     assert "the output must be a prefix too" in refused.stderr

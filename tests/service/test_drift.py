@@ -168,6 +168,20 @@ def test_feedback_with_the_wrong_number_of_labels_is_a_400(drift_server: ServerP
     assert "a list of 3 class indices" in response.json()["error"]
 
 
+def test_feedback_labels_must_be_class_indices_not_booleans(drift_server: ServerProcess) -> None:
+    rows, _ = generate_applications(2, seed=2)
+    prediction_id = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows)).json()["id"]
+    response = drift_server.client.post(
+        "/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [True, 0]}
+    )
+    assert response.status_code == 400
+    assert "a list of 2 class indices (0 or 1)" in response.json()["error"]
+    accepted = drift_server.client.post(
+        "/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [1, 0]}
+    )
+    assert accepted.json()["recorded"] is True
+
+
 def test_drift_state_is_bounded_by_the_window_after_200000_requests() -> None:
     package = load_package(str(EXAMPLE_PACKAGE), EXAMPLE_PACKAGE)
     monitor = DriftMonitor(package.profile, FEATURE_NAMES, ["rejected", "approved"], window=1_000)
