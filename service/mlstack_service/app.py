@@ -24,6 +24,7 @@ import orjson
 from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker
 from mlstack_service.errors import (
     BadRequestError,
+    ConflictError,
     InferenceError,
     MethodNotAllowedError,
     ModelNotFoundError,
@@ -82,7 +83,12 @@ class InferenceApp:
         self._drift_task: asyncio.Task[None] | None = None
         if settings.drift_enabled:
             monitor = DriftMonitor(
-                model.package.profile, self.metadata.feature_names, self._class_names, settings.drift_window
+                model.package.profile,
+                self.metadata.feature_names,
+                self._class_names,
+                settings.drift_window,
+                min_samples=settings.drift_min_samples,
+                ranges=[(feature.min, feature.max) for feature in self.metadata.features],
             )
             feedback = FeedbackTracker(
                 settings.feedback_max_pending,
@@ -335,6 +341,16 @@ class InferenceApp:
                 body=body[:PAYLOAD_LOG_BYTES].decode(errors="replace"),
             )
         request = parse_infer_request(body, self.metadata, self.settings.max_rows)
+        response_id = request.request_id or request_id
+        # The server's own ids carry their sequence number, which spares the tracker a dict entry.
+        sequence = None if request.request_id else scope.get(SEQUENCE_KEY)
+        if self.drift is not None and sequence is None and self.drift.awaits_label(response_id):
+            # Feedback is keyed by this id: a second prediction under it would silently take the first one's place.
+            source = "'id'" if request.request_id else "X-Request-ID"
+            raise ConflictError(
+                f"{source} {response_id!r} already names a prediction awaiting feedback; "
+                "send a new id per request, or none and use the id the server answers"
+            )
         rows = len(request.rows)
         started = time.perf_counter()
         if rows <= self.settings.inline_rows:
@@ -347,10 +363,7 @@ class InferenceApp:
         self.metrics.observe_inference(
             time.perf_counter() - started, rows, dict(zip(self._class_names, counts.tolist(), strict=False))
         )
-        response_id = request.request_id or request_id
         if self.drift is not None:
-            # The server's own ids carry their sequence number, which spares the tracker a dict entry.
-            sequence = None if request.request_id else scope.get(SEQUENCE_KEY)
             self.drift.observe(request.rows, prediction.probabilities, response_id, sequence)
         body = encode_infer_response(prediction, self.metadata, response_id, request.outputs)
         return Response(200, body, rows=rows)

@@ -74,16 +74,34 @@ class DriftState:
     prediction_psi: float
     class_share: dict[str, float]
     window_fill: float
+    rows: int = 0  # rows in the window when these statistics were computed
+    out_of_range_share: dict[str, float] | None = None  # per feature: share of the window outside its declared range
 
 
 class DriftMonitor:
-    """Compares a sliding window of live requests with the model package's reference profile."""
+    """Compares a sliding window of live requests with the model package's reference profile.
+
+    Statistics over a handful of rows are noise (a dozen rows give a PSI of 6 or 7), so they count only once the
+    window holds `min_samples` rows: `ready` says whether the last refresh had that many. Values outside the
+    ranges the model declares (`ranges`: per feature, (min, max)) are counted per feature, never refused.
+    """
 
     def __init__(
-        self, profile: ReferenceProfile, feature_names: list[str], class_names: list[str], window: int
+        self,
+        profile: ReferenceProfile,
+        feature_names: list[str],
+        class_names: list[str],
+        window: int,
+        *,
+        min_samples: int = 1,
+        ranges: list[tuple[float, float]] | None = None,
     ) -> None:
         self.feature_names = feature_names
         self.class_names = class_names
+        self.min_samples = min_samples
+        bounds = np.asarray(ranges or [(-np.inf, np.inf)] * len(feature_names), dtype=np.float32)
+        self._lower, self._upper = bounds[:, 0], bounds[:, 1]
+        self.out_of_range = np.zeros(len(feature_names), dtype=np.int64)  # rows ever seen outside, per feature
         self._features = RingBuffer(window, len(feature_names))
         self._scores = RingBuffer(window, 0)
         self._edges = [self._open_edges(profile.features[name].bin_edges) for name in feature_names]
@@ -108,9 +126,10 @@ class DriftMonitor:
         return opened
 
     def record(self, rows: NDArray[np.float32], positive_scores: NDArray[np.float32]) -> None:
-        """Rows and their scores (one request's, or a batch's) into the window: two slice copies."""
+        """Rows and their scores (one request's, or a batch's) into the window: two slice copies and a count."""
         self._features.extend(rows)
         self._scores.extend(positive_scores)
+        self.out_of_range += np.count_nonzero((rows < self._lower) | (rows > self._upper), axis=0)
 
     def refresh(self) -> DriftState:
         window = self._features.rows()
@@ -128,14 +147,22 @@ class DriftMonitor:
         scores = self._scores.rows().astype(np.float64)
         score_counts, _ = np.histogram(scores, bins=self._score_edges)
         positive = float(np.mean(scores >= 0.5))
+        outside = np.count_nonzero((window < self._lower) | (window > self._upper), axis=0) / len(window)
         self.state = DriftState(
             psi=psi,
             ks=ks,
             prediction_psi=population_stability_index(self._score_expected, score_counts / len(scores)),
             class_share={self.class_names[0]: 1 - positive, self.class_names[1]: positive},
             window_fill=self._features.filled / self._features.capacity,
+            rows=len(window),
+            out_of_range_share=dict(zip(self.feature_names, outside.tolist(), strict=True)),
         )
         return self.state
+
+    @property
+    def ready(self) -> bool:
+        """Whether the last refresh saw enough rows for its statistics to mean something."""
+        return self.state.rows >= self.min_samples
 
     def size_bytes(self) -> int:
         return int(self._features.data.nbytes + self._scores.data.nbytes)
@@ -217,6 +244,7 @@ class FeedbackTracker:
         self._counts[slots] = counts
         for index in foreign:
             prediction_id, sequence = ids[index], int(sequence_array[index])
+            self._labelled.discard(prediction_id)  # a new prediction under a labelled id takes its own labels
             previous = self._foreign_sequence.get(prediction_id)
             if previous is not None:  # a reused id points at its newest prediction only
                 self._release(previous % self._max_pending)
@@ -262,6 +290,17 @@ class FeedbackTracker:
         positions = np.arange(start, start + count) % capacity
         return slot, self._scores[positions]
 
+    def is_pending(self, prediction_id: str) -> bool:
+        """Whether a prediction under this id still awaits its labels (known, not overwritten, not expired)."""
+        sequence = self._sequence_of(prediction_id)
+        if sequence is None or sequence < 0:
+            return False
+        slot = sequence % self._max_pending
+        if self._slot_sequence[slot] != sequence or self._foreign_ids[slot] not in (None, prediction_id):
+            return False
+        expired = time.monotonic() - self._times[slot] > self._ttl
+        return not expired and int(self._starts[slot]) >= self._rows_written - len(self._scores)
+
     def record(self, prediction_id: str, labels: object) -> bool:
         """True when recorded now, False when this id's labels were already recorded (idempotent)."""
         if prediction_id in self._labelled:
@@ -270,7 +309,11 @@ class FeedbackTracker:
         if pending is None:
             raise UnknownPredictionError(f"prediction id {prediction_id!r} is unknown or expired")
         slot, scores = pending
-        if not isinstance(labels, list) or len(labels) != len(scores) or not all(label in (0, 1) for label in labels):
+        if (
+            not isinstance(labels, list)
+            or len(labels) != len(scores)
+            or not all(type(label) is int and label in (0, 1) for label in labels)  # true is not a class index
+        ):
             raise BadRequestError(f"'labels' must be a list of {len(scores)} class indices (0 or 1), one per row")
         truth = np.asarray(labels, dtype=np.int64)
         predicted = (scores >= 0.5).astype(np.int64)
@@ -325,12 +368,15 @@ class DriftTracking:
         # No more predictions in a batch than the tracker has slots: consecutive ones cannot evict each other.
         self._flush_every = min(flush_every, feedback.max_pending)
         self._batch: list[tuple[NDArray[np.float32], NDArray[np.float32], str, int | None]] = []
+        self._batched_foreign_ids: set[str] = set()  # caller-chosen ids in the batch, for `awaits_label`
 
     def observe(
         self, rows: NDArray[np.float32], probabilities: NDArray[np.float32], prediction_id: str, sequence: int | None
     ) -> None:
         batch = self._batch
         batch.append((rows, probabilities, prediction_id, sequence))
+        if sequence is None:
+            self._batched_foreign_ids.add(prediction_id)
         if len(batch) >= self._flush_every:
             self.flush()
 
@@ -339,6 +385,7 @@ class DriftTracking:
         if not batch:
             return
         self._batch = []
+        self._batched_foreign_ids.clear()
         rows = np.concatenate([request_rows for request_rows, _, _, _ in batch])
         positives = np.concatenate([probabilities for _, probabilities, _, _ in batch])[:, 1]
         counts = np.fromiter((len(request_rows) for request_rows, *_ in batch), dtype=np.int64, count=len(batch))
@@ -354,6 +401,10 @@ class DriftTracking:
     def refresh(self) -> DriftState:
         self.flush()
         return self.monitor.refresh()
+
+    def awaits_label(self, prediction_id: str) -> bool:
+        """Whether an earlier prediction under this caller-chosen id still awaits its labels (no flush needed)."""
+        return prediction_id in self._batched_foreign_ids or self.feedback.is_pending(prediction_id)
 
     def record_feedback(self, prediction_id: str, labels: object) -> bool:
         self.flush()

@@ -25,6 +25,12 @@ class MethodNotAllowedError(ServiceError):
     status = 405
 
 
+class ConflictError(ServiceError):
+    """The request clashes with the server's state (an id already in use): the message says how to avoid it."""
+
+    status = 409
+
+
 class PayloadTooLargeError(ServiceError):
     status = 413
 

@@ -131,7 +131,19 @@ class ServiceMetrics(Collector):
         if self.drift is None:
             return
         self.drift.flush()  # what the counts below read includes the latest requests
-        state, feedback = self.drift.monitor.state, self.drift.feedback
+        monitor, feedback = self.drift.monitor, self.drift.feedback
+        state = monitor.state
+        out_of_range = CounterMetricFamily(
+            "mlstack_feature_out_of_range",
+            "Rows served with a feature outside the range the model declares (served, not refused), per feature.",
+            labels=("feature", *MODEL_LABELS),
+        )
+        for feature, count in zip(monitor.feature_names, monitor.out_of_range.tolist(), strict=True):
+            out_of_range.add_metric([feature, *model], count)
+        yield out_of_range
+        # Below the minimum sample size the statistics are noise: the families are exported without samples,
+        # so nothing can alert on them (a dozen rows give a PSI of 6 or 7).
+        ready = monitor.ready
         for name, documentation, values in (
             (
                 "mlstack_feature_drift_psi",
@@ -143,9 +155,14 @@ class ServiceMetrics(Collector):
                 "Kolmogorov-Smirnov statistic of each feature: live window vs training.",
                 state.ks,
             ),
+            (
+                "mlstack_feature_out_of_range_share",
+                "Share of the drift window's rows with the feature outside the range the model declares.",
+                state.out_of_range_share or {},
+            ),
         ):
             family = GaugeMetricFamily(name, documentation, labels=("feature", *MODEL_LABELS))
-            for feature, value in values.items():
+            for feature, value in values.items() if ready else ():
                 family.add_metric([feature, *model], value)
             yield family
         share = GaugeMetricFamily(
@@ -153,16 +170,23 @@ class ServiceMetrics(Collector):
             "Share of each class among predictions in the drift window.",
             labels=("class_name", *MODEL_LABELS),
         )
-        for class_name, value in state.class_share.items():
+        for class_name, value in state.class_share.items() if ready else ():
             share.add_metric([class_name, *model], value)
         yield share
+        prediction_psi = GaugeMetricFamily(
+            "mlstack_prediction_drift_psi", "PSI of the predicted score distribution vs training.", labels=MODEL_LABELS
+        )
+        if ready:
+            prediction_psi.add_metric(model, state.prediction_psi)
+        yield prediction_psi
         for name, documentation, value in (
-            (
-                "mlstack_prediction_drift_psi",
-                "PSI of the predicted score distribution vs training.",
-                state.prediction_psi,
-            ),
             ("mlstack_drift_window_fill", "How full the drift window is (0 to 1).", state.window_fill),
+            ("mlstack_drift_window_rows", "Rows in the drift window at the last refresh.", state.rows),
+            (
+                "mlstack_drift_min_samples",
+                "Rows the drift window must hold before drift statistics are exported.",
+                monitor.min_samples,
+            ),
             ("mlstack_drift_psi_threshold", "PSI above which a feature counts as drifted.", self.drift_threshold),
             (
                 "mlstack_rolling_accuracy",

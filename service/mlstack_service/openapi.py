@@ -20,7 +20,11 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
-    id: str | None = Field(None, description="echoed in the response; a server id is used when absent")
+    id: str | None = Field(
+        None,
+        description="echoed in the response and the key for feedback; a server id is used when absent; "
+        "an id still awaiting feedback is refused (409)",
+    )
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput] = Field(min_length=1, max_length=1)
     outputs: list[RequestOutput] | None = None
@@ -75,6 +79,16 @@ class LiveResponse(BaseModel):
     live: bool
 
 
+class FeedbackRequest(BaseModel):
+    id: str = Field(description="the id of the infer response the labels are for")
+    labels: list[Annotated[int, Field(ge=0, le=1)]] = Field(description="the true class index of each row, in order")
+
+
+class FeedbackResponse(BaseModel):
+    id: str
+    recorded: bool = Field(description="false when this id's labels were already recorded (counted once)")
+
+
 class ErrorResponse(BaseModel):
     error: str = Field(description="what went wrong, in words the client can act on")
 
@@ -86,6 +100,8 @@ SCHEMAS = (
     ServerMetadataResponse,
     ReadyResponse,
     LiveResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     ErrorResponse,
 )
 
@@ -107,6 +123,27 @@ def openapi_document(metadata: ModelMetadata, server_version: str) -> dict[str, 
         "in": "path",
         "required": True,
         "schema": {"type": "string", "enum": [metadata.name]},
+    }
+    model_version = {
+        "name": "model_version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [metadata.version]},
+    }
+    infer = {
+        "summary": "Inference: one row per example, columns in the model's feature order",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+        },
+        "responses": {
+            "200": _json("InferenceResponse", "predictions"),
+            "400": error,
+            "404": error,
+            "409": _json("ErrorResponse", "the request's id still awaits feedback for an earlier prediction"),
+            "413": error,
+            "500": _json("ErrorResponse", "the model failed; the message carries an error id"),
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -145,20 +182,22 @@ def openapi_document(metadata: ModelMetadata, server_version: str) -> dict[str, 
                     },
                 }
             },
-            "/v2/models/{model_name}/infer": {
+            "/v2/models/{model_name}/infer": {"post": {**infer, "parameters": [model_name]}},
+            "/v2/models/{model_name}/versions/{model_version}/infer": {
+                "post": {**infer, "parameters": [model_name, model_version]}
+            },
+            "/v2/models/{model_name}/feedback": {
                 "post": {
-                    "summary": "Inference: one row per example, columns in the model's feature order",
+                    "summary": "Ground truth for an earlier inference, for the rolling accuracy and log loss",
                     "parameters": [model_name],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
                     },
                     "responses": {
-                        "200": _json("InferenceResponse", "predictions"),
+                        "200": _json("FeedbackResponse", "recorded, or already recorded"),
                         "400": error,
-                        "404": error,
-                        "413": error,
-                        "500": _json("ErrorResponse", "the model failed; the message carries an error id"),
+                        "404": _json("ErrorResponse", "unknown or expired id, or feedback is off on this server"),
                     },
                 }
             },

@@ -4,6 +4,7 @@ Parsing is the hot path: orjson for JSON, numpy for the tensor, and every check 
 the problem in words the client can act on.
 """
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +33,7 @@ def parse_infer_request(body: bytes, metadata: ModelMetadata, max_rows: int) -> 
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        if any(token in body for token in NON_FINITE_TOKENS):
-            raise BadRequestError("NaN and Infinity are not valid feature values (and not valid JSON)") from None
-        raise BadRequestError(f"malformed JSON: {error}") from None
+        document = _with_non_finite_values(body, error)
     if not isinstance(document, dict):
         raise BadRequestError("the request body must be a JSON object with an 'inputs' list")
     inputs = document.get("inputs")
@@ -50,7 +49,23 @@ def parse_infer_request(body: bytes, metadata: ModelMetadata, max_rows: int) -> 
         raise BadRequestError("'id' must be a string")
     outputs = document.get("outputs")
     _check_outputs(outputs, metadata)
-    return InferRequest(rows=_tensor_rows(tensor, metadata, max_rows), request_id=request_id, outputs=outputs)
+    # Scanning for booleans is Python-speed: done only when the body spells one somewhere.
+    may_hold_booleans = b"true" in body or b"false" in body
+    rows = _tensor_rows(tensor, metadata, max_rows, may_hold_booleans)
+    return InferRequest(rows=rows, request_id=request_id, outputs=outputs)
+
+
+def _with_non_finite_values(body: bytes, error: orjson.JSONDecodeError) -> Any:
+    """A body orjson refused: when NaN or Infinity is why, parse it leniently so the error can name the row.
+
+    The slow parser runs only on bodies that are refused anyway; the finite check then names the row and feature.
+    """
+    if any(token in body for token in NON_FINITE_TOKENS):
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            pass
+    raise BadRequestError(f"malformed JSON: {error}") from None
 
 
 def _check_outputs(requested: Any, metadata: ModelMetadata) -> None:
@@ -64,7 +79,9 @@ def _check_outputs(requested: Any, metadata: ModelMetadata) -> None:
         raise BadRequestError(f"unknown outputs {unknown}; this model produces {list(known)}")
 
 
-def _tensor_rows(tensor: dict[str, Any], metadata: ModelMetadata, max_rows: int) -> NDArray[np.float32]:
+def _tensor_rows(
+    tensor: dict[str, Any], metadata: ModelMetadata, max_rows: int, may_hold_booleans: bool
+) -> NDArray[np.float32]:
     features = len(metadata.features)
     name, shape, datatype, data = (tensor.get(key) for key in ("name", "shape", "datatype", "data"))
     if name is not None and name != metadata.input_name:
@@ -93,7 +110,7 @@ def _tensor_rows(tensor: dict[str, Any], metadata: ModelMetadata, max_rows: int)
         array = np.asarray(data)
     except ValueError:
         raise BadRequestError("'data' rows have different lengths") from None
-    if array.dtype.kind not in NUMERIC_KINDS:
+    if array.dtype.kind not in NUMERIC_KINDS or (may_hold_booleans and _holds_a_boolean(data)):
         raise BadRequestError("'data' must hold only numbers (no strings, booleans or nulls)")
     if array.size != rows * columns:
         raise BadRequestError(f"'data' has {array.size} values but shape {shape} needs {rows * columns}")
@@ -102,11 +119,22 @@ def _tensor_rows(tensor: dict[str, Any], metadata: ModelMetadata, max_rows: int)
     finite = np.isfinite(matrix)
     if not finite.all():
         row, column = (int(index) for index in np.argwhere(~finite)[0])
+        value = float(array.reshape(rows, columns)[row, column])
         raise BadRequestError(
-            f"row {row}, feature {metadata.feature_names[column]!r}: {array.reshape(rows, columns)[row, column]!r} "
-            "is not a finite FP32 number"
+            f"row {row}, feature {metadata.feature_names[column]!r}: {value!r} is not a finite FP32 number"
         )
     return matrix
+
+
+def _holds_a_boolean(data: list[Any]) -> bool:
+    """Whether a boolean hides among numbers, which numpy would read as 1 or 0."""
+    for item in data:
+        if isinstance(item, list):
+            if any(type(value) is bool for value in item):
+                return True
+        elif type(item) is bool:
+            return True
+    return False
 
 
 def encode_infer_response(

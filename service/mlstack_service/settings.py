@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "example_model")
@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     )
     drift_enabled: bool = Field(True, description="track data, prediction and concept drift")
     drift_window: int = Field(10_000, ge=100, le=1_000_000, description="rows in the sliding drift window")
+    drift_min_samples: int = Field(
+        1_000,
+        ge=1,
+        description="rows the drift window must hold before drift statistics are exported (and can alert)",
+    )
     drift_psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
     drift_refresh_seconds: float = Field(10.0, gt=0, description="how often drift statistics are recomputed")
     feedback_max_pending: int = Field(10_000, ge=100, description="predictions kept awaiting a label")
@@ -50,6 +55,14 @@ class Settings(BaseSettings):
         pattern=r"^([0-9a-f]{40}|unknown)$",
         description="the git commit the image was built from (the Dockerfile's MLSTACK_BUILD_COMMIT build argument)",
     )
+
+    @field_validator("drift_min_samples")
+    @classmethod
+    def _min_samples_fit_the_window(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("drift_window")
+        if window is not None and value > window:
+            raise ValueError(f"must be at most MLSTACK_DRIFT_WINDOW ({window}), or drift would never be reported")
+        return value
 
     @field_validator("build_commit", mode="before")
     @classmethod

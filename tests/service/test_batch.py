@@ -45,22 +45,110 @@ def test_csv_scores_every_valid_row_and_rejects_the_rest_with_reasons(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "scored 497 rows" in result.stderr
     assert "rejected 3" in result.stderr
-    assert "row 5: loan_amount: 'abc' is not a number" in result.stderr
-    assert "row 9: credit_score: missing value" in result.stderr
-    assert "row 11: annual_income: inf is not a finite number" in result.stderr
+    assert "line 7 (id 5): loan_amount: 'abc' is not a number" in result.stderr
+    assert "line 11 (id 9): credit_score: missing value" in result.stderr
+    assert "line 13 (id 11): annual_income: inf is not a finite number" in result.stderr
 
     scores = pa_csv.read_csv(tmp_path / "out" / "scores.csv")
     assert scores.column_names == ["id", "predicted_class", "probability_rejected", "probability_approved"]
     assert scores.num_rows == 497
     assert set(scores.column("id").to_pylist()).isdisjoint({5, 9, 11})
-    rejects = pa_csv.read_csv(tmp_path / "out" / "scores.rejects.csv")
+    rejects = pa_csv.read_csv(tmp_path / "out" / "scores.csv.rejects.csv")
     assert rejects.column("id").to_pylist() == [5, 9, 11]
+    assert rejects.column("line").to_pylist() == [7, 11, 13]
+    assert rejects.column("content").to_pylist()[0] == ",".join(lines[6].split(",")[:13])
 
     clean = _table(500, seed=3).filter(pa.array(~np.isin(np.arange(500), [5, 9, 11])))
     matrix = np.column_stack([clean.column(name).to_numpy() for name in FEATURE_NAMES])
     labels, probabilities = predictions_in_process(matrix)
     assert scores.column("predicted_class").to_pylist() == [["rejected", "approved"][label] for label in labels]
     np.testing.assert_allclose(scores.column("probability_approved").to_numpy(), probabilities[:, 1], rtol=1e-6)
+
+
+def test_a_line_with_the_wrong_number_of_fields_is_one_reject_and_the_rest_is_scored(tmp_path: Path) -> None:
+    source = tmp_path / "applications.csv"
+    pa_csv.write_csv(_table(300, seed=4), source)
+    lines = source.read_text().splitlines()
+    short, long = lines[3].rsplit(",", 2)[0], lines[200] + ",7" * 100  # ids 2 and 199: lines 4 and 201
+    lines[3], lines[200] = short, long
+    source.write_text("\n".join(lines) + "\n")
+
+    result = _run("--input", str(source), "--output", str(tmp_path / "scores.parquet"))
+    assert result.returncode == 0, result.stderr
+    assert "scored 298 rows" in result.stderr
+    assert "line 4: 11 fields, the header has 13" in result.stderr
+    scored = pq.read_table(tmp_path / "scores.parquet").column("id").to_pylist()
+    assert scored == [row for row in range(300) if row not in (2, 199)]
+    rejects = pa_csv.read_csv(tmp_path / "scores.parquet.rejects.csv")
+    assert rejects.column("line").to_pylist() == [4, 201]
+    assert rejects.column("content").to_pylist() == [short, long[:199] + "…"]  # bounded
+    assert rejects.column("reason").to_pylist()[1] == "113 fields, the header has 13"
+
+
+def test_a_long_run_of_malformed_lines_is_rejected_line_by_line_and_later_lines_keep_their_numbers(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "applications.csv"
+    pa_csv.write_csv(_table(3, seed=4), source)
+    header, *rows = source.read_text().splitlines()
+    rows[1] = rows[1].replace(rows[1].split(",")[2], "abc", 1)  # id 1
+    source.write_text("\n".join([header, *["1,2"] * 5_000, *rows]) + "\n")  # more than one spill of 4096
+
+    result = _run("--input", str(source), "--output", str(tmp_path / "scores.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "scored 2 rows" in result.stderr
+    assert "rejected 5001" in result.stderr
+    rejects = pa_csv.read_csv(tmp_path / "scores.csv.rejects.csv")
+    assert sorted(rejects.column("line").to_numpy().tolist()) == [*range(2, 5_002), 5_003]
+    (bad_value,) = [row for row in rejects.to_pylist() if row["line"] == 5_003]
+    assert bad_value["reason"] == "annual_income: 'abc' is not a number"
+
+
+def test_a_run_that_scores_nothing_fails_and_writes_no_output(tmp_path: Path) -> None:
+    source = tmp_path / "broken.csv"
+    source.write_text("id," + ",".join(FEATURE_NAMES) + "\n1,2,3\n2,x,y\n")
+    result = _run("--input", str(source), "--output", str(tmp_path / "scores.csv"))
+    assert result.returncode == 2
+    assert f"scored nothing from {source} (all 2 rows were rejected); {tmp_path / 'scores.csv'} was not written" in (
+        result.stderr
+    )
+    assert result.stderr.strip().endswith(f"error: no row could be scored in {source}")
+    assert not (tmp_path / "scores.csv").exists()
+    assert pa_csv.read_csv(tmp_path / "scores.csv.rejects.csv").num_rows == 2
+
+
+def test_rejects_go_beside_the_output_named_after_it_and_csv_and_parquet_runs_keep_theirs_apart(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "applications.csv"
+    pa_csv.write_csv(_table(20, seed=5), source)
+    lines = source.read_text().splitlines()
+    lines[2] = lines[2].replace(lines[2].split(",")[1], "abc", 1)  # id 1
+    source.write_text("\n".join(lines) + "\n")
+    parquet_source = tmp_path / "applications.parquet"
+    pq.write_table(_table(20, seed=5).slice(10), parquet_source)  # ids 10..19, one of them made bad below
+    bad = pq.read_table(parquet_source).to_pydict()
+    bad["age"][3] = float("nan")  # id 13, the 4th row
+    pq.write_table(pa.table(bad), parquet_source)
+
+    assert "default: <output>.rejects.csv" in " ".join(_run("--help").stdout.split())
+    assert _run("--input", str(source), "--output", str(tmp_path / "out" / "scores.csv")).returncode == 0
+    assert _run("--input", str(parquet_source), "--output", str(tmp_path / "out" / "scores.parquet")).returncode == 0
+    assert pa_csv.read_csv(tmp_path / "out" / "scores.csv.rejects.csv").column("id").to_pylist() == [1]
+    parquet_rejects = pa_csv.read_csv(tmp_path / "out" / "scores.parquet.rejects.csv")
+    assert parquet_rejects.column("id").to_pylist() == [13]
+    assert parquet_rejects.column("line").to_pylist() == [4]
+
+
+def test_an_output_format_it_cannot_write_is_refused_before_scoring(tmp_path: Path) -> None:
+    pa_csv.write_csv(_table(5, seed=6), tmp_path / "applications.csv")
+    result = _run("--input", str(tmp_path / "applications.csv"), "--output", str(tmp_path / "scores.json"))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"error: {tmp_path / 'scores.json'}: cannot write .json files; name the output .csv or .parquet"
+    )
+    assert not (tmp_path / "scores.json").exists()
 
 
 def test_parquet_in_chunks_keeps_ids_aligned(tmp_path: Path) -> None:
@@ -173,6 +261,17 @@ def test_a_prefix_scores_every_file_under_it_into_the_output_prefix(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     written = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="nightly", Prefix="batch/output/")["Contents"])
     assert written == ["batch/output/monday.parquet", "batch/output/tuesday.parquet"]
+    one_rejects_file = _run(
+        "--input",
+        "s3://nightly/batch/input/",
+        "--output",
+        "s3://nightly/batch/output/",
+        "--rejects",
+        "r.csv",
+        env=moto_s3.env,
+    )
+    assert one_rejects_file.returncode == 2
+    assert "--rejects r.csv: names one file, but s3://nightly/batch/input/ is a prefix" in one_rejects_file.stderr
     refused = _run("--input", "s3://nightly/batch/input/", "--output", "s3://nightly/one-file.csv", env=moto_s3.env)
     assert refused.returncode == 2
     assert "the output must be a prefix too" in refused.stderr

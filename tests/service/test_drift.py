@@ -3,16 +3,19 @@
 import math
 import tracemalloc
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
 from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker, RingBuffer, UnknownPredictionError
 from mlstack_service.errors import BadRequestError
 from mlstack_service.package import FeatureProfile, PredictionProfile, ReferenceProfile, load_package
+from mlstack_service.settings import Settings
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
 from tests.service.conftest import ServerProcess, start_server, wait_for
 from tests.service.models import EXAMPLE_PACKAGE
@@ -165,6 +168,20 @@ def test_feedback_with_the_wrong_number_of_labels_is_a_400(drift_server: ServerP
     assert "a list of 3 class indices" in response.json()["error"]
 
 
+def test_feedback_labels_must_be_class_indices_not_booleans(drift_server: ServerProcess) -> None:
+    rows, _ = generate_applications(2, seed=2)
+    prediction_id = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows)).json()["id"]
+    response = drift_server.client.post(
+        "/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [True, 0]}
+    )
+    assert response.status_code == 400
+    assert "a list of 2 class indices (0 or 1)" in response.json()["error"]
+    accepted = drift_server.client.post(
+        "/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [1, 0]}
+    )
+    assert accepted.json()["recorded"] is True
+
+
 def test_drift_state_is_bounded_by_the_window_after_200000_requests() -> None:
     package = load_package(str(EXAMPLE_PACKAGE), EXAMPLE_PACKAGE)
     monitor = DriftMonitor(package.profile, FEATURE_NAMES, ["rejected", "approved"], window=1_000)
@@ -299,3 +316,62 @@ def test_psi_and_ks_of_a_small_window_match_a_computation_by_hand() -> None:
     # Scores: one below 0.5 and three above, against half and half.
     assert state.prediction_psi == pytest.approx((0.25 - 0.5) * math.log(0.5) + (0.75 - 0.5) * math.log(1.5))
     assert state.class_share == {"no": 0.25, "yes": 0.75}
+
+
+def test_drift_is_exported_only_once_the_window_holds_the_minimum_sample(tmp_path: Path) -> None:
+    """A dozen rows give a PSI of 6 or 7: no drift gauge may carry such a value, or the alert would retrain."""
+    server = start_server(tmp_path, drift_window="400", drift_min_samples="300", drift_refresh_seconds="0.1")
+    try:
+        rows, _ = generate_applications(312, seed=8)
+        _send(server, rows[:12])
+        wait_for(lambda: _samples(server, "mlstack_drift_window_rows").get("") == 12, 10, "a refresh of 12 rows")
+        assert _samples(server, "mlstack_drift_min_samples") == {"": 300}
+        for gated in ("mlstack_feature_drift_psi", "mlstack_feature_drift_ks", "mlstack_prediction_drift_psi"):
+            assert _samples(server, gated) == {}, gated
+        assert _samples(server, "mlstack_predicted_class_share") == {}
+        _send(server, rows[12:])
+        wait_for(lambda: _samples(server, "mlstack_drift_window_rows").get("") == 312, 10, "a refresh of 312 rows")
+        psi = _samples(server, "mlstack_feature_drift_psi")
+        assert set(psi) == set(FEATURE_NAMES)
+        assert max(psi.values()) < 1, psi  # training-like rows, enough of them: no phantom drift
+    finally:
+        server.stop()
+
+
+def test_a_minimum_sample_larger_than_the_window_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"must be at most MLSTACK_DRIFT_WINDOW \(500\)"):
+        Settings(drift_window=500, drift_min_samples=600)
+
+
+def test_values_outside_the_declared_ranges_are_served_and_counted_per_feature(drift_server: ServerProcess) -> None:
+    def counted() -> dict[str, float]:
+        return _samples(drift_server, "mlstack_feature_out_of_range_total")
+
+    before = counted()
+    assert set(before) == set(FEATURE_NAMES)
+    rows, _ = generate_applications(5, seed=9)
+    rows[:, FEATURE_NAMES.index("age")] = [12, 17, 30, 90, 40]  # the package declares 18 to 85
+    rows[0, FEATURE_NAMES.index("credit_score")] = 900  # declared 300 to 850
+    response = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows))
+    assert response.status_code == 200, response.text
+    after = counted()
+    assert after["age"] == before["age"] + 3
+    assert after["credit_score"] == before["credit_score"] + 1
+    assert all(after[name] == before[name] for name in FEATURE_NAMES if name not in ("age", "credit_score"))
+
+
+def test_the_window_share_outside_the_declared_ranges_is_computed_per_feature() -> None:
+    profile = ReferenceProfile(
+        rows=4,
+        features={
+            name: FeatureProfile(bin_edges=[0.0, 1.0, 2.0], proportions=[0.5, 0.5]) for name in ("inside", "wide")
+        },
+        predictions=PredictionProfile(
+            class_proportions={"no": 0.5, "yes": 0.5}, score_bin_edges=[0.0, 0.5, 1.0], score_proportions=[0.5, 0.5]
+        ),
+    )
+    monitor = DriftMonitor(profile, ["inside", "wide"], ["no", "yes"], window=4, ranges=[(0, 2), (-10, 10)])
+    live = np.array([[-1, 0], [0.5, 11], [3, 1], [1, 1]], dtype=np.float32)
+    monitor.record(live, np.array([0.1, 0.6, 0.7, 0.8], dtype=np.float32))
+    assert monitor.out_of_range.tolist() == [2, 1]
+    assert monitor.refresh().out_of_range_share == {"inside": 0.5, "wide": 0.25}

@@ -68,6 +68,29 @@ def test_request_ids_are_honoured_or_generated(server: ServerProcess) -> None:
     assert len(set(generated)) == 3
 
 
+def test_a_client_id_still_awaiting_feedback_is_refused_rather_than_replaced(server: ServerProcess) -> None:
+    """Feedback is keyed by the id: a second prediction under a pending one would take the first's labels."""
+    first = _infer(server, infer_body(2, id="order-41"))
+    assert first.status_code == 200
+    again = _infer(server, infer_body(3, id="order-41"))
+    assert again.status_code == 409
+    assert again.json()["error"] == (
+        "'id' 'order-41' already names a prediction awaiting feedback; "
+        "send a new id per request, or none and use the id the server answers"
+    )
+    feedback = server.client.post("/v2/models/loan-approval/feedback", json={"id": "order-41", "labels": [1, 0]})
+    assert feedback.json() == {"id": "order-41", "recorded": True}  # the first prediction's two rows
+    reused = _infer(server, infer_body(1, id="order-41"))  # labelled: the id is free for a new prediction
+    assert reused.status_code == 200
+    relabel = server.client.post("/v2/models/loan-approval/feedback", json={"id": "order-41", "labels": [1]})
+    assert relabel.json() == {"id": "order-41", "recorded": True}
+
+    assert _infer(server, infer_body(1), **{"x-request-id": "trace-77"}).status_code == 200
+    header_again = _infer(server, infer_body(1), **{"x-request-id": "trace-77"})
+    assert header_again.status_code == 409
+    assert header_again.json()["error"].startswith("X-Request-ID 'trace-77' already names a prediction")
+
+
 def _nested(rows: int = 1) -> dict[str, Any]:
     return infer_body(rows)
 
@@ -102,24 +125,29 @@ CLIENT_MISTAKES: list[tuple[str, Any, int, str | None]] = [
     ("strings in data", _with_tensor(data=["1"] * 24), 400, "must hold only numbers"),
     ("nulls in data", _with_tensor(data=[None] * 24), 400, "must hold only numbers"),
     ("booleans in data", _with_tensor(data=[True] * 24), 400, "must hold only numbers"),
+    # numpy reads one `true` among numbers as 1.0: it must be refused like a row of them.
+    ("one boolean among numbers", _with_tensor(data=[1.5] * 23 + [True]), 400, "must hold only numbers"),
+    ("one boolean in a nested row", _with_tensor(data=[[1.5] * 12, [1.5] * 11 + [False]]), 400, "only numbers"),
     ("ragged rows", _with_tensor(data=[[1.0] * 12, [1.0] * 11]), 400, "different lengths"),
     (
         "NaN",
-        b'{"inputs":[{"name":"input","shape":[1,12],"datatype":"FP32","data":[NaN,1,1,1,1,1,1,1,1,1,1,1]}]}',
+        b'{"inputs":[{"name":"input","shape":[2,12],"datatype":"FP32","data":[[1,1,1,1,1,1,1,1,1,1,1,1],'
+        b"[1,1,NaN,1,1,1,1,1,1,1,1,1]]}]}",
         400,
-        "NaN and Infinity are not valid",
+        "row 1, feature 'loan_amount': nan is not a finite FP32 number",
     ),
     (
         "Infinity",
         b'{"inputs":[{"name":"input","shape":[1,12],"datatype":"FP32","data":[1,1,1,1,1,1,1,1,1,1,1,-Infinity]}]}',
         400,
-        "NaN and Infinity are not valid",
+        "row 0, feature 'months_since_last_inquiry': -inf is not a finite FP32 number",
     ),
+    ("NaN in a malformed body", b'{"inputs": [NaN', 400, "malformed JSON"),
     (
         "FP32 overflow",
-        {"inputs": [{"name": "input", "shape": [1, 12], "datatype": "FP32", "data": [1e39] + [1.0] * 11}]},
+        {"inputs": [{"name": "input", "shape": [1, 12], "datatype": "FP32", "data": [1.0] * 11 + [1e40]}]},
         400,
-        "row 0, feature 'age'",
+        "row 0, feature 'months_since_last_inquiry': 1e+40 is not a finite FP32 number",
     ),
     ("id not a string", infer_body(1, id=5), 400, "'id' must be a string"),
     ("unknown output", infer_body(1, outputs=[{"name": "logits"}]), 400, "unknown outputs ['logits']"),
@@ -217,6 +245,15 @@ def test_openapi_document_is_served(server: ServerProcess) -> None:
     document = server.client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.")
     assert "/v2/models/{model_name}/infer" in document["paths"]
+    versioned = document["paths"]["/v2/models/{model_name}/versions/{model_version}/infer"]["post"]
+    assert [parameter["name"] for parameter in versioned["parameters"]] == ["model_name", "model_version"]
+    assert versioned["parameters"][1]["schema"]["enum"] == ["1.0.0"]
+    feedback = document["paths"]["/v2/models/{model_name}/feedback"]["post"]
+    assert feedback["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/FeedbackRequest"
+    }
+    assert {"200", "400", "404"} <= set(feedback["responses"])
+    assert "409" in document["paths"]["/v2/models/{model_name}/infer"]["post"]["responses"]
     assert "InferenceRequest" in document["components"]["schemas"]
 
 
