@@ -37,15 +37,18 @@ def infer_body(rows: int, seed: int = 1, nested: bool = True, **extra: Any) -> d
     return {"inputs": [{"name": "input", "shape": [rows, 12], "datatype": "FP32", "data": data}], **extra}
 
 
-def post_and_close(port: int, path: str, body: bytes, chunked: bool = False) -> bytes:
+def post_and_close(
+    port: int, path: str, body: bytes, chunked: bool = False, headers: dict[str, str] | None = None
+) -> bytes:
     """POST `body` with `Connection: close` over a raw socket, send all of it, then read the whole answer.
 
     A client library may read the answer early or retry; this is what a plain client does, byte for byte.
     """
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Connection: close\r\n{framing}\r\n\r\n"
+        f"Connection: close\r\n{extra}{framing}\r\n\r\n"
     ).encode()
     payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
