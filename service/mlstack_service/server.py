@@ -78,7 +78,7 @@ class DrainingServer(uvicorn.Server):
 def build_app(settings: Settings, logger: logging.Logger) -> InferenceApp:
     """Load, verify and warm up the model; raises PackageError if it cannot be served."""
     started = time.perf_counter()
-    package = load_package(settings.model_uri, Path(settings.model_cache_dir))
+    package = load_package(settings.model_uri, Path(settings.model_cache_dir), settings.model_sha256)
     model = OnnxModel(package, settings)
     model.warm_up()
     log_event(
@@ -88,6 +88,7 @@ def build_app(settings: Settings, logger: logging.Logger) -> InferenceApp:
         model=package.metadata.name,
         version=package.metadata.version,
         sha256=package.metadata.sha256,
+        pinned=settings.model_sha256 is not None,
         uri=settings.model_uri,
         providers=model.providers,
         seconds=round(time.perf_counter() - started, 3),

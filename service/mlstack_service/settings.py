@@ -16,6 +16,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLSTACK_", extra="ignore", frozen=True)
 
     model_uri: str = Field(DEFAULT_MODEL_URI, description="model package: a local folder or an s3:// prefix")
+    model_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the package's pinned sha256 (package.package_sha256); a package that differs is refused",
+    )
     model_cache_dir: Path = Field(Path("/tmp/mlstack-models"), description="where s3:// packages are downloaded")
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
@@ -50,6 +55,11 @@ class Settings(BaseSettings):
         pattern=r"^([0-9a-f]{40}|unknown)$",
         description="the git commit the image was built from (the Dockerfile's MLSTACK_BUILD_COMMIT build argument)",
     )
+
+    @field_validator("model_sha256", mode="before")
+    @classmethod
+    def _empty_pin_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("build_commit", mode="before")
     @classmethod
