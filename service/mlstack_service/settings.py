@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "example_model")
@@ -23,7 +23,25 @@ class Settings(BaseSettings):
     )
     model_cache_dir: Path = Field(Path("/tmp/mlstack-models"), description="where s3:// packages are downloaded")
     host: str = "0.0.0.0"
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(8080, ge=1, le=65535, description="the public port: OIP v2 inference, model and health routes")
+    internal_port: int = Field(
+        9090,
+        ge=1,
+        le=65535,
+        description="the in-cluster port: /metrics, the feedback route and health; never exposed by the load balancer",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="'<client> <sha256 of key>' lines (auth.py); set: infer and model routes need a key (401 without)",
+    )
+    feedback_keys_file: Path | None = Field(
+        None, description="keys for the feedback route; unset: the API keys (when set) are also accepted there"
+    )
+    auth_required: bool = Field(False, description="refuse to start without MLSTACK_API_KEYS_FILE (prod sets it)")
+    rate_limit_per_second: float = Field(
+        0.0, ge=0, description="requests a second per client (its key's name, or its address without keys); 0: off"
+    )
+    rate_limit_burst: int = Field(50, ge=1, description="requests a client may send at once before the rate applies")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda runs the model on the CUDA execution provider")
     cuda_device_id: int = Field(0, ge=0)
     intra_op_threads: int = Field(
@@ -41,6 +59,13 @@ class Settings(BaseSettings):
     drift_enabled: bool = Field(True, description="track data, prediction and concept drift")
     drift_window: int = Field(10_000, ge=100, le=1_000_000, description="rows in the sliding drift window")
     drift_psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
+    drift_source_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="share of the drift window one client may fill per drift_slice_seconds; 1: no limit",
+    )
+    drift_slice_seconds: float = Field(60.0, gt=0, description="the time slice of drift_source_share")
     drift_refresh_seconds: float = Field(10.0, gt=0, description="how often drift statistics are recomputed")
     feedback_max_pending: int = Field(10_000, ge=100, description="predictions kept awaiting a label")
     feedback_max_pending_rows: int = Field(
@@ -56,9 +81,17 @@ class Settings(BaseSettings):
         description="the git commit the image was built from (the Dockerfile's MLSTACK_BUILD_COMMIT build argument)",
     )
 
-    @field_validator("model_sha256", mode="before")
+    @model_validator(mode="after")
+    def _ports_differ_and_keys_are_given_when_required(self) -> "Settings":
+        if self.internal_port == self.port:
+            raise ValueError("MLSTACK_INTERNAL_PORT must differ from MLSTACK_PORT: /metrics and feedback stay internal")
+        if self.auth_required and self.api_keys_file is None:
+            raise ValueError("MLSTACK_AUTH_REQUIRED is true but MLSTACK_API_KEYS_FILE is not set")
+        return self
+
+    @field_validator("model_sha256", "api_keys_file", "feedback_keys_file", mode="before")
     @classmethod
-    def _empty_pin_is_none(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
     @field_validator("build_commit", mode="before")
@@ -69,10 +102,17 @@ class Settings(BaseSettings):
 
 
 def describe_invalid_settings(error: ValidationError, prefix: str, *, show_values: bool) -> str:
-    """One line naming each bad variable (`MLSTACK_PORT='x': ...`); values are left out where one may be a secret."""
+    """One line naming each bad variable (`MLSTACK_PORT='x': ...`); values are left out where one may be a secret.
+
+    A rule across variables (no location) names its variables in its own message.
+    """
     return "; ".join(
-        f"{prefix}{'_'.join(str(part) for part in detail['loc']).upper()}"
-        + (f"={detail['input']!r}" if show_values else "")
-        + f": {detail['msg']}"
+        (
+            f"{prefix}{'_'.join(str(part) for part in detail['loc']).upper()}"
+            + (f"={detail['input']!r}" if show_values else "")
+            + f": {detail['msg']}"
+        )
+        if detail["loc"]
+        else str(detail["msg"]).removeprefix("Value error, ")
         for detail in error.errors()
     )

@@ -48,7 +48,7 @@ def _refusal(server: ServerProcess) -> dict[str, Any]:
 
 
 def _in_flight(server: ServerProcess) -> float:
-    for family in text_string_to_metric_families(server.client.get("/metrics").text):
+    for family in text_string_to_metric_families(server.metrics_text()):
         for sample in family.samples:
             if sample.name == "mlstack_requests_in_flight":
                 return float(sample.value)

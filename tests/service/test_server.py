@@ -165,7 +165,7 @@ def test_body_over_the_limit_gets_413(server: ServerProcess) -> None:
 def test_metrics_count_requests_rows_and_latency_by_model(server: ServerProcess) -> None:
     def sample(name: str, **labels: str) -> float:
         wanted = {"model_name": "loan-approval", "model_version": "1.0.0", **labels}
-        for family in text_string_to_metric_families(server.client.get("/metrics").text):
+        for family in text_string_to_metric_families(server.metrics_text()):
             for metric_sample in family.samples:
                 if metric_sample.name == name and wanted.items() <= metric_sample.labels.items():
                     return float(metric_sample.value)
