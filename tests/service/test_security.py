@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlstack_service.auth import MAX_TRACKED_SOURCES, RateLimiter
+from mlstack_service.drift import SourceSampler
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
 from tests.service.conftest import ServerProcess, infer_body, post_and_close, start_server, wait_for
 
@@ -209,3 +211,25 @@ def test_unauthenticated_callers_cannot_reach_a_guarded_server_through_httpx_def
     """A client library's redirects or retries do not turn a 401 into anything else."""
     with httpx.Client(base_url=guarded.url, follow_redirects=True) as client:
         assert client.post(INFER, json=infer_body(1)).status_code == 401
+
+
+def test_rate_limiter_refills_and_keeps_memory_bounded_by_active_clients() -> None:
+    limiter = RateLimiter(rate=2.0, burst=2)
+    assert [limiter.retry_after("a", 100.0) for _ in range(3)] == [0, 0, 1]
+    assert limiter.retry_after("a", 100.5) == 0, "half a second at 2/s brings a token back"
+    assert limiter.retry_after("b", 100.5) == 0, "clients have their own buckets"
+    for index in range(MAX_TRACKED_SOURCES + 5):  # a crowd of addresses, each seen once, long ago
+        limiter.retry_after(f"10.0.{index}", 0.0)
+    limiter.retry_after("late", 1_000.0)
+    assert len(limiter._buckets) < 10, "buckets that refilled are forgotten"
+
+
+def test_the_sampler_grants_each_source_its_share_per_slice_and_bounds_its_memory() -> None:
+    sampler = SourceSampler(budget=100, slice_seconds=3600, max_sources=3)
+    assert [sampler.admit("a", 60), sampler.admit("a", 60), sampler.admit("a", 1)] == [60, 40, 0]
+    assert sampler.admit("b", 500) == 100
+    assert sampler.admit("c", 10) == 10
+    # Past max_sources, newcomers share one allowance: a crowd of addresses is one source.
+    assert [sampler.admit(f"crowd-{index}", 50) for index in range(4)] == [50, 50, 0, 0]
+    fresh = SourceSampler(budget=100, slice_seconds=0.0)  # every call starts a new slice
+    assert [fresh.admit("a", 100), fresh.admit("a", 100)] == [100, 100]
