@@ -39,9 +39,17 @@ DASHBOARD_LABEL = "grafana_dashboard"
 KUBE_PROMETHEUS_STACK_AWAIT_SECONDS = 900
 
 
-def alertmanager_config(receivers: dict[str, str | None], retrain_webhook_url: str | None = None) -> dict[str, Any]:
+def alertmanager_config(
+    receivers: dict[str, str | None],
+    retrain_webhook_url: str | None = None,
+    retrain_webhook_credentials_file: str | None = None,
+) -> dict[str, Any]:
     """Route every alert to the configured receivers; page-severity alerts to PagerDuty when it is set; alerts
-    labelled `action: retrain` also to the retrain relay, once per model until the relay's cool-down has passed."""
+    labelled `action: retrain` also to the retrain relay, once per model until the relay's cool-down has passed.
+
+    The relay refuses a webhook without its bearer token: Alertmanager reads it from `retrain_webhook_credentials_file`
+    (a mounted Secret's file, e.g. /etc/alertmanager/secrets/<secret>/<key>), so the token never enters this config.
+    """
     slack, pagerduty, webhook = (
         receivers.get(key) for key in ("slackWebhookUrl", "pagerdutyRoutingKey", "alertWebhookUrl")
     )
@@ -60,9 +68,14 @@ def alertmanager_config(receivers: dict[str, str | None], retrain_webhook_url: s
         )
         routes.append({"receiver": "pager", "matchers": ['severity="page"'], "continue": True})
     if retrain_webhook_url:
-        receivers_list.append(
-            {"name": "retrain", "webhook_configs": [{"url": retrain_webhook_url, "send_resolved": False}]}
-        )
+        relay_webhook: dict[str, Any] = {"url": retrain_webhook_url, "send_resolved": False}
+        if retrain_webhook_credentials_file:
+            # Alertmanager v0.34.0 docs/configuration.md, <http_config>: authorization.type (default Bearer) and
+            # credentials_file; the same keys exist in the Debian v0.25.0 the tests run.
+            relay_webhook["http_config"] = {
+                "authorization": {"type": "Bearer", "credentials_file": retrain_webhook_credentials_file}
+            }
+        receivers_list.append({"name": "retrain", "webhook_configs": [relay_webhook]})
         routes.append(
             {
                 "receiver": "retrain",

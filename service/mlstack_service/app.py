@@ -2,13 +2,16 @@
 
 Plain ASGI rather than a framework: the service has seven routes, and the request path is the product
 (make bench compares it with a bare FastAPI endpoint and with MLServer).
+
+Two ports, one app: the public port (MLSTACK_PORT) serves inference, model metadata and health; the internal port
+(MLSTACK_INTERNAL_PORT) serves /metrics, the feedback route and health, and is never exposed by the load balancer.
+Each answers the other's routes with 404. With API keys configured, infer and model metadata need a key, and the
+feedback route needs a feedback key (auth.py); health stays open for the load balancer and the kubelet.
 """
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
 import re
 import sys
 import time
@@ -21,23 +24,26 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker
+from mlstack_service.auth import ApiKeys, RateLimiter, presented_key
+from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker, SourceSampler
 from mlstack_service.errors import (
     BadRequestError,
-    ConflictError,
     InferenceError,
     MethodNotAllowedError,
     ModelNotFoundError,
     ModelNotReadyError,
     PayloadTooLargeError,
+    RateLimitedError,
     RouteNotFoundError,
     ServiceError,
+    UnauthorizedError,
 )
 from mlstack_service.http_body import DISCARD_LIMIT_FACTOR, discard_body
 from mlstack_service.logs import RequestLog, log_event
 from mlstack_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.openapi import openapi_document
+from mlstack_service.prediction_ids import PredictionIds
 from mlstack_service.protocol import encode_infer_response, parse_infer_request
 from mlstack_service.runtime import OnnxModel
 from mlstack_service.settings import Settings
@@ -50,7 +56,11 @@ Send = Callable[[Message], Awaitable[None]]
 JSON = b"application/json"
 SERVER_NAME = "mlstack-service"
 REQUEST_ID_HEADER = b"x-request-id"
+PREDICTION_ID_HEADER = b"x-prediction-id"  # the id feedback refers to: always the server's own, signed
 SEQUENCE_KEY = "mlstack.sequence"  # an ASGI scope extension: the sequence number in a generated request id
+CLIENT_KEY = "mlstack.client"  # the caller's key name (or address): rate limits and the drift window's sampling
+OPEN, API, FEEDBACK = "open", "api", "feedback"  # who may call a route
+HEALTH_PATHS = ("/v2/health/live", "/v2/health/ready")
 REQUEST_ID_PATTERN = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 PAYLOAD_LOG_BYTES = 1024
 MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer|feedback))?$")
@@ -62,6 +72,7 @@ class Response:
     body: bytes
     content_type: bytes = JSON
     rows: int = 0
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class ClientDisconnectedError(Exception):
@@ -71,14 +82,32 @@ class ClientDisconnectedError(Exception):
 class InferenceApp:
     """Serves one model over OIP v2."""
 
-    def __init__(self, model: OnnxModel, settings: Settings, logger: logging.Logger, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        model: OnnxModel,
+        settings: Settings,
+        logger: logging.Logger,
+        metrics: ServiceMetrics,
+        *,
+        api_keys: ApiKeys | None = None,
+        feedback_keys: ApiKeys | None = None,
+    ) -> None:
         self.model = model
         self.metadata = model.metadata
         self.settings = settings
         self.logger = logger
         self.metrics = metrics
         self._class_names = list(self.metadata.class_names)
-        self._request_ids = _RequestIds()
+        self._prediction_ids = PredictionIds()
+        self._request_ids = _RequestIds(self._prediction_ids)
+        self._internal_port = settings.internal_port
+        self._api_keys = api_keys
+        self._feedback_keys = feedback_keys if feedback_keys is not None else api_keys
+        self._rate_limiter = (
+            RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+            if settings.rate_limit_per_second > 0
+            else None
+        )
         self.drift: DriftTracking | None = None
         self._drift_task: asyncio.Task[None] | None = None
         if settings.drift_enabled:
@@ -95,10 +124,17 @@ class InferenceApp:
                 settings.feedback_ttl_seconds,
                 settings.feedback_window,
                 settings.feedback_max_pending_rows,
-                own_prefix=self._request_ids.prefix,
-                sequences=self._request_ids.sequences,
+                own_ids=self._prediction_ids.sequence_of,
+                sequences=self._prediction_ids.sequences,
             )
-            self.drift = DriftTracking(monitor, feedback)
+            sampler = (
+                SourceSampler(
+                    max(1, int(settings.drift_window * settings.drift_source_share)), settings.drift_slice_seconds
+                )
+                if settings.drift_source_share < 1
+                else None
+            )
+            self.drift = DriftTracking(monitor, feedback, sampler=sampler)
             metrics.attach_drift(self.drift, settings.drift_psi_threshold)
         self.ready = False
         self.draining = False
@@ -201,8 +237,12 @@ class InferenceApp:
         route = "unmatched"
         metrics = self.metrics
         metrics.in_flight += 1
+        server = scope.get("server")
+        internal = server is not None and server[1] == self._internal_port
         try:
-            route, handler, arguments = self._route(method, path)
+            route, handler, arguments, access = self._route(method, path, internal)
+            if access != OPEN:
+                await self._admit(scope, receive, access)
             response = await handler(scope, receive, request_id, *arguments)
         except ServiceError as error:
             response = self._error_response(error, request_id, path)
@@ -223,6 +263,7 @@ class InferenceApp:
                     (b"content-type", response.content_type),
                     (b"content-length", str(len(response.body)).encode()),
                     (REQUEST_ID_HEADER, request_id.encode()),
+                    *response.headers,
                 ],
             }
         )
@@ -241,6 +282,7 @@ class InferenceApp:
                     "status": response.status,
                     "duration_ms": round(elapsed * 1000, 3),
                     "rows": response.rows,
+                    "client": scope.get(CLIENT_KEY),
                 }
             )
 
@@ -253,23 +295,57 @@ class InferenceApp:
                 exc_info=cause or error.__cause__ or error,
                 extra={"fields": {"request_id": request_id, "error_id": error.error_id, "path": path}},
             )
-        return Response(error.status, orjson.dumps({"error": str(error)}))
+        return Response(error.status, orjson.dumps({"error": str(error)}), headers=error.headers)
+
+    async def _admit(self, scope: Scope, receive: Receive, access: str) -> None:
+        """Check the caller's key (where keys are configured) and its rate; raises 401 or 429."""
+        keys = self._api_keys if access == API else self._feedback_keys
+        client = None
+        if keys is not None:
+            client = keys.client_for(scope["headers"])
+            if client is None:
+                await self._refuse_body(receive)
+                if presented_key(scope["headers"]) is None:
+                    raise UnauthorizedError(
+                        f"{scope['path']} needs {'an API' if access == API else 'a feedback'} key: "
+                        "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+                    )
+                raise UnauthorizedError(f"the key presented for {scope['path']} is not valid")
+        source = client if client is not None else _client_address(scope)
+        scope[CLIENT_KEY] = source
+        if access == API and self._rate_limiter is not None:
+            retry_after = self._rate_limiter.retry_after(source, time.monotonic())
+            if retry_after:
+                await self._refuse_body(receive)
+                raise RateLimitedError(
+                    f"client {source!r} is over its limit of {self.settings.rate_limit_per_second:g} requests a "
+                    f"second; retry after {retry_after} s",
+                    retry_after,
+                )
+
+    async def _refuse_body(self, receive: Receive) -> None:
+        # Read the refused request's body, so the client gets the answer rather than a connection reset.
+        await discard_body(receive, self.settings.max_body_bytes * DISCARD_LIMIT_FACTOR)
 
     # --- routing ---------------------------------------------------------------------------------
 
-    def _route(self, method: str, path: str) -> tuple[str, Callable[..., Awaitable[Response]], tuple[Any, ...]]:
-        """(route template for metrics, handler, handler arguments); 404/405 for anything else."""
-        if path in self._static:
-            self._allow(method, "GET")
-            return path, self._static_route, (path,)
+    def _route(
+        self, method: str, path: str, internal: bool
+    ) -> tuple[str, Callable[..., Awaitable[Response]], tuple[Any, ...], str]:
+        """(route template for metrics, handler, handler arguments, who may call); 404/405 for anything else."""
         if path == "/v2/health/ready":
             self._allow(method, "GET")
-            return path, self._ready_route, ()
-        if path == "/metrics":
+            return path, self._ready_route, (), OPEN
+        if path in HEALTH_PATHS:
             self._allow(method, "GET")
-            return path, self._metrics_route, ()
+            return path, self._static_route, (path,), OPEN
+        if internal:
+            return self._internal_route(method, path)
+        if path in self._static:
+            self._allow(method, "GET")
+            return path, self._static_route, (path,), OPEN
         match = MODEL_PATH.match(path)
-        if match is None:
+        if match is None or match.group(3) == "feedback":  # /metrics and feedback live on the internal port only
             raise RouteNotFoundError(f"no route {path}; see /openapi.json")
         name, model_version, action = match.groups()
         template = (
@@ -277,13 +353,28 @@ class InferenceApp:
         )
         if action == "infer":
             self._allow(method, "POST")
-            return template, self._infer_route, (name, model_version)
-        if action == "feedback":
-            self._allow(method, "POST")
-            return template, self._feedback_route, (name, model_version)
+            return template, self._infer_route, (name, model_version), API
         self._allow(method, "GET")
-        handler = self._model_ready_route if action == "ready" else self._model_metadata_route
-        return template, handler, (name, model_version)
+        if action == "ready":  # a health route: open, like /v2/health/ready
+            return template, self._model_ready_route, (name, model_version), OPEN
+        return template, self._model_metadata_route, (name, model_version), API
+
+    def _internal_route(
+        self, method: str, path: str
+    ) -> tuple[str, Callable[..., Awaitable[Response]], tuple[Any, ...], str]:
+        if path == "/metrics":
+            # Open on this port: only the monitoring namespace reaches it (the NetworkPolicy), never the internet.
+            self._allow(method, "GET")
+            return path, self._metrics_route, (), OPEN
+        match = MODEL_PATH.match(path)
+        if match is None or match.group(3) != "feedback":
+            raise RouteNotFoundError(
+                f"no route {path} on the internal port; it serves /metrics, /v2/models/{{name}}/feedback and health"
+            )
+        name, model_version, _ = match.groups()
+        template = "/v2/models/{name}" + ("/versions/{version}" if model_version else "") + "/feedback"
+        self._allow(method, "POST")
+        return template, self._feedback_route, (name, model_version), FEEDBACK
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
@@ -341,16 +432,6 @@ class InferenceApp:
                 body=body[:PAYLOAD_LOG_BYTES].decode(errors="replace"),
             )
         request = parse_infer_request(body, self.metadata, self.settings.max_rows)
-        response_id = request.request_id or request_id
-        # The server's own ids carry their sequence number, which spares the tracker a dict entry.
-        sequence = None if request.request_id else scope.get(SEQUENCE_KEY)
-        if self.drift is not None and sequence is None and self.drift.awaits_label(response_id):
-            # Feedback is keyed by this id: a second prediction under it would silently take the first one's place.
-            source = "'id'" if request.request_id else "X-Request-ID"
-            raise ConflictError(
-                f"{source} {response_id!r} already names a prediction awaiting feedback; "
-                "send a new id per request, or none and use the id the server answers"
-            )
         rows = len(request.rows)
         started = time.perf_counter()
         if rows <= self.settings.inline_rows:
@@ -363,15 +444,26 @@ class InferenceApp:
         self.metrics.observe_inference(
             time.perf_counter() - started, rows, dict(zip(self._class_names, counts.tolist(), strict=False))
         )
+        # A caller's id (X-Request-ID or the body's "id") is echoed for tracing, but feedback refers to the server's
+        # own signed id only, so no caller can choose, guess or collide with another's prediction id.
+        response_id = request.request_id or request_id
+        headers: tuple[tuple[bytes, bytes], ...] = ()
         if self.drift is not None:
-            self.drift.observe(request.rows, prediction.probabilities, response_id, sequence)
+            sequence = scope.get(SEQUENCE_KEY)
+            if sequence is None:  # the request id is the caller's
+                prediction_id, sequence = self._prediction_ids.issue()
+            else:
+                prediction_id = request_id
+            source = scope.get(CLIENT_KEY) or _client_address(scope)
+            self.drift.observe(request.rows, prediction.probabilities, prediction_id, sequence, source)
+            headers = ((PREDICTION_ID_HEADER, prediction_id.encode()),)
         body = encode_infer_response(prediction, self.metadata, response_id, request.outputs)
-        return Response(200, body, rows=rows)
+        return Response(200, body, rows=rows, headers=headers)
 
     async def _feedback_route(
         self, scope: Scope, receive: Receive, request_id: str, name: str, model_version: str | None
     ) -> Response:
-        """Ground truth for an earlier inference: {"id": "<the infer response's id>", "labels": [0, 1, ...]}."""
+        """Ground truth for an earlier inference: {"id": "<its X-Prediction-ID>", "labels": [0, 1, ...]}."""
         self._check_model(name, model_version)
         if self.drift is None:
             raise RouteNotFoundError("feedback is off on this server (MLSTACK_DRIFT_ENABLED=false)")
@@ -418,19 +510,22 @@ class InferenceApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-class _RequestIds:
-    """The caller's X-Request-ID when it is a sane token, else this process's prefix and a sequence number."""
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
-    def __init__(self) -> None:
-        # Unique across processes and restarts without paying for a UUID per request.
-        self.prefix = os.urandom(6).hex()
-        self.sequences = itertools.count(1)
+
+class _RequestIds:
+    """The caller's X-Request-ID when it is a sane token, else a fresh signed prediction id."""
+
+    def __init__(self, ids: PredictionIds) -> None:
+        self._ids = ids
 
     def for_request(self, scope: Scope) -> str:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         for name, value in headers:
             if name == REQUEST_ID_HEADER and REQUEST_ID_PATTERN.match(value):
                 return value.decode()
-        sequence = next(self.sequences)
+        request_id, sequence = self._ids.issue()
         scope[SEQUENCE_KEY] = sequence
-        return f"{self.prefix}-{sequence:x}"
+        return request_id

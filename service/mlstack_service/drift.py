@@ -8,7 +8,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,8 +172,9 @@ class FeedbackTracker:
     """Ground truth for served predictions: rolling accuracy and log loss over the last `window` labelled rows.
 
     Every prediction has a sequence number and lives in slot `sequence % max_pending` of preallocated arrays; its
-    scores go into one flat ring. The server's own ids are "<prefix>-<sequence in hex>", so they need no dict entry
-    and no object per prediction (measured: a dict and boxed floats per request cost 8% of requests/s on 64-row
+    scores go into one flat ring. The server's own ids carry their sequence under a MAC (`own_ids` checks the MAC
+    and returns it: prediction_ids.PredictionIds.sequence_of), so they need no dict entry and no object per
+    prediction (measured: a dict and boxed floats per request cost 8% of requests/s on 64-row
     requests); ids chosen by callers get a fresh sequence and a dict entry. Predictions arrive in batches
     (`remember_batch`), written with a few vectorised stores. A prediction is forgotten when its slot is reused,
     when its scores are overwritten in the ring (`max_pending_rows` rows later) or after `ttl_seconds`.
@@ -186,10 +187,10 @@ class FeedbackTracker:
         window: int,
         max_pending_rows: int = 100_000,
         *,
-        own_prefix: str = "",
+        own_ids: Callable[[str], int | None] | None = None,
         sequences: Iterator[int] | None = None,
     ) -> None:
-        self._own_prefix = f"{own_prefix}-"
+        self._own_ids = own_ids
         self._sequences = sequences if sequences is not None else itertools.count(1)
         self._slot_sequence = np.full(max_pending, -1, dtype=np.int64)  # which prediction holds the slot; -1: none
         self._times = np.zeros(max_pending, dtype=np.float64)
@@ -207,7 +208,7 @@ class FeedbackTracker:
         self._log_loss: deque[float] = deque(maxlen=window)
 
     def remember(self, prediction_id: str, positive_scores: NDArray[np.float32], sequence: int | None = None) -> None:
-        """One prediction; `sequence` is given when the id is the server's own "<prefix>-<sequence hex>"."""
+        """One prediction; `sequence` is given when the id is the server's own (issued with that sequence)."""
         counts = np.array([len(positive_scores)], dtype=np.int64)
         self.remember_batch([prediction_id], positive_scores, counts, [sequence])
 
@@ -268,12 +269,7 @@ class FeedbackTracker:
         sequence = self._foreign_sequence.get(prediction_id)
         if sequence is not None:
             return sequence
-        if not prediction_id.startswith(self._own_prefix):
-            return None
-        try:
-            return int(prediction_id[len(self._own_prefix) :], 16)
-        except ValueError:
-            return None
+        return self._own_ids(prediction_id) if self._own_ids is not None else None
 
     def _pending_scores(self, prediction_id: str) -> tuple[int, NDArray[np.float32]] | None:
         """The prediction's slot and scores, or None when it is unknown, overwritten or expired."""
@@ -289,17 +285,6 @@ class FeedbackTracker:
             return None
         positions = np.arange(start, start + count) % capacity
         return slot, self._scores[positions]
-
-    def is_pending(self, prediction_id: str) -> bool:
-        """Whether a prediction under this id still awaits its labels (known, not overwritten, not expired)."""
-        sequence = self._sequence_of(prediction_id)
-        if sequence is None or sequence < 0:
-            return False
-        slot = sequence % self._max_pending
-        if self._slot_sequence[slot] != sequence or self._foreign_ids[slot] not in (None, prediction_id):
-            return False
-        expired = time.monotonic() - self._times[slot] > self._ttl
-        return not expired and int(self._starts[slot]) >= self._rows_written - len(self._scores)
 
     def record(self, prediction_id: str, labels: object) -> bool:
         """True when recorded now, False when this id's labels were already recorded (idempotent)."""
@@ -352,6 +337,39 @@ class FeedbackTracker:
         return len(self._correct)
 
 
+class SourceSampler:
+    """How many of a request's rows its source may still put into the drift window in this time slice.
+
+    Each source (a client's name, or its address where the service has no API keys) may add at most `budget` rows
+    per `slice_seconds`; the rest of a burst is served and can be labelled, but stays out of the window. So one
+    client cannot fill the window alone: with the defaults (5% of the window a minute) a single steady client still
+    fills it in twenty minutes, while a burst moves at most 5% of it. The counts are forgotten each slice, and
+    sources past `max_sources` in one slice share one allowance, so memory stays bounded whoever calls.
+    """
+
+    def __init__(self, budget: int, slice_seconds: float, max_sources: int = 10_000) -> None:
+        self.budget = budget
+        self.slice_seconds = slice_seconds
+        self.max_sources = max_sources
+        self._admitted: dict[str, int] = {}
+        self._slice_ends = -math.inf
+
+    def admit(self, source: str, rows: int) -> int:
+        now = time.monotonic()
+        if now >= self._slice_ends:
+            self._admitted.clear()
+            self._slice_ends = now + self.slice_seconds
+        admitted = self._admitted
+        if source not in admitted and len(admitted) >= self.max_sources:
+            source = "(other sources)"
+        used = admitted.get(source, 0)
+        granted = min(rows, self.budget - used)
+        if granted <= 0:
+            return 0
+        admitted[source] = used + granted
+        return granted
+
+
 class DriftTracking:
     """What the server calls per inference: `observe`, one list append.
 
@@ -362,21 +380,35 @@ class DriftTracking:
     `flush_every` requests' arrays.
     """
 
-    def __init__(self, monitor: DriftMonitor, feedback: FeedbackTracker, flush_every: int = 256) -> None:
+    def __init__(
+        self,
+        monitor: DriftMonitor,
+        feedback: FeedbackTracker,
+        flush_every: int = 256,
+        sampler: SourceSampler | None = None,
+    ) -> None:
         self.monitor = monitor
         self.feedback = feedback
+        self.sampler = sampler
         # No more predictions in a batch than the tracker has slots: consecutive ones cannot evict each other.
         self._flush_every = min(flush_every, feedback.max_pending)
-        self._batch: list[tuple[NDArray[np.float32], NDArray[np.float32], str, int | None]] = []
-        self._batched_foreign_ids: set[str] = set()  # caller-chosen ids in the batch, for `awaits_label`
+        self._batch: list[tuple[NDArray[np.float32], NDArray[np.float32], str, int | None, int]] = []
+        self._sampled = False  # whether some request in the batch keeps rows out of the window
 
     def observe(
-        self, rows: NDArray[np.float32], probabilities: NDArray[np.float32], prediction_id: str, sequence: int | None
+        self,
+        rows: NDArray[np.float32],
+        probabilities: NDArray[np.float32],
+        prediction_id: str,
+        sequence: int | None,
+        source: str = "",
     ) -> None:
+        count = len(rows)
+        admitted = count if self.sampler is None else self.sampler.admit(source, count)
+        if admitted < count:
+            self._sampled = True
         batch = self._batch
-        batch.append((rows, probabilities, prediction_id, sequence))
-        if sequence is None:
-            self._batched_foreign_ids.add(prediction_id)
+        batch.append((rows, probabilities, prediction_id, sequence, admitted))
         if len(batch) >= self._flush_every:
             self.flush()
 
@@ -385,13 +417,20 @@ class DriftTracking:
         if not batch:
             return
         self._batch = []
-        self._batched_foreign_ids.clear()
-        rows = np.concatenate([request_rows for request_rows, _, _, _ in batch])
-        positives = np.concatenate([probabilities for _, probabilities, _, _ in batch])[:, 1]
+        positives = np.concatenate([probabilities for _, probabilities, *_ in batch])[:, 1]
         counts = np.fromiter((len(request_rows) for request_rows, *_ in batch), dtype=np.int64, count=len(batch))
-        self.monitor.record(rows, positives)
+        if self._sampled:  # only the admitted head of each request's rows enters the window
+            self._sampled = False
+            rows = np.concatenate([request_rows[:admitted] for request_rows, *_, admitted in batch])
+            window_positives = np.concatenate([probabilities[:admitted, 1] for _, probabilities, *_, admitted in batch])
+            self.monitor.record(rows, window_positives)
+        else:
+            self.monitor.record(np.concatenate([request_rows for request_rows, *_ in batch]), positives)
         self.feedback.remember_batch(
-            [prediction_id for _, _, prediction_id, _ in batch], positives, counts, [sequence for *_, sequence in batch]
+            [prediction_id for _, _, prediction_id, _, _ in batch],
+            positives,
+            counts,
+            [sequence for _, _, _, sequence, _ in batch],
         )
 
     @property
@@ -401,10 +440,6 @@ class DriftTracking:
     def refresh(self) -> DriftState:
         self.flush()
         return self.monitor.refresh()
-
-    def awaits_label(self, prediction_id: str) -> bool:
-        """Whether an earlier prediction under this caller-chosen id still awaits its labels (no flush needed)."""
-        return prediction_id in self._batched_foreign_ids or self.feedback.is_pending(prediction_id)
 
     def record_feedback(self, prediction_id: str, labels: object) -> bool:
         self.flush()

@@ -5,12 +5,28 @@ import uuid
 
 class ServiceError(Exception):
     status = 500
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class BadRequestError(ServiceError):
     """The client's request is malformed: the message says what to fix."""
 
     status = 400
+
+
+class UnauthorizedError(ServiceError):
+    """No valid credential: the answer says which header to send, never anything about the keys."""
+
+    status = 401
+    headers = ((b"www-authenticate", b'Bearer realm="mlstack"'),)
+
+
+class RateLimitedError(ServiceError):
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = ((b"retry-after", str(retry_after).encode()),)
 
 
 class RouteNotFoundError(ServiceError):
@@ -23,12 +39,6 @@ class ModelNotFoundError(ServiceError):
 
 class MethodNotAllowedError(ServiceError):
     status = 405
-
-
-class ConflictError(ServiceError):
-    """The request clashes with the server's state (an id already in use): the message says how to avoid it."""
-
-    status = 409
 
 
 class PayloadTooLargeError(ServiceError):

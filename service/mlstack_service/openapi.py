@@ -22,8 +22,7 @@ class RequestOutput(BaseModel):
 class InferenceRequest(BaseModel):
     id: str | None = Field(
         None,
-        description="echoed in the response and the key for feedback; a server id is used when absent; "
-        "an id still awaiting feedback is refused (409)",
+        description="echoed in the response for tracing; feedback takes the X-Prediction-ID the response carries",
     )
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput] = Field(min_length=1, max_length=1)
@@ -140,7 +139,6 @@ def openapi_document(metadata: ModelMetadata, server_version: str) -> dict[str, 
             "200": _json("InferenceResponse", "predictions"),
             "400": error,
             "404": error,
-            "409": _json("ErrorResponse", "the request's id still awaits feedback for an earlier prediction"),
             "413": error,
             "500": _json("ErrorResponse", "the model failed; the message carries an error id"),
         },

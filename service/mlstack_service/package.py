@@ -3,6 +3,12 @@
 model.onnx              the model
 metadata.json           name, version, features (names, types, valid ranges), sha256 of model.onnx, training summary
 reference_profile.json  per-feature bins and proportions of the training data, and the training predictions
+
+The package's own digest (`package_sha256`) covers all three files, so the pin a stack sets (MLSTACK_MODEL_SHA256)
+holds the metadata and the reference profile too, not only the model: `metadata.json`'s hash of model.onnx is written
+by whoever wrote the package, so it proves integrity, not origin. It is what this prints, run in the package folder:
+
+    sha256sum model.onnx metadata.json reference_profile.json | sha256sum
 """
 
 import hashlib
@@ -95,8 +101,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_package(uri: str, cache_dir: Path) -> ModelPackage:
-    """Fetch (for s3://) and verify a package; raises PackageError naming what is wrong and where."""
+def package_sha256(root: Path, model_file: str = MODEL_FILE) -> str:
+    """sha256 of the `sha256sum` listing of the model, metadata.json and reference_profile.json, in that order."""
+    listing = "".join(f"{sha256_of(root / name)}  {name}\n" for name in (model_file, METADATA_FILE, PROFILE_FILE))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def load_package(uri: str, cache_dir: Path, expected_sha256: str | None = None) -> ModelPackage:
+    """Fetch (for s3://) and verify a package; raises PackageError naming what is wrong and where.
+
+    With `expected_sha256` (the stack's pin) a package whose `package_sha256` differs is refused before anything
+    in it is trusted.
+    """
     root = fetch_from_s3(uri, cache_dir) if uri.startswith("s3://") else Path(uri)
     if not root.is_dir():
         raise PackageError(f"model package {uri}: no such folder")
@@ -108,6 +124,13 @@ def load_package(uri: str, cache_dir: Path) -> ModelPackage:
     model_path = root / metadata.model_file
     if not model_path.is_file():
         raise PackageError(f"model package {uri}: missing {metadata.model_file}")
+    if expected_sha256 is not None:
+        digest = package_sha256(root, metadata.model_file)
+        if digest != expected_sha256:
+            raise PackageError(
+                f"model package {uri}: its sha256 is {digest}, but MLSTACK_MODEL_SHA256 pins {expected_sha256}; "
+                "refusing a package the stack did not pin"
+            )
     actual = sha256_of(model_path)
     if actual != metadata.sha256:
         raise PackageError(

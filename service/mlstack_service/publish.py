@@ -1,7 +1,8 @@
 """Publishing model packages to S3: s3://bucket/models/<name>/<version>/, one immutable folder per version.
 
-metadata.json is uploaded last, so a reader that finds it finds the whole package; a version that already has one
-is never overwritten.
+metadata.json is uploaded last, so a reader that finds it finds the whole package. Every object is written with a
+conditional PutObject (`If-None-Match: *`): S3 refuses to replace an object that exists, so a version can never be
+overwritten, not even by two publishers racing past the check for an existing metadata.json.
 """
 
 import argparse
@@ -76,11 +77,21 @@ def publish_package(package: ModelPackage, models_uri: str) -> str:
     target = f"{prefix}{package.metadata.version}/"
     uri = f"s3://{bucket}/{target}"
     client = boto3.client("s3")
-    try:
-        for name in (package.metadata.model_file, PROFILE_FILE, METADATA_FILE):
-            client.upload_file(str(package.root / name), bucket, f"{target}{name}")
-    except (ClientError, BotoCoreError) as error:
-        raise PublishError(f"{uri}: upload failed: {error}") from None
+    for name in (package.metadata.model_file, PROFILE_FILE, METADATA_FILE):
+        try:
+            client.put_object(
+                Bucket=bucket, Key=f"{target}{name}", Body=(package.root / name).read_bytes(), IfNoneMatch="*"
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "error")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise PublishError(
+                    f"{uri}{name} already exists; version {package.metadata.version} is already published "
+                    "(or being published); versions are immutable"
+                ) from None
+            raise PublishError(f"{uri}: upload of {name} failed: {code}") from None
+        except BotoCoreError as error:
+            raise PublishError(f"{uri}: upload failed: {error}") from None
     return uri
 
 

@@ -3,12 +3,16 @@
     python -m mlstack_service.retrain_relay
 
 Alertmanager's webhook sends its own JSON and cannot shape the body GitHub's dispatch API wants, so this small
-server sits between them. POST /alerts takes an Alertmanager webhook (version 4); for each model with a firing
-alert it sends one dispatch, then stays quiet about that model for the cool-down, since Alertmanager repeats a
+server sits between them. POST /alerts takes an Alertmanager webhook (version 4) that carries the relay's bearer
+token (Alertmanager's `http_config.authorization.credentials_file`); a request without it gets 401. A firing alert
+sends one dispatch, then the relay stays quiet for the cool-down, whatever the alerts' labels say: the cool-down is
+global, so no label a sender chooses (a made-up model name) can start another retraining. Alertmanager repeats a
 firing alert and a retraining run takes a while. A GitHub failure is answered with a 502, so Alertmanager retries.
 """
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 import urllib.error
@@ -34,9 +38,12 @@ class RelaySettings(BaseSettings):
 
     repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name on GitHub")
     github_token: SecretStr = Field(description="a token allowed to create repository dispatches")
+    webhook_token: SecretStr = Field(
+        min_length=16, description="the bearer token Alertmanager must send (its credentials_file holds the same)"
+    )
     github_api_url: str = Field("https://api.github.com", description="GitHub's REST API (GitHub Enterprise: yours)")
     event_type: str = Field("model-drift", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
-    cooldown_seconds: float = Field(6 * 3600, ge=0, description="quiet time per model after a dispatch")
+    cooldown_seconds: float = Field(6 * 3600, ge=0, description="quiet time after a dispatch, for every model")
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
     log_level: str = "info"
@@ -52,7 +59,17 @@ class RetrainRelay:
     def __init__(self, settings: RelaySettings, logger: logging.Logger) -> None:
         self.settings = settings
         self.logger = logger
-        self._last_dispatch: dict[str, float] = {}
+        self._last_dispatch: float | None = None
+        # Compared as digests, so the comparison's time says nothing about the token (whatever its length).
+        self._webhook_digest = hashlib.sha256(settings.webhook_token.get_secret_value().encode()).digest()
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                presented = hashlib.sha256(credentials.strip()).digest()
+                return scheme.lower() == b"bearer" and hmac.compare_digest(presented, self._webhook_digest)
+        return False
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -62,8 +79,13 @@ class RetrainRelay:
             await send({"type": "lifespan.shutdown.complete"})
             return
         route = (scope["method"], scope["path"])
+        headers = [(b"content-type", b"application/json")]
         if route == ("GET", "/healthz"):
             status, document = 200, {"status": "ok"}
+        elif route == ("POST", "/alerts") and not self._authorized(scope):
+            await discard_body(receive, MAX_BODY_BYTES * DISCARD_LIMIT_FACTOR)
+            status, document = 401, {"error": "POST /alerts needs the relay's token: Authorization: Bearer <token>"}
+            headers.append((b"www-authenticate", b'Bearer realm="retrain-relay"'))
         elif route == ("POST", "/alerts"):
             request_body = await self._body(receive)
             if request_body is None:
@@ -73,7 +95,7 @@ class RetrainRelay:
         else:
             status, document = 404, {"error": f"no route {scope['method']} {scope['path']}; POST /alerts"}
         body = orjson.dumps(document)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -110,8 +132,8 @@ class RetrainRelay:
         cooling: list[str] = []
         now = time.monotonic()
         for model, alerts in sorted(firing.items()):
-            last = self._last_dispatch.get(model)
-            if last is not None and now - last < self.settings.cooldown_seconds:
+            last = self._last_dispatch
+            if dispatched or (last is not None and now - last < self.settings.cooldown_seconds):
                 cooling.append(model)
                 continue
             payload = self._dispatch_body(model, alerts, str(document.get("externalURL", "")))
@@ -120,7 +142,7 @@ class RetrainRelay:
             except GitHubError as error:
                 log_event(self.logger, logging.ERROR, "dispatch failed", model=model, reason=str(error))
                 return 502, {"error": str(error), "dispatched": dispatched}
-            self._last_dispatch[model] = now
+            self._last_dispatch = now
             dispatched.append(model)
             log_event(self.logger, logging.INFO, "dispatched retraining", model=model, alerts=len(alerts))
         return 202, {"dispatched": dispatched, "cooling_down": cooling}

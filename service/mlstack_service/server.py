@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from mlstack_service.app import InferenceApp
+from mlstack_service.auth import ApiKeys, KeysFileError
 from mlstack_service.logs import configure_logging, log_event
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.package import PackageError, load_package
@@ -76,9 +78,11 @@ class DrainingServer(uvicorn.Server):
 
 
 def build_app(settings: Settings, logger: logging.Logger) -> InferenceApp:
-    """Load, verify and warm up the model; raises PackageError if it cannot be served."""
+    """Load the keys, then load, verify and warm up the model; raises KeysFileError or PackageError."""
+    api_keys = ApiKeys.load(settings.api_keys_file) if settings.api_keys_file is not None else None
+    feedback_keys = ApiKeys.load(settings.feedback_keys_file) if settings.feedback_keys_file is not None else None
     started = time.perf_counter()
-    package = load_package(settings.model_uri, Path(settings.model_cache_dir))
+    package = load_package(settings.model_uri, Path(settings.model_cache_dir), settings.model_sha256)
     model = OnnxModel(package, settings)
     model.warm_up()
     log_event(
@@ -88,12 +92,30 @@ def build_app(settings: Settings, logger: logging.Logger) -> InferenceApp:
         model=package.metadata.name,
         version=package.metadata.version,
         sha256=package.metadata.sha256,
+        pinned=settings.model_sha256 is not None,
+        api_keys=len(api_keys.entries) if api_keys else 0,
         uri=settings.model_uri,
         providers=model.providers,
         seconds=round(time.perf_counter() - started, 3),
     )
     metrics = ServiceMetrics(package.metadata.name, package.metadata.version)
-    return InferenceApp(model, settings, logger, metrics)
+    return InferenceApp(model, settings, logger, metrics, api_keys=api_keys, feedback_keys=feedback_keys)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn (which listens on it): the public and the internal port share one server."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return sock
+
+
+class ListenError(Exception):
+    """A port the server cannot bind."""
 
 
 def build_app_interruptibly(settings: Settings, logger: logging.Logger) -> InferenceApp:
@@ -141,9 +163,11 @@ def serve(settings: Settings) -> int:
             timeout_keep_alive=75,  # longer than an ALB's 60 s idle timeout, so the ALB closes first
         )
         server = DrainingServer(config, app, settings.drain_seconds)
+        sockets = [listening_socket(settings.host, settings.port)]
+        sockets.append(listening_socket(settings.host, settings.internal_port))
         # Everything allocated so far lives as long as the process: keep the collector from rescanning it.
         gc.freeze()
-    except PackageError as error:
+    except (PackageError, KeysFileError, ListenError) as error:
         log_event(logger, logging.ERROR, "refusing to start", reason=str(error))
         return EXIT_MODEL_UNUSABLE
     except StopRequestedError as stop:
@@ -151,7 +175,7 @@ def serve(settings: Settings) -> int:
         _exit_now(0)
     # uvicorn handles the stop signals while it runs (DrainingServer.handle_exit), then puts ours back.
     try:
-        server.run()
+        server.run(sockets=sockets)
     except StopRequestedError as stop:  # in the moment before uvicorn took the signals over
         log_event(logger, logging.INFO, "stopped before ready", signal=str(stop))
         return 0

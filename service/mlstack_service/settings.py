@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "example_model")
@@ -16,9 +16,32 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLSTACK_", extra="ignore", frozen=True)
 
     model_uri: str = Field(DEFAULT_MODEL_URI, description="model package: a local folder or an s3:// prefix")
+    model_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the package's pinned sha256 (package.package_sha256); a package that differs is refused",
+    )
     model_cache_dir: Path = Field(Path("/tmp/mlstack-models"), description="where s3:// packages are downloaded")
     host: str = "0.0.0.0"
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(8080, ge=1, le=65535, description="the public port: OIP v2 inference, model and health routes")
+    internal_port: int = Field(
+        9090,
+        ge=1,
+        le=65535,
+        description="the in-cluster port: /metrics, the feedback route and health; never exposed by the load balancer",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="'<client> <sha256 of key>' lines (auth.py); set: infer and model routes need a key (401 without)",
+    )
+    feedback_keys_file: Path | None = Field(
+        None, description="keys for the feedback route; unset: the API keys (when set) are also accepted there"
+    )
+    auth_required: bool = Field(False, description="refuse to start without MLSTACK_API_KEYS_FILE (prod sets it)")
+    rate_limit_per_second: float = Field(
+        0.0, ge=0, description="requests a second per client (its key's name, or its address without keys); 0: off"
+    )
+    rate_limit_burst: int = Field(50, ge=1, description="requests a client may send at once before the rate applies")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda runs the model on the CUDA execution provider")
     cuda_device_id: int = Field(0, ge=0)
     intra_op_threads: int = Field(
@@ -41,6 +64,13 @@ class Settings(BaseSettings):
         description="rows the drift window must hold before drift statistics are exported (and can alert)",
     )
     drift_psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
+    drift_source_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="share of the drift window one client may fill per drift_slice_seconds; 1: no limit",
+    )
+    drift_slice_seconds: float = Field(60.0, gt=0, description="the time slice of drift_source_share")
     drift_refresh_seconds: float = Field(10.0, gt=0, description="how often drift statistics are recomputed")
     feedback_max_pending: int = Field(10_000, ge=100, description="predictions kept awaiting a label")
     feedback_max_pending_rows: int = Field(
@@ -64,6 +94,19 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at most MLSTACK_DRIFT_WINDOW ({window}), or drift would never be reported")
         return value
 
+    @model_validator(mode="after")
+    def _ports_differ_and_keys_are_given_when_required(self) -> "Settings":
+        if self.internal_port == self.port:
+            raise ValueError("MLSTACK_INTERNAL_PORT must differ from MLSTACK_PORT: /metrics and feedback stay internal")
+        if self.auth_required and self.api_keys_file is None:
+            raise ValueError("MLSTACK_AUTH_REQUIRED is true but MLSTACK_API_KEYS_FILE is not set")
+        return self
+
+    @field_validator("model_sha256", "api_keys_file", "feedback_keys_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("build_commit", mode="before")
     @classmethod
     def _unset_build_is_unknown(cls, value: object) -> object:
@@ -72,10 +115,17 @@ class Settings(BaseSettings):
 
 
 def describe_invalid_settings(error: ValidationError, prefix: str, *, show_values: bool) -> str:
-    """One line naming each bad variable (`MLSTACK_PORT='x': ...`); values are left out where one may be a secret."""
+    """One line naming each bad variable (`MLSTACK_PORT='x': ...`); values are left out where one may be a secret.
+
+    A rule across variables (no location) names its variables in its own message.
+    """
     return "; ".join(
-        f"{prefix}{'_'.join(str(part) for part in detail['loc']).upper()}"
-        + (f"={detail['input']!r}" if show_values else "")
-        + f": {detail['msg']}"
+        (
+            f"{prefix}{'_'.join(str(part) for part in detail['loc']).upper()}"
+            + (f"={detail['input']!r}" if show_values else "")
+            + f": {detail['msg']}"
+        )
+        if detail["loc"]
+        else str(detail["msg"]).removeprefix("Value error, ")
         for detail in error.errors()
     )

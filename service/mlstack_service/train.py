@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlstack_service.dataset import DatasetError, load_dataset
-from mlstack_service.package import ModelPackage, PackageError, write_package
+from mlstack_service.package import ModelPackage, PackageError, package_sha256, write_package
 from mlstack_service.publish import PublishError, ensure_unpublished, next_version, publish_package
 from mlstack_service.synthetic import FEATURE_NAMES, FEATURES, generate_applications
 
@@ -215,6 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "path": str(package.root),
         "uri": uri,
         "sha256": package.metadata.sha256,
+        # What a stack pins as the model's MLSTACK_MODEL_SHA256.
+        "package_sha256": package_sha256(package.root, package.metadata.model_file),
         "holdout": holdout,
     }
 

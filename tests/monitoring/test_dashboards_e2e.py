@@ -100,7 +100,7 @@ def failing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
 
 def test_every_metric_a_rule_or_panel_uses_is_exported(failing_server: ServerProcess) -> None:
     failing_server.client.post("/v2/models/loan-approval/infer", json=infer_body(3))
-    exported = {family.name for family in text_string_to_metric_families(failing_server.client.get("/metrics").text)}
+    exported = {family.name for family in text_string_to_metric_families(failing_server.metrics_text())}
     used = set()
     for expr in _rule_exprs() + [q for path in DASHBOARDS for q in _queries(_dashboard(path))]:
         used |= _metric_names(expr)
@@ -120,7 +120,7 @@ def prometheus(failing_server: ServerProcess, tmp_path_factory: pytest.TempPathF
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(MONITORING / path) for path in config["rule_files"]]
     (job,) = config["scrape_configs"]
-    job["static_configs"] = [{"targets": [f"127.0.0.1:{failing_server.port}"]}]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{failing_server.internal_port}"]}]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     flags = [f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}"]
     with prometheus_daemon(binary, flags, work / "prometheus.log", 60) as url:

@@ -23,6 +23,8 @@ from tests.monitoring.daemons import prometheus_daemon
 from tests.service.conftest import free_port, post_and_close, wait_for
 
 TOKEN = "test-token-not-a-secret"
+WEBHOOK_TOKEN = "webhook-token-not-a-secret"
+AUTHORIZED = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 REPOSITORY = "example-org/mlstack"
 
 
@@ -71,6 +73,7 @@ def relay(github: FakeGitHub, tmp_path: Path) -> Iterator[str]:
     env |= {
         "MLSTACK_RELAY_REPOSITORY": REPOSITORY,
         "MLSTACK_RELAY_GITHUB_TOKEN": TOKEN,
+        "MLSTACK_RELAY_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
         "MLSTACK_RELAY_GITHUB_API_URL": github.url,
         "MLSTACK_RELAY_HOST": "127.0.0.1",
         "MLSTACK_RELAY_PORT": str(port),
@@ -93,6 +96,7 @@ def relay(github: FakeGitHub, tmp_path: Path) -> Iterator[str]:
     process.wait(timeout=10)
     log.close()
     assert TOKEN not in (tmp_path / "relay.log").read_text()
+    assert WEBHOOK_TOKEN not in (tmp_path / "relay.log").read_text()
 
 
 def _webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
@@ -110,8 +114,10 @@ def _alert(model: str, feature: str, status: str = "firing") -> dict[str, Any]:
     return {"status": status, "labels": labels, "annotations": {"summary": f"{feature} drifted"}, "startsAt": "x"}
 
 
-def test_a_firing_drift_alert_becomes_one_dispatch_per_model_per_cooldown(relay: str, github: FakeGitHub) -> None:
-    first = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")))
+def test_a_firing_drift_alert_becomes_one_dispatch_per_cooldown_whatever_its_labels(
+    relay: str, github: FakeGitHub
+) -> None:
+    first = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")), headers=AUTHORIZED)
     assert first.status_code == 202
     assert first.json() == {"dispatched": ["loan-approval"], "cooling_down": []}
     dispatch = github.received.get(timeout=10)
@@ -121,33 +127,63 @@ def test_a_firing_drift_alert_becomes_one_dispatch_per_model_per_cooldown(relay:
     assert dispatch.body["client_payload"]["model_name"] == "loan-approval"
     assert dispatch.body["client_payload"]["alerts"][0]["feature"] == "credit_score"
 
-    again = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "debt_to_income")))
+    again = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "debt_to_income")), headers=AUTHORIZED)
     assert again.json() == {"dispatched": [], "cooling_down": ["loan-approval"]}
-    resolved = httpx.post(f"{relay}/alerts", json=_webhook(_alert("churn", "tenure", status="resolved")))
+    # The cool-down is global: a model name the sender makes up does not open a second one.
+    invented = httpx.post(
+        f"{relay}/alerts", json=_webhook(_alert("made-up-1", "x"), _alert("made-up-2", "y")), headers=AUTHORIZED
+    )
+    assert invented.json() == {"dispatched": [], "cooling_down": ["made-up-1", "made-up-2"]}
+    resolved = httpx.post(
+        f"{relay}/alerts", json=_webhook(_alert("churn", "tenure", status="resolved")), headers=AUTHORIZED
+    )
     assert resolved.json() == {"dispatched": [], "cooling_down": []}
     assert github.received.empty()
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {WEBHOOK_TOKEN}"}],
+    ids=["none", "wrong", "not-bearer"],
+)
+def test_a_webhook_without_the_relays_token_is_refused(relay: str, github: FakeGitHub, headers: dict[str, str]) -> None:
+    refused = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")), headers=headers)
+    assert refused.status_code == 401
+    assert "Bearer" in refused.json()["error"]
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert github.received.empty()
+    assert httpx.get(f"{relay}/healthz").status_code == 200, "the kubelet's probe needs no token"
+
+
+def test_the_first_of_several_models_firing_together_takes_the_one_dispatch(relay: str, github: FakeGitHub) -> None:
+    answer = httpx.post(
+        f"{relay}/alerts", json=_webhook(_alert("b-model", "x"), _alert("a-model", "y")), headers=AUTHORIZED
+    )
+    assert answer.json() == {"dispatched": ["a-model"], "cooling_down": ["b-model"]}
+    assert github.received.get(timeout=10).body["client_payload"]["model_name"] == "a-model"
+    assert github.received.empty()
+
+
 def test_bad_input_and_github_failures_get_clear_answers(relay: str, github: FakeGitHub) -> None:
-    malformed = httpx.post(f"{relay}/alerts", content=b"{not json")
+    malformed = httpx.post(f"{relay}/alerts", content=b"{not json", headers=AUTHORIZED)
     assert malformed.status_code == 400
     assert "not JSON" in malformed.json()["error"]
-    wrong_shape = httpx.post(f"{relay}/alerts", json={"alerts": "none"})
+    wrong_shape = httpx.post(f"{relay}/alerts", json={"alerts": "none"}, headers=AUTHORIZED)
     assert wrong_shape.status_code == 400
     assert httpx.get(f"{relay}/nowhere").status_code == 404
-    too_big = httpx.post(f"{relay}/alerts", content=b" " * (2 << 20))
+    too_big = httpx.post(f"{relay}/alerts", content=b" " * (2 << 20), headers=AUTHORIZED)
     assert too_big.status_code == 413
     assert "exceeds" in too_big.json()["error"]
-    answer = post_and_close(int(relay.rsplit(":", 1)[1]), "/alerts", b" " * (2 << 20))
+    answer = post_and_close(int(relay.rsplit(":", 1)[1]), "/alerts", b" " * (2 << 20), headers=AUTHORIZED)
     assert answer.startswith(b"HTTP/1.1 413 "), "the 413 reaches a client that sends all and closes, never a reset"
 
     github.status = 422
-    failed = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")))
+    failed = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")), headers=AUTHORIZED)
     assert failed.status_code == 502, "Alertmanager retries a 5xx"
     assert "answered 422" in failed.json()["error"]
     github.received.get(timeout=10)
     github.status = 204
-    retried = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")))
+    retried = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "credit_score")), headers=AUTHORIZED)
     assert retried.json()["dispatched"] == ["loan-approval"], "a failed dispatch starts no cool-down"
 
 
@@ -156,8 +192,12 @@ def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
 ) -> None:
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     assert binary, "alertmanager is missing: make test installs it (tools/system-deps)"
+    credentials = tmp_path / "relay-token"
+    credentials.write_text(WEBHOOK_TOKEN)
     config = alertmanager_config(
-        {"slackWebhookUrl": "http://127.0.0.1:9/slack", "pagerdutyRoutingKey": "key"}, f"{relay}/alerts"
+        {"slackWebhookUrl": "http://127.0.0.1:9/slack", "pagerdutyRoutingKey": "key"},
+        f"{relay}/alerts",
+        str(credentials),
     )
     (retrain_route,) = [route for route in config["route"]["routes"] if route["receiver"] == "retrain"]
     retrain_route["group_wait"] = "1s"  # the deployed minute, shortened so the test does not wait for it
@@ -198,7 +238,11 @@ def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
 
 def test_the_relay_refuses_bad_settings_naming_them_without_the_token() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLSTACK_")}
-    env |= {"MLSTACK_RELAY_REPOSITORY": "not a repository", "MLSTACK_RELAY_GITHUB_TOKEN": TOKEN}
+    env |= {
+        "MLSTACK_RELAY_REPOSITORY": "not a repository",
+        "MLSTACK_RELAY_GITHUB_TOKEN": TOKEN,
+        "MLSTACK_RELAY_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+    }
     result = subprocess.run(
         [sys.executable, "-m", "mlstack_service.retrain_relay"],
         env=env,
@@ -210,3 +254,4 @@ def test_the_relay_refuses_bad_settings_naming_them_without_the_token() -> None:
     assert result.returncode == 1
     assert "MLSTACK_RELAY_REPOSITORY: String should match pattern" in result.stdout + result.stderr
     assert TOKEN not in result.stdout + result.stderr
+    assert WEBHOOK_TOKEN not in result.stdout + result.stderr

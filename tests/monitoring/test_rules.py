@@ -71,6 +71,7 @@ def test_compose_runs_prometheus_and_grafana_on_the_repositorys_files() -> None:
     scrape = yaml.safe_load((REPO_ROOT / "monitoring" / "prometheus.yml").read_text())
     (job,) = scrape["scrape_configs"]
     (target,) = job["static_configs"][0]["targets"]
-    assert target == "model-service:8080", "Prometheus must scrape the compose service by its name"
+    internal_port = compose["services"]["model-service"]["environment"]["MLSTACK_INTERNAL_PORT"]
+    assert target == f"model-service:{internal_port}", "Prometheus scrapes the service's internal port by its name"
     for rule_file in scrape["rule_files"]:
         assert (REPO_ROOT / "monitoring" / rule_file).is_file()

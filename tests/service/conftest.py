@@ -37,15 +37,18 @@ def infer_body(rows: int, seed: int = 1, nested: bool = True, **extra: Any) -> d
     return {"inputs": [{"name": "input", "shape": [rows, 12], "datatype": "FP32", "data": data}], **extra}
 
 
-def post_and_close(port: int, path: str, body: bytes, chunked: bool = False) -> bytes:
+def post_and_close(
+    port: int, path: str, body: bytes, chunked: bool = False, headers: dict[str, str] | None = None
+) -> bytes:
     """POST `body` with `Connection: close` over a raw socket, send all of it, then read the whole answer.
 
     A client library may read the answer early or retry; this is what a plain client does, byte for byte.
     """
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Connection: close\r\n{framing}\r\n\r\n"
+        f"Connection: close\r\n{extra}{framing}\r\n\r\n"
     ).encode()
     payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
@@ -69,15 +72,22 @@ def wait_for(condition: Any, seconds: float, what: str) -> None:
 
 @dataclass
 class ServerProcess:
-    """`python -m mlstack_service` on a free port, its stdout captured to a file."""
+    """`python -m mlstack_service` on free ports, its stdout captured to a file.
+
+    `client` talks to the public port (inference, model metadata, health); `internal` to the internal port
+    (/metrics, feedback, health), the one only the cluster reaches.
+    """
 
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    internal_port: int
     client: httpx.Client = field(init=False)
+    internal: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.internal = httpx.Client(base_url=f"http://127.0.0.1:{self.internal_port}", timeout=30)
 
     @property
     def url(self) -> str:
@@ -99,8 +109,12 @@ class ServerProcess:
         except httpx.TransportError:
             return False
 
+    def metrics_text(self) -> str:
+        return self.internal.get("/metrics").text
+
     def stop(self) -> int:
         self.client.close()
+        self.internal.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -119,10 +133,15 @@ def start_server(
     **settings: str,
 ) -> ServerProcess:
     """Start a server; `settings` become MLSTACK_* variables (model_uri="..." -> MLSTACK_MODEL_URI)."""
-    port = free_port()
+    port, internal_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLSTACK_")}
     env |= extra_env or {}
-    env |= {"MLSTACK_HOST": "127.0.0.1", "MLSTACK_PORT": str(port), "MLSTACK_MODEL_URI": str(EXAMPLE_PACKAGE)}
+    env |= {
+        "MLSTACK_HOST": "127.0.0.1",
+        "MLSTACK_PORT": str(port),
+        "MLSTACK_INTERNAL_PORT": str(internal_port),
+        "MLSTACK_MODEL_URI": str(EXAMPLE_PACKAGE),
+    }
     env |= {f"MLSTACK_{key.upper()}": value for key, value in settings.items()}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log_path = tmp_path / f"server-{port}.log"
@@ -130,7 +149,7 @@ def start_server(
         process = subprocess.Popen(
             command or [sys.executable, "-m", "mlstack_service"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    server = ServerProcess(process, port, log_path)
+    server = ServerProcess(process, port, log_path, internal_port)
     if wait:
         wait_for(lambda: server.is_ready() or process.poll() is not None, STARTUP_SECONDS, "the server to turn ready")
         if process.poll() is not None:

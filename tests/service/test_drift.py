@@ -2,7 +2,6 @@
 
 import math
 import tracemalloc
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker, RingBuffer, UnknownPredictionError
 from mlstack_service.errors import BadRequestError
 from mlstack_service.package import FeatureProfile, PredictionProfile, ReferenceProfile, load_package
+from mlstack_service.prediction_ids import PredictionIds
 from mlstack_service.settings import Settings
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
 from tests.service.conftest import ServerProcess, start_server, wait_for
@@ -32,7 +32,7 @@ def _body(rows: np.ndarray) -> dict[str, Any]:
 def _samples(server: ServerProcess, name: str) -> dict[str, float]:
     """label (feature or class) -> value, for one drift family."""
     values = {}
-    for family in text_string_to_metric_families(server.client.get("/metrics").text):
+    for family in text_string_to_metric_families(server.metrics_text()):
         for sample in family.samples:
             if sample.name == name:
                 key = sample.labels.get("feature") or sample.labels.get("class_name") or ""
@@ -57,6 +57,7 @@ def drift_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         drift_refresh_seconds="0.1",
         drift_psi_threshold=str(THRESHOLD),
         feedback_window="400",
+        drift_source_share="1",  # one client may fill the window: these tests are about the statistics
     )
     yield server
     server.stop()
@@ -121,12 +122,12 @@ def test_contradicting_labels_drop_the_rolling_accuracy(drift_server: ServerProc
     response = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows))
     predicted = response.json()["outputs"][0]["data"]
     wrong = [1 - label for label in predicted]
-    first = drift_server.client.post(
+    first = drift_server.internal.post(
         "/v2/models/loan-approval/feedback", json={"id": response.json()["id"], "labels": wrong}
     )
     assert first.json() == {"id": response.json()["id"], "recorded": True}
     assert _samples(drift_server, "mlstack_rolling_accuracy")[""] == 0.0
-    again = drift_server.client.post(
+    again = drift_server.internal.post(
         "/v2/models/loan-approval/feedback", json={"id": response.json()["id"], "labels": wrong}
     )
     assert again.status_code == 200
@@ -135,7 +136,7 @@ def test_contradicting_labels_drop_the_rolling_accuracy(drift_server: ServerProc
 
     other = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows))
     right = other.json()["outputs"][0]["data"]
-    drift_server.client.post("/v2/models/loan-approval/feedback", json={"id": other.json()["id"], "labels": right})
+    drift_server.internal.post("/v2/models/loan-approval/feedback", json={"id": other.json()["id"], "labels": right})
     assert _samples(drift_server, "mlstack_rolling_accuracy")[""] == pytest.approx(0.5)
     # Log loss over the 400 labelled rows, from the probabilities the service returned for them.
     (probabilities,) = [o["data"] for o in response.json()["outputs"] if o["name"] == "probabilities"]
@@ -155,7 +156,7 @@ def test_contradicting_labels_drop_the_rolling_accuracy(drift_server: ServerProc
     ],
 )
 def test_feedback_mistakes_get_a_4xx(drift_server: ServerProcess, body: Any, status: int, message: str) -> None:
-    response = drift_server.client.post("/v2/models/loan-approval/feedback", json=body)
+    response = drift_server.internal.post("/v2/models/loan-approval/feedback", json=body)
     assert response.status_code == status
     assert message in response.json()["error"]
 
@@ -163,7 +164,9 @@ def test_feedback_mistakes_get_a_4xx(drift_server: ServerProcess, body: Any, sta
 def test_feedback_with_the_wrong_number_of_labels_is_a_400(drift_server: ServerProcess) -> None:
     rows, _ = generate_applications(3, seed=1)
     prediction_id = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows)).json()["id"]
-    response = drift_server.client.post("/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [1]})
+    response = drift_server.internal.post(
+        "/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [1]}
+    )
     assert response.status_code == 400
     assert "a list of 3 class indices" in response.json()["error"]
 
@@ -187,7 +190,7 @@ def test_drift_state_is_bounded_by_the_window_after_200000_requests() -> None:
     monitor = DriftMonitor(package.profile, FEATURE_NAMES, ["rejected", "approved"], window=1_000)
     rows, _ = generate_applications(64, seed=3)
     scores = np.full(64, 0.5, dtype=np.float32)
-    feedback = FeedbackTracker(max_pending=500, ttl_seconds=3600, window=100, max_pending_rows=5_000, own_prefix="s")
+    feedback = FeedbackTracker(max_pending=500, ttl_seconds=3600, window=100, max_pending_rows=5_000)
     tracking = DriftTracking(monitor, feedback, flush_every=256)
     probabilities = np.column_stack([1 - scores, scores])
     for request in range(2_000):  # warm up: every buffer and slot has been written once
@@ -241,40 +244,63 @@ def test_pending_feedback_is_bounded_by_rows_and_a_reused_id_takes_the_newest_pr
         tracker.record("too-big", [1] * 11)
 
 
-def test_the_servers_own_ids_are_found_by_their_sequence_without_a_dict_entry() -> None:
-    tracker = FeedbackTracker(max_pending=4, ttl_seconds=3600, window=10, own_prefix="abc")
-    for sequence in range(1, 7):  # six predictions through four slots: 1 and 2 are overwritten
-        tracker.remember(f"abc-{sequence:x}", np.array([0.9], dtype=np.float32), sequence)
+def test_the_servers_own_ids_are_found_by_their_sequence_without_a_dict_entry_and_cannot_be_forged() -> None:
+    ids = PredictionIds()
+    tracker = FeedbackTracker(
+        max_pending=4, ttl_seconds=3600, window=10, own_ids=ids.sequence_of, sequences=ids.sequences
+    )
+    issued = [ids.issue() for _ in range(6)]  # six predictions through four slots: the first two are overwritten
+    for prediction_id, sequence in issued:
+        tracker.remember(prediction_id, np.array([0.9], dtype=np.float32), sequence)
     assert tracker.pending == 4
-    for gone in ("abc-1", "abc-2", "abc-ff", "abc-zz", "xyz-3"):
+    newest, sequence = issued[-1]
+    digits, _, tag = newest.partition("-")
+    forged = [
+        f"{sequence:x}-{'0' * len(tag)}",  # the right sequence, a guessed tag
+        f"{sequence - 1:x}-{tag}",  # a pending sequence under another's tag
+        f"0{digits}-{tag}",  # another spelling of the same sequence
+        newest.upper(),
+        f"{digits}-{tag[:-2]}",
+        newest + "0",
+        "abc-6",
+        f"{sequence:x}",
+    ]
+    for gone in [issued[0][0], issued[1][0], *forged]:
         with pytest.raises(UnknownPredictionError):
             tracker.record(gone, [1])
-    assert tracker.record("abc-6", [0]) is True
-    assert tracker.record("abc-6", [0]) is False
+    assert tracker.pending == 4, "a refused id releases nothing"
+    assert tracker.record(newest, [0]) is True
+    assert tracker.record(newest, [0]) is False
     assert tracker.accuracy() == 0.0
     assert tracker.pending == 3
+    other_process = PredictionIds()
+    assert other_process.sequence_of(issued[2][0]) is None, "a restarted process refuses the old ids"
 
 
 def test_tracking_batches_observations_and_flushes_before_anything_reads_them() -> None:
     package = load_package(str(EXAMPLE_PACKAGE), EXAMPLE_PACKAGE)
     monitor = DriftMonitor(package.profile, FEATURE_NAMES, ["rejected", "approved"], window=1_000)
     # Caller-chosen ids draw sequence numbers from the same counter as the server's own ids (the server shares it).
-    feedback = FeedbackTracker(max_pending=100, ttl_seconds=3600, window=50, own_prefix="srv", sequences=count(1000))
+    ids = PredictionIds()
+    feedback = FeedbackTracker(
+        max_pending=100, ttl_seconds=3600, window=50, own_ids=ids.sequence_of, sequences=ids.sequences
+    )
     tracking = DriftTracking(monitor, feedback, flush_every=8)
     rows, _ = generate_applications(3, seed=4)
     probabilities = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], dtype=np.float32)
-    for sequence in range(1, 6):
-        tracking.observe(rows, probabilities, f"srv-{sequence:x}", sequence)
+    own = [ids.issue() for _ in range(5)]
+    for prediction_id, sequence in own:
+        tracking.observe(rows, probabilities, prediction_id, sequence)
     tracking.observe(rows[:1], probabilities[:1], "caller-chosen", None)
     assert tracking.buffered == 6
     assert feedback.pending == 0, "nothing reaches the tracker before a flush"
-    assert tracking.record_feedback("srv-3", [1, 0, 0]) is True  # flushes first
+    assert tracking.record_feedback(own[2][0], [1, 0, 0]) is True  # flushes first
     assert tracking.buffered == 0
     assert feedback.accuracy() == pytest.approx(2 / 3)
     assert tracking.record_feedback("caller-chosen", [1]) is True
     assert tracking.refresh().window_fill == (5 * 3 + 1) / 1_000
-    for sequence in range(6, 6 + 8):  # the eighth observation flushes by itself
-        tracking.observe(rows, probabilities, f"srv-{sequence:x}", sequence)
+    for _ in range(8):  # the eighth observation flushes by itself
+        tracking.observe(rows, probabilities, *ids.issue())
     assert tracking.buffered == 0
     assert feedback.pending == 4 + 8
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlstack_service.package import package_sha256
 from tests.service.conftest import (
     STARTUP_SECONDS,
     MotoS3,
@@ -47,7 +48,7 @@ def _refusal(server: ServerProcess) -> dict[str, Any]:
 
 
 def _in_flight(server: ServerProcess) -> float:
-    for family in text_string_to_metric_families(server.client.get("/metrics").text):
+    for family in text_string_to_metric_families(server.metrics_text()):
         for sample in family.samples:
             if sample.name == "mlstack_requests_in_flight":
                 return float(sample.value)
@@ -112,6 +113,30 @@ def test_a_corrupt_model_file_refuses_to_start(tmp_path: Path) -> None:
     assert "does not belong to this package" in line["reason"]
 
 
+def test_the_package_digest_is_what_sha256sum_of_the_three_files_prints() -> None:
+    listing = subprocess.run(
+        ["sha256sum", "model.onnx", "metadata.json", "reference_profile.json"],
+        cwd=EXAMPLE_PACKAGE, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    digest = subprocess.run(["sha256sum"], input=listing, capture_output=True, check=True).stdout.split()[0]
+    assert package_sha256(EXAMPLE_PACKAGE) == digest.decode()
+
+
+def test_a_package_that_differs_from_the_stacks_pin_refuses_to_start(tmp_path: Path) -> None:
+    """The model and its metadata still agree: only the pin, set by the stack and not by whoever wrote the package,
+    tells that the reference profile was swapped (here: one that would hide any drift)."""
+    pinned = package_sha256(EXAMPLE_PACKAGE)
+    package = copy_example(tmp_path / "swapped")
+    profile = json.loads((package / "reference_profile.json").read_text())
+    profile["rows"] += 1
+    (package / "reference_profile.json").write_text(json.dumps(profile))
+    line = _refusal(start_server(tmp_path, wait=False, model_uri=str(package), model_sha256=pinned))
+    assert line["reason"] == (
+        f"model package {package}: its sha256 is {package_sha256(package)}, but MLSTACK_MODEL_SHA256 pins {pinned}; "
+        "refusing a package the stack did not pin"
+    )
+
+
 def test_a_missing_model_file_refuses_to_start(tmp_path: Path) -> None:
     package = copy_example(tmp_path / "incomplete")
     (package / "model.onnx").unlink()
@@ -148,11 +173,13 @@ def test_the_model_loads_from_s3(tmp_path: Path, moto_s3: MotoS3) -> None:
         extra_env=moto_s3.env,
         model_uri="s3://models/loan-approval/1.0.0/",
         model_cache_dir=str(tmp_path / "cache"),
+        model_sha256=package_sha256(EXAMPLE_PACKAGE),  # the pin matches: the package is served
     )
     try:
         assert server.client.post("/v2/models/loan-approval/infer", json=infer_body(3)).status_code == 200
         (loaded,) = server.logged(event="model loaded")
         assert loaded["uri"] == "s3://models/loan-approval/1.0.0/"
+        assert loaded["pinned"] is True
         assert (tmp_path / "cache" / "models" / "loan-approval" / "1.0.0" / "model.onnx").is_file()
     finally:
         server.stop()
