@@ -19,7 +19,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import Environment
-from infra.config.models import SloConfig
+from infra.config.models import MonitoringConfig
 from infra.monitoring.slo_rules import MONITORING_DIR, dashboards, rule_files
 from infra.network.vpc import Network
 from infra.registry.ecr import ContainerRegistry
@@ -86,9 +86,9 @@ def cloudwatch_agent_config(log_group: str) -> str:
     )
 
 
-def host_monitoring_files(slo: SloConfig) -> dict[str, str]:
-    """monitoring/ as the host's compose file expects it, with this stack's SLO rules."""
-    files = {f"monitoring/rules/{name}": text for name, text in rule_files(slo).items()}
+def host_monitoring_files(monitoring: MonitoringConfig) -> dict[str, str]:
+    """monitoring/ as the host's compose file expects it, with this stack's SLO rules and runbook links."""
+    files = {f"monitoring/rules/{name}": text for name, text in rule_files(monitoring).items()}
     files |= {f"monitoring/dashboards/{name}": text for name, text in dashboards().items()}
     files["monitoring/prometheus.yml"] = (MONITORING_DIR / "prometheus.yml").read_text()
     for path in sorted((MONITORING_DIR / "grafana").rglob("*.yml")):
@@ -119,7 +119,7 @@ def render_user_data(
     model_uri: str,
     region: str,
     log_group: str,
-    slo: SloConfig,
+    monitoring: MonitoringConfig,
     host_port: int,
 ) -> str:
     registry_host = image.split("/", 1)[0]
@@ -131,7 +131,7 @@ def render_user_data(
         registry_host=registry_host,
         cloudwatch_agent_config=cloudwatch_agent_config(log_group),
         compose_file=COMPOSE_FILE.read_text().rstrip(),
-        monitoring_files=_write_files(host_monitoring_files(slo)),
+        monitoring_files=_write_files(host_monitoring_files(monitoring)),
         image=image,
         prometheus_image=PROMETHEUS_IMAGE.value,
         grafana_image=GRAFANA_IMAGE.value,
@@ -299,7 +299,7 @@ class Ec2Host(pulumi.ComponentResource):
                     model_uri=values[1],
                     region=self._env.region,
                     log_group=values[2],
-                    slo=self._env.config.monitoring.slo,
+                    monitoring=self._env.config.monitoring,
                     host_port=service.port,
                 )
             )

@@ -20,7 +20,7 @@ from infra.compute.ec2_host import (
     render_user_data,
 )
 from infra.compute.node_pools import NODE_MANAGED_POLICIES
-from infra.config.models import SloConfig
+from infra.config.models import MonitoringConfig
 from infra.preview.engine import RecordedResource, StackRun
 from infra.preview.tree import render_tree
 from infra.versions import (
@@ -306,7 +306,7 @@ def test_the_compose_plugin_download_is_retried_and_checked(tmp_path: Path) -> N
         model_uri="s3://bucket/models/m/1.0.0/",
         region="us-east-1",
         log_group="/mlstack-dev/host",
-        slo=SloConfig(),
+        monitoring=MonitoringConfig(),
         host_port=8080,
     )
     definitions, env = _boot_functions(tmp_path, script)

@@ -11,7 +11,7 @@ from tests.graph import SUBNET, public_subnets
 from tests.infra.test_namespaces_and_tokens import with_retrain_relay
 
 POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
-SERVICE_MONITOR = "ServiceMonitor"
+POD_MONITOR = "PodMonitor"
 EKS_STACKS = ("staging", "prod")
 
 
@@ -42,13 +42,11 @@ def _admitted_ports(rules: list[dict[str, Any]], peer: dict[str, Any]) -> set[in
 
 
 def _service_pods(run: StackRun) -> tuple[dict[str, str], int]:
-    """Labels and container port of the first model-service pod template."""
-    (deployment, *_) = [
-        r
-        for r in run.of_type("kubernetes:apps/v1:Deployment")
-        if r.inputs["metadata"]["namespace"] == "mlstack" and "containers" in str(r.inputs["spec"])
+    """Labels and container port of the model service's pod template (its Argo Rollout's)."""
+    (rollout,) = [
+        r for r in run.resources if r.inputs.get("kind") == "Rollout" and r.inputs["metadata"]["namespace"] == "mlstack"
     ]
-    template = deployment.inputs["spec"]["template"]
+    template = rollout.inputs["spec"]["template"]
     (container,) = template["spec"]["containers"]
     return template["metadata"]["labels"], container["ports"][0]["containerPort"]
 
@@ -99,13 +97,11 @@ def test_an_internal_alb_is_admitted_from_the_private_subnets(run_stack: RunStac
     assert cidrs == private
 
 
-def test_prometheus_may_scrape_the_port_its_service_monitor_names(committed_runs: dict[str, StackRun]) -> None:
+def test_prometheus_may_scrape_the_port_its_pod_monitor_names(committed_runs: dict[str, StackRun]) -> None:
     run = committed_runs["prod"]
-    (monitor,) = [
-        r for r in run.resources if r.inputs.get("kind") == SERVICE_MONITOR and r.name.endswith("-service-monitor")
-    ]
+    (monitor,) = [r for r in run.resources if r.inputs.get("kind") == POD_MONITOR and r.name.endswith("-pod-monitor")]
     labels, port = _service_pods(run)
-    assert monitor.inputs["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor.inputs["spec"]["podMetricsEndpoints"][0]["port"] == "http"
     peer = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": monitor.inputs["metadata"]["namespace"]}}
     }

@@ -87,7 +87,7 @@ def test_every_manifest_validates_against_the_clusters_kubernetes_schema(
     version = environment_of(committed_runs[stack], stack_config(stack)).config.compute.eks.version  # type: ignore[union-attr]
     found = manifests(committed_runs[stack])
     custom = [m for m in found if m["apiVersion"].startswith(CUSTOM_RESOURCE_GROUPS)]
-    assert {m["kind"] for m in custom} >= {"Rollout", "AnalysisTemplate", "ServiceMonitor"}
+    assert {m["kind"] for m in custom} >= {"Rollout", "AnalysisTemplate", "PodMonitor"}
     for manifest in found:
         if manifest not in custom:
             kubernetes_validate.validate(manifest, version, strict=True)
@@ -123,7 +123,7 @@ def test_pods_drain_before_they_stop_and_spread_over_zones(committed_runs: dict[
     pre_stop = int(container(service)["lifecycle"]["preStop"]["exec"]["command"][1])
     assert pod["terminationGracePeriodSeconds"] > pre_stop + int(env_of(service)["MLSTACK_GRACE_PERIOD_SECONDS"])
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
-    # The platform's NetworkPolicies and the ServiceMonitor select the pods by this label.
+    # The platform's NetworkPolicies and the PodMonitor select the pods by this label.
     assert service["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "model-service"
 
 
