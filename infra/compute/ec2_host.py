@@ -18,6 +18,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra.compute.launch_tags import launch_tag_specifications
 from infra.config import Environment
 from infra.config.models import MonitoringConfig
 from infra.monitoring.slo_rules import MONITORING_DIR, dashboards, rule_files
@@ -331,14 +332,7 @@ class Ec2Host(pulumi.ComponentResource):
             ],
             user_data=user_data,
             update_default_version=True,
-            tag_specifications=[
-                aws.ec2.LaunchTemplateTagSpecificationArgs(
-                    resource_type="instance", tags={"Name": f"{self._env.prefix}-host"}
-                ),
-                aws.ec2.LaunchTemplateTagSpecificationArgs(
-                    resource_type="volume", tags={"Name": f"{self._env.prefix}-host"}
-                ),
-            ],
+            tag_specifications=launch_tag_specifications(self._env, f"{self._env.prefix}-host"),
             opts=self._child,
         )
 
