@@ -148,7 +148,12 @@ def test_dev_host_is_reachable_only_through_the_load_balancer_on_port_80(committ
 def test_host_role_carries_only_the_managed_policies_it_needs(committed_runs: dict[str, StackRun]) -> None:
     run = committed_runs["dev"]
     (role,) = [role for role in run.of_type("aws:iam/role:Role") if role.name == "host-role"]
-    assert _attached_policies(run, role) == set(HOST_MANAGED_POLICIES)
+    # Stated here, not read from the code: any other policy (AdministratorAccess, a *FullAccess) fails the test.
+    assert _attached_policies(run, role) == {
+        "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH: the host opens no port 22
+        "CloudWatchAgentServerPolicy",  # the CloudWatch agent ships the containers' logs
+    }
+    assert set(HOST_MANAGED_POLICIES) == _attached_policies(run, role)
 
 
 def _user_data(run: StackRun) -> str:
@@ -369,18 +374,28 @@ def test_one_cluster_with_secrets_encryption_and_api_authentication(eks_run: Sta
     assert cluster.inputs["deletionProtection"] is env.config.protect
 
 
-def test_gpu_pool_uses_the_nvidia_ami_the_taint_and_the_configured_sizes(eks_run: StackRun) -> None:
-    env = environment_of(eks_run, stack_config(eks_run.stack))
-    gpu = env.config.compute.eks.gpu_pool  # type: ignore[union-attr]
-    (group,) = [g for g in eks_run.of_type(NODE_GROUP) if g.inputs["amiType"] == GPU_AMI_TYPE]
-    assert group.inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
-    assert group.inputs["scalingConfig"] == {
-        "minSize": gpu.min_size,
-        "maxSize": gpu.max_size,
-        "desiredSize": gpu.desired_size,
+def test_gpu_pool_uses_the_nvidia_ami_the_taint_and_the_configured_sizes(run_stack: RunStack) -> None:
+    # Values no tier defaults to, so the test fails if the pool ignores the stack file.
+    config = stack_config("prod")
+    config["mlstack:compute"]["eks"]["gpuPool"] = {
+        "instanceTypes": ["g5.2xlarge"],
+        "capacityType": "SPOT",
+        "minSize": 1,
+        "maxSize": 7,
+        "desiredSize": 2,
+        "diskSizeGb": 200,
     }
-    assert group.inputs["instanceTypes"] == gpu.instance_types
+    run = run_stack("prod", config)
+    (group,) = [g for g in run.of_type(NODE_GROUP) if g.inputs["amiType"] == GPU_AMI_TYPE]
+    assert group.inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
+    assert group.inputs["scalingConfig"] == {"minSize": 1, "maxSize": 7, "desiredSize": 2}
+    assert group.inputs["instanceTypes"] == ["g5.2xlarge"]
+    assert group.inputs["capacityType"] == "SPOT"
     assert group.inputs["labels"]["mlstack.io/accelerator"] == "gpu"
+    # With a launch template the disk is the template's (EKS refuses diskSize beside a launch template).
+    assert "diskSize" not in group.inputs
+    (template,) = [t for t in run.of_type(LAUNCH_TEMPLATE) if t.name == "pools-gpu-launch-template"]
+    assert template.inputs["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 200
 
 
 def test_device_plugin_tolerates_exactly_the_gpu_pools_taints(eks_run: StackRun) -> None:
@@ -442,7 +457,11 @@ def test_managed_addons_get_the_pinned_build_or_eks_default_for_the_clusters_min
         addon.inputs["addonName"]: addon.inputs["addonVersion"] for addon in eks_run.of_type("aws:eks/addon:Addon")
     }
     pinned = EKS_ADDON_VERSIONS[minor]
-    assert set(installed) == set(pinned)
+    # The add-ons a cluster needs, stated here: networking, DNS, service routing, Pod Identity credentials for the
+    # service and the add-ons' roles, and EBS volumes for Prometheus.
+    expected = {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
+    assert set(installed) == expected
+    assert set(pinned) == expected
     asked = {
         args["addonName"]: args for token, args in eks_run.invokes if token == "aws:eks/getAddonVersion:getAddonVersion"
     }
@@ -460,7 +479,41 @@ def test_managed_addons_get_the_pinned_build_or_eks_default_for_the_clusters_min
 
 def test_node_role_carries_only_the_managed_policies_it_needs(eks_run: StackRun) -> None:
     (role,) = [role for role in eks_run.of_type("aws:iam/role:Role") if role.name == "pools-node-role"]
-    assert _attached_policies(eks_run, role) == set(NODE_MANAGED_POLICIES)
+    # Stated here, not read from the code: any other policy (AdministratorAccess, a *FullAccess) fails the test.
+    assert _attached_policies(eks_run, role) == {
+        "AmazonEKSWorkerNodePolicy",  # the kubelet joins the cluster and describes its instance
+        "AmazonEC2ContainerRegistryPullOnly",  # nodes pull the service image from ECR, never push
+        "AmazonEKS_CNI_Policy",  # the VPC CNI assigns pod IPs (it runs with the node's role)
+        "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH onto nodes
+    }
+    assert set(NODE_MANAGED_POLICIES) == _attached_policies(eks_run, role)
+
+
+# Managed policies that grant administration or a whole service: no role of any stack may carry one.
+BROAD_POLICIES = re.compile(r"^(AdministratorAccess|PowerUserAccess|IAMFullAccess|.*FullAccess)$")
+
+
+def test_no_role_of_any_stack_is_an_administrator(stack_run: StackRun) -> None:
+    roles = stack_run.of_type("aws:iam/role:Role")
+    assert roles
+    for role in roles:
+        broad = {name for name in _attached_policies(stack_run, role) if BROAD_POLICIES.match(name)}
+        assert not broad, f"{role.name} carries {broad}"
+    policies = stack_run.of_type("aws:iam/rolePolicy:RolePolicy")
+    assert policies
+    for policy in policies:
+        for statement in json.loads(policy.inputs["policy"])["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert "*" not in actions, f"{policy.name} allows every action"
+            assert not [a for a in actions if a.endswith(":*") and a.split(":")[0] in {"iam", "sts", "kms"}], (
+                f"{policy.name}: {actions}"
+            )
+
+
+def test_the_broad_policy_check_would_catch_an_administrator() -> None:
+    assert BROAD_POLICIES.match("AdministratorAccess")
+    assert BROAD_POLICIES.match("AmazonS3FullAccess")
+    assert not BROAD_POLICIES.match("AmazonEC2ContainerRegistryPullOnly")
 
 
 def test_node_launch_templates_require_imdsv2_and_encrypt(eks_run: StackRun) -> None:

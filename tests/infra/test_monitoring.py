@@ -89,6 +89,14 @@ def test_release_values_are_readable_and_credentials_are_referenced(eks_run: Sta
     assert values["prometheus"]["prometheusSpec"]["retention"].endswith("d")
 
 
+def test_retention_and_storage_follow_the_stack_file(run_stack: RunStack) -> None:
+    config = stack_config("staging")
+    config["mlstack:monitoring"] = {"retentionDays": 45, "storageGb": 123}  # no tier's default
+    spec = _release(run_stack("staging", config), "kube-prometheus-stack")["values"]["prometheus"]["prometheusSpec"]
+    assert spec["retention"] == "45d"
+    assert spec["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "123Gi"
+
+
 def test_rules_are_the_repository_files_with_the_stacks_slo(eks_run: StackRun, tmp_path: Path) -> None:
     rules = {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in eks_run.of_type(RULE)}
     assert rules["mlstack-model-service"] == yaml.safe_load((RULES_DIR / "model-service.rules.yml").read_text())
