@@ -233,6 +233,7 @@ def test_dev_user_data_is_valid_bash(committed_runs: dict[str, StackRun]) -> Non
 
 def test_dev_host_rotates_every_containers_logs(committed_runs: dict[str, StackRun]) -> None:
     compose = _host_compose(_user_data(committed_runs["dev"]))
+    assert {"model-service", "prometheus", "grafana"} <= set(compose["services"])
     for name, service in compose["services"].items():
         logging = service.get("logging", {})
         assert logging.get("driver") == "json-file", name
@@ -248,6 +249,7 @@ def test_no_container_on_the_dev_host_can_reach_the_instance_role(committed_runs
     assert _one(run, LAUNCH_TEMPLATE).inputs["metadataOptions"]["httpTokens"] == "required"
     script = _user_data(run)
     compose = _host_compose(script)
+    assert {"model-service", "prometheus", "grafana"} <= set(compose["services"])
     for name, service in compose["services"].items():
         assert service.get("network_mode") != "host", f"{name} would share the host's hop to IMDS"
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(service.get("environment", {})), name
@@ -550,13 +552,16 @@ def _statements(run: StackRun) -> list[dict[str, Any]]:
 def test_ecr_and_s3_access_names_this_stacks_repository_and_bucket(stack_run: StackRun) -> None:
     repository = _one(stack_run, "aws:ecr/repository:Repository").outputs["arn"]
     bucket = _one(stack_run, "aws:s3/bucket:Bucket").outputs["arn"]
+    checked = 0
     for statement in _statements(stack_run):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         if not set(actions) & set(SCOPED_ACTIONS):
             continue
+        checked += 1
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert "*" not in resources, f"{actions} on every resource"
         assert all(r == repository or r.startswith(bucket + "/") for r in resources), resources
+    assert checked, "no statement grants ECR pulls or bucket reads: nothing was checked"
 
 
 def test_switching_a_dev_stack_to_eks_needs_only_config(run_stack: RunStack) -> None:

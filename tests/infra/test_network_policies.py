@@ -109,7 +109,9 @@ def test_prometheus_may_scrape_the_port_its_pod_monitor_names(committed_runs: di
 
 
 def test_no_rule_admits_the_whole_cluster_or_the_internet(committed_runs: dict[str, StackRun]) -> None:
-    for policy in _policies(committed_runs["prod"], "mlstack"):
+    policies = _policies(committed_runs["prod"], "mlstack")
+    assert [peer for policy in policies for rule in policy.get("ingress", []) for peer in rule["from"]]
+    for policy in policies:
         for rule in policy.get("ingress", []):
             for peer in rule["from"]:
                 assert peer.get("ipBlock", {}).get("cidr") not in ("0.0.0.0/0", "10.30.0.0/16"), policy["name"]
