@@ -132,16 +132,29 @@ class AccountVerifier:
         yield Check(not problems, "eks endpoint access", name, "; ".join(problems))
 
     def instances(self) -> Iterator[Check]:
+        """Every running instance of the stack (the dev host, the node groups' nodes: their launch templates tag
+        them); none at all is a failure, not a silent pass: the stack always runs at least one."""
         filters = [*self.stack_filters, {"Name": "instance-state-name", "Values": ["running"]}]
-        for reservation in self.ec2.describe_instances(Filters=filters)["Reservations"]:
-            for instance in reservation["Instances"]:
-                tokens = instance.get("MetadataOptions", {}).get("HttpTokens")
-                yield Check(
-                    tokens == "required",
-                    "imdsv2",
-                    instance["InstanceId"],
-                    "" if tokens == "required" else f"HttpTokens is {tokens}",
-                )
+        found = [
+            instance
+            for reservation in self.ec2.describe_instances(Filters=filters)["Reservations"]
+            for instance in reservation["Instances"]
+        ]
+        if not found:
+            yield Check(
+                False,
+                "imdsv2",
+                self.env.prefix,
+                f"no running instance tagged project={NAMESPACE}, environment={self.env.name}",
+            )
+        for instance in found:
+            tokens = instance.get("MetadataOptions", {}).get("HttpTokens")
+            yield Check(
+                tokens == "required",
+                "imdsv2",
+                instance["InstanceId"],
+                "" if tokens == "required" else f"HttpTokens is {tokens}",
+            )
 
 
 def verify_account(env: Environment, session: Any) -> list[Check]:

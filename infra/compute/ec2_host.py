@@ -18,8 +18,9 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra.compute.launch_tags import launch_tag_specifications
 from infra.config import Environment
-from infra.config.models import SloConfig
+from infra.config.models import MonitoringConfig
 from infra.monitoring.slo_rules import MONITORING_DIR, dashboards, rule_files
 from infra.network.vpc import Network
 from infra.registry.ecr import ContainerRegistry
@@ -86,9 +87,9 @@ def cloudwatch_agent_config(log_group: str) -> str:
     )
 
 
-def host_monitoring_files(slo: SloConfig) -> dict[str, str]:
-    """monitoring/ as the host's compose file expects it, with this stack's SLO rules."""
-    files = {f"monitoring/rules/{name}": text for name, text in rule_files(slo).items()}
+def host_monitoring_files(monitoring: MonitoringConfig) -> dict[str, str]:
+    """monitoring/ as the host's compose file expects it, with this stack's SLO rules and runbook links."""
+    files = {f"monitoring/rules/{name}": text for name, text in rule_files(monitoring).items()}
     files |= {f"monitoring/dashboards/{name}": text for name, text in dashboards().items()}
     files["monitoring/prometheus.yml"] = (MONITORING_DIR / "prometheus.yml").read_text()
     for path in sorted((MONITORING_DIR / "grafana").rglob("*.yml")):
@@ -119,7 +120,7 @@ def render_user_data(
     model_uri: str,
     region: str,
     log_group: str,
-    slo: SloConfig,
+    monitoring: MonitoringConfig,
     host_port: int,
 ) -> str:
     registry_host = image.split("/", 1)[0]
@@ -131,7 +132,7 @@ def render_user_data(
         registry_host=registry_host,
         cloudwatch_agent_config=cloudwatch_agent_config(log_group),
         compose_file=COMPOSE_FILE.read_text().rstrip(),
-        monitoring_files=_write_files(host_monitoring_files(slo)),
+        monitoring_files=_write_files(host_monitoring_files(monitoring)),
         image=image,
         prometheus_image=PROMETHEUS_IMAGE.value,
         grafana_image=GRAFANA_IMAGE.value,
@@ -305,7 +306,7 @@ class Ec2Host(pulumi.ComponentResource):
                     model_uri=values[1],
                     region=self._env.region,
                     log_group=values[2],
-                    slo=self._env.config.monitoring.slo,
+                    monitoring=self._env.config.monitoring,
                     host_port=service.port,
                 )
             )
@@ -337,14 +338,7 @@ class Ec2Host(pulumi.ComponentResource):
             ],
             user_data=user_data,
             update_default_version=True,
-            tag_specifications=[
-                aws.ec2.LaunchTemplateTagSpecificationArgs(
-                    resource_type="instance", tags={"Name": f"{self._env.prefix}-host"}
-                ),
-                aws.ec2.LaunchTemplateTagSpecificationArgs(
-                    resource_type="volume", tags={"Name": f"{self._env.prefix}-host"}
-                ),
-            ],
+            tag_specifications=launch_tag_specifications(self._env, f"{self._env.prefix}-host"),
             opts=self._child,
         )
 

@@ -8,6 +8,7 @@ import pulumi_aws as aws
 
 from infra.compute.eks_cluster import EksCluster
 from infra.compute.gpu_instances import ACCELERATOR_LABEL, accelerator_label_value, gpus_per_node
+from infra.compute.launch_tags import launch_tag_specifications
 from infra.compute.taints import GPU_TAINT, Taint, autoscaler_node_template_tags, parse_label
 from infra.config import Environment
 from infra.config.models import NodePoolConfig
@@ -119,11 +120,9 @@ class NodePools(pulumi.ComponentResource):
                 )
             ],
             vpc_security_group_ids=[cluster.cluster_security_group_id, security_groups.workload_group_id],
-            tag_specifications=[
-                aws.ec2.LaunchTemplateTagSpecificationArgs(
-                    resource_type="instance", tags={"Name": f"{self._env.prefix}-{spec.name}-node"}
-                )
-            ],
+            # EKS applies the template's instance and volume tag specifications to the nodes it launches; the disk
+            # is the template's block device mapping (a node group with a launch template takes no diskSize).
+            tag_specifications=launch_tag_specifications(self._env, f"{self._env.prefix}-{spec.name}-node"),
             update_default_version=True,
             opts=self._child,
         )

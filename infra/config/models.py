@@ -407,6 +407,9 @@ class MonitoringConfig(ConfigModel):
     retention_days: Annotated[int, Field(ge=1, le=365)] = 15
     storage_gb: Annotated[int, Field(ge=5, le=4000)] = 20
     grafana_exposure: Literal["port-forward", "ingress"] = "port-forward"
+    # Where the repository's files are browsable, e.g. https://github.com/OWNER/NAME/blob/main: each alert's
+    # runbook_url is this + /docs/runbooks/<alert>.md (infra/monitoring/slo_rules.py says what applies when unset).
+    runbook_base_url: Annotated[str | None, Field(pattern=r"^https://[^\s?#]+[^\s?#/]$")] = None
     slo: SloConfig = Field(default_factory=SloConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 

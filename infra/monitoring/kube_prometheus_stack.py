@@ -1,5 +1,5 @@
 """Monitoring on EKS: kube-prometheus-stack (Prometheus, Alertmanager, Grafana), the repository's rules and
-dashboards, a ServiceMonitor for the model service, and dcgm-exporter on the GPU pool.
+dashboards, a PodMonitor for the model service's pods, and dcgm-exporter on the GPU pool.
 """
 
 from typing import Any
@@ -26,6 +26,7 @@ from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
 from infra.workloads.model_service import NAMESPACE as SERVICE_NAMESPACE
 from infra.workloads.model_service import REQUESTS_PER_SECOND_METRIC
 from infra.workloads.objects import create
+from infra.workloads.pod_template import CONTAINER_PORT_NAME
 from infra.workloads.release_tracks import APP
 
 NAMESPACE = "monitoring"
@@ -34,6 +35,8 @@ GRAFANA_SERVICE = f"{RELEASE}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 ALERTMANAGER_SECRET = "alertmanager-mlstack"
 DASHBOARD_LABEL = "grafana_dashboard"
+# The model service's container port that serves /metrics, by name: the one place to re-point the scrape.
+METRICS_PORT = CONTAINER_PORT_NAME
 # The whole stack (operator, Grafana, kube-state-metrics, node-exporter on every node, the admission webhook's hook
 # Jobs) must be ready before Helm's wait returns; on fresh nodes the image pulls alone can take minutes.
 KUBE_PROMETHEUS_STACK_AWAIT_SECONDS = 900
@@ -94,7 +97,8 @@ def alertmanager_config(
 
 
 def kube_prometheus_stack_values(env: Environment) -> dict[str, Any]:
-    """Retention and storage from config; every ServiceMonitor and PrometheusRule picked up; secrets by reference."""
+    """Retention and storage from config; every ServiceMonitor, PodMonitor and PrometheusRule picked up; secrets by
+    reference."""
     settings = env.config.monitoring
     return {
         # The CRDs come from the prometheus-operator-crds release, which Helm upgrades with the chart; this chart's
@@ -104,6 +108,7 @@ def kube_prometheus_stack_values(env: Environment) -> dict[str, Any]:
             "prometheusSpec": {
                 "retention": f"{settings.retention_days}d",
                 "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
                 "ruleSelectorNilUsesHelmValues": False,
                 "storageSpec": {
                     "volumeClaimTemplate": {
@@ -216,10 +221,10 @@ class Monitoring(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[crds])),
             timeout_seconds=KUBE_PROMETHEUS_STACK_AWAIT_SECONDS,
         )
-        # Custom resources (PrometheusRule, ServiceMonitor, dcgm-exporter's ServiceMonitor) need the CRDs' release;
+        # Custom resources (PrometheusRule, PodMonitor, dcgm-exporter's ServiceMonitor) need the CRDs' release;
         # the operator that acts on them comes with `release`.
         after_release = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[crds, release]))
-        for file_name, text in rule_files(settings.slo).items():
+        for file_name, text in rule_files(settings).items():
             create(
                 k8s.apiextensions.CustomResource,
                 f"{name}-rules-{file_name.split('.')[0]}",
@@ -241,16 +246,19 @@ class Monitoring(pulumi.ComponentResource):
                 data={file_name: text},
                 opts=in_namespace,
             )
+        # The pods, not the Services: under Argo Rollouts several Services (stable and canary, active and preview)
+        # select the same pods, and a ServiceMonitor would scrape each pod once per Service, doubling the per-pod
+        # request rate Prometheus Adapter hands the HPA (which would then scale at half its target).
         create(
             k8s.apiextensions.CustomResource,
-            f"{name}-service-monitor",
+            f"{name}-pod-monitor",
             api_version="monitoring.coreos.com/v1",
-            kind="ServiceMonitor",
+            kind="PodMonitor",
             metadata={"name": APP, "namespace": NAMESPACE},
             spec={
                 "namespaceSelector": {"matchNames": [SERVICE_NAMESPACE]},
                 "selector": {"matchLabels": {"app.kubernetes.io/name": APP}},
-                "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+                "podMetricsEndpoints": [{"port": METRICS_PORT, "path": "/metrics", "interval": "15s"}],
             },
             opts=after_release,
         )

@@ -20,7 +20,7 @@ from infra.compute.ec2_host import (
     render_user_data,
 )
 from infra.compute.node_pools import NODE_MANAGED_POLICIES
-from infra.config.models import SloConfig
+from infra.config.models import MonitoringConfig
 from infra.preview.engine import RecordedResource, StackRun
 from infra.preview.tree import render_tree
 from infra.versions import (
@@ -148,7 +148,12 @@ def test_dev_host_is_reachable_only_through_the_load_balancer_on_port_80(committ
 def test_host_role_carries_only_the_managed_policies_it_needs(committed_runs: dict[str, StackRun]) -> None:
     run = committed_runs["dev"]
     (role,) = [role for role in run.of_type("aws:iam/role:Role") if role.name == "host-role"]
-    assert _attached_policies(run, role) == set(HOST_MANAGED_POLICIES)
+    # Stated here, not read from the code: any other policy (AdministratorAccess, a *FullAccess) fails the test.
+    assert _attached_policies(run, role) == {
+        "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH: the host opens no port 22
+        "CloudWatchAgentServerPolicy",  # the CloudWatch agent ships the containers' logs
+    }
+    assert set(HOST_MANAGED_POLICIES) == _attached_policies(run, role)
 
 
 def _user_data(run: StackRun) -> str:
@@ -240,6 +245,7 @@ def test_dev_user_data_is_valid_bash(committed_runs: dict[str, StackRun]) -> Non
 
 def test_dev_host_rotates_every_containers_logs(committed_runs: dict[str, StackRun]) -> None:
     compose = _host_compose(_user_data(committed_runs["dev"]))
+    assert {"model-service", "prometheus", "grafana"} <= set(compose["services"])
     for name, service in compose["services"].items():
         logging = service.get("logging", {})
         assert logging.get("driver") == "json-file", name
@@ -255,6 +261,7 @@ def test_no_container_on_the_dev_host_can_reach_the_instance_role(committed_runs
     assert _one(run, LAUNCH_TEMPLATE).inputs["metadataOptions"]["httpTokens"] == "required"
     script = _user_data(run)
     compose = _host_compose(script)
+    assert {"model-service", "prometheus", "grafana"} <= set(compose["services"])
     for name, service in compose["services"].items():
         assert service.get("network_mode") != "host", f"{name} would share the host's hop to IMDS"
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(service.get("environment", {})), name
@@ -318,7 +325,7 @@ def test_the_compose_plugin_download_is_retried_and_checked(tmp_path: Path) -> N
         model_uri="s3://bucket/models/m/1.0.0/",
         region="us-east-1",
         log_group="/mlstack-dev/host",
-        slo=SloConfig(),
+        monitoring=MonitoringConfig(),
         host_port=8080,
     )
     definitions, env = _boot_functions(tmp_path, script)
@@ -381,18 +388,28 @@ def test_one_cluster_with_secrets_encryption_and_api_authentication(eks_run: Sta
     assert cluster.inputs["deletionProtection"] is env.config.protect
 
 
-def test_gpu_pool_uses_the_nvidia_ami_the_taint_and_the_configured_sizes(eks_run: StackRun) -> None:
-    env = environment_of(eks_run, stack_config(eks_run.stack))
-    gpu = env.config.compute.eks.gpu_pool  # type: ignore[union-attr]
-    (group,) = [g for g in eks_run.of_type(NODE_GROUP) if g.inputs["amiType"] == GPU_AMI_TYPE]
-    assert group.inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
-    assert group.inputs["scalingConfig"] == {
-        "minSize": gpu.min_size,
-        "maxSize": gpu.max_size,
-        "desiredSize": gpu.desired_size,
+def test_gpu_pool_uses_the_nvidia_ami_the_taint_and_the_configured_sizes(run_stack: RunStack) -> None:
+    # Values no tier defaults to, so the test fails if the pool ignores the stack file.
+    config = stack_config("prod")
+    config["mlstack:compute"]["eks"]["gpuPool"] = {
+        "instanceTypes": ["g5.2xlarge"],
+        "capacityType": "SPOT",
+        "minSize": 1,
+        "maxSize": 7,
+        "desiredSize": 2,
+        "diskSizeGb": 200,
     }
-    assert group.inputs["instanceTypes"] == gpu.instance_types
+    run = run_stack("prod", config)
+    (group,) = [g for g in run.of_type(NODE_GROUP) if g.inputs["amiType"] == GPU_AMI_TYPE]
+    assert group.inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
+    assert group.inputs["scalingConfig"] == {"minSize": 1, "maxSize": 7, "desiredSize": 2}
+    assert group.inputs["instanceTypes"] == ["g5.2xlarge"]
+    assert group.inputs["capacityType"] == "SPOT"
     assert group.inputs["labels"]["mlstack.io/accelerator"] == "gpu"
+    # With a launch template the disk is the template's (EKS refuses diskSize beside a launch template).
+    assert "diskSize" not in group.inputs
+    (template,) = [t for t in run.of_type(LAUNCH_TEMPLATE) if t.name == "pools-gpu-launch-template"]
+    assert template.inputs["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 200
 
 
 def test_device_plugin_tolerates_exactly_the_gpu_pools_taints(eks_run: StackRun) -> None:
@@ -454,7 +471,11 @@ def test_managed_addons_get_the_pinned_build_or_eks_default_for_the_clusters_min
         addon.inputs["addonName"]: addon.inputs["addonVersion"] for addon in eks_run.of_type("aws:eks/addon:Addon")
     }
     pinned = EKS_ADDON_VERSIONS[minor]
-    assert set(installed) == set(pinned)
+    # The add-ons a cluster needs, stated here: networking, DNS, service routing, Pod Identity credentials for the
+    # service and the add-ons' roles, and EBS volumes for Prometheus.
+    expected = {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
+    assert set(installed) == expected
+    assert set(pinned) == expected
     asked = {
         args["addonName"]: args for token, args in eks_run.invokes if token == "aws:eks/getAddonVersion:getAddonVersion"
     }
@@ -472,7 +493,41 @@ def test_managed_addons_get_the_pinned_build_or_eks_default_for_the_clusters_min
 
 def test_node_role_carries_only_the_managed_policies_it_needs(eks_run: StackRun) -> None:
     (role,) = [role for role in eks_run.of_type("aws:iam/role:Role") if role.name == "pools-node-role"]
-    assert _attached_policies(eks_run, role) == set(NODE_MANAGED_POLICIES)
+    # Stated here, not read from the code: any other policy (AdministratorAccess, a *FullAccess) fails the test.
+    assert _attached_policies(eks_run, role) == {
+        "AmazonEKSWorkerNodePolicy",  # the kubelet joins the cluster and describes its instance
+        "AmazonEC2ContainerRegistryPullOnly",  # nodes pull the service image from ECR, never push
+        "AmazonEKS_CNI_Policy",  # the VPC CNI assigns pod IPs (it runs with the node's role)
+        "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH onto nodes
+    }
+    assert set(NODE_MANAGED_POLICIES) == _attached_policies(eks_run, role)
+
+
+# Managed policies that grant administration or a whole service: no role of any stack may carry one.
+BROAD_POLICIES = re.compile(r"^(AdministratorAccess|PowerUserAccess|IAMFullAccess|.*FullAccess)$")
+
+
+def test_no_role_of_any_stack_is_an_administrator(stack_run: StackRun) -> None:
+    roles = stack_run.of_type("aws:iam/role:Role")
+    assert roles
+    for role in roles:
+        broad = {name for name in _attached_policies(stack_run, role) if BROAD_POLICIES.match(name)}
+        assert not broad, f"{role.name} carries {broad}"
+    policies = stack_run.of_type("aws:iam/rolePolicy:RolePolicy")
+    assert policies
+    for policy in policies:
+        for statement in json.loads(policy.inputs["policy"])["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert "*" not in actions, f"{policy.name} allows every action"
+            assert not [a for a in actions if a.endswith(":*") and a.split(":")[0] in {"iam", "sts", "kms"}], (
+                f"{policy.name}: {actions}"
+            )
+
+
+def test_the_broad_policy_check_would_catch_an_administrator() -> None:
+    assert BROAD_POLICIES.match("AdministratorAccess")
+    assert BROAD_POLICIES.match("AmazonS3FullAccess")
+    assert not BROAD_POLICIES.match("AmazonEC2ContainerRegistryPullOnly")
 
 
 def test_node_launch_templates_require_imdsv2_and_encrypt(eks_run: StackRun) -> None:
@@ -509,13 +564,16 @@ def _statements(run: StackRun) -> list[dict[str, Any]]:
 def test_ecr_and_s3_access_names_this_stacks_repository_and_bucket(stack_run: StackRun) -> None:
     repository = _one(stack_run, "aws:ecr/repository:Repository").outputs["arn"]
     bucket = _one(stack_run, "aws:s3/bucket:Bucket").outputs["arn"]
+    checked = 0
     for statement in _statements(stack_run):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         if not set(actions) & set(SCOPED_ACTIONS):
             continue
+        checked += 1
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert "*" not in resources, f"{actions} on every resource"
         assert all(r == repository or r.startswith(bucket + "/") for r in resources), resources
+    assert checked, "no statement grants ECR pulls or bucket reads: nothing was checked"
 
 
 def test_switching_a_dev_stack_to_eks_needs_only_config(run_stack: RunStack) -> None:

@@ -1,5 +1,9 @@
-"""`mlstack cost refresh` against recorded Price List responses: the client answers GetProducts as AWS does
-(TERM_MATCH on product attributes, pages of JSON strings), from product documents in the API's own format."""
+"""`mlstack cost refresh` against the Price List API's GetProducts.
+
+Most tests here use product documents this test file builds (`_product`, `_products_built_here`) and a stand-in
+client that filters them like GetProducts (TERM_MATCH on attributes, pages of JSON strings): they are written by the
+same hands as the parser, so they prove the filtering and tiering logic, not the response format. The format is
+checked by `test_the_documented_get_products_response_is_priced`, whose input is AWS's own documented example."""
 
 import json
 from pathlib import Path
@@ -8,13 +12,22 @@ from typing import Any
 import pytest
 
 from infra.preview.cost.prices import PriceSnapshot, load_snapshot
-from infra.preview.cost.refresh import UNIT_QUERIES, PriceRefreshError, on_demand_usd, refresh_snapshot
+from infra.preview.cost.refresh import (
+    UNIT_QUERIES,
+    PriceQuery,
+    PriceRefreshError,
+    _find,
+    _products,
+    on_demand_usd,
+    refresh_snapshot,
+)
 
 REGIONS = ("us-east-1", "eu-west-1")
 
 
 def _product(service: str, family: str, attributes: dict[str, str], *tiers: tuple[str, str]) -> dict[str, Any]:
-    """A product document as GetProducts returns it, with one on-demand term of the given (beginRange, USD) tiers."""
+    """A product document shaped by this test after GetProducts' format, with one on-demand term of the given
+    (beginRange, USD) tiers."""
     dimensions = {
         f"SKU.JRTCKXETXF.{index}": {
             "unit": "Hrs",
@@ -34,7 +47,7 @@ def _product(service: str, family: str, attributes: dict[str, str], *tiers: tupl
     }
 
 
-def _recorded(region: str, factor: float) -> list[dict[str, Any]]:
+def _products_built_here(region: str, factor: float) -> list[dict[str, Any]]:
     prefix = "USE1-" if region == "us-east-1" else "EU-"
     base = {"regionCode": region, "location": region}
 
@@ -80,8 +93,8 @@ def _recorded(region: str, factor: float) -> list[dict[str, Any]]:
     return products
 
 
-class RecordedPriceList:
-    """GetProducts over recorded product documents, one small page at a time."""
+class FilteringPriceListStub:
+    """A stand-in for GetProducts over product documents the test built, one small page at a time."""
 
     def __init__(self, products: list[dict[str, Any]]) -> None:
         self.products = products
@@ -108,7 +121,7 @@ class RecordedPriceList:
 
 
 def test_refresh_prices_every_region_from_the_matching_products(tmp_path: Path) -> None:
-    client = RecordedPriceList([*_recorded("us-east-1", 1.0), *_recorded("eu-west-1", 1.1)])
+    client = FilteringPriceListStub([*_products_built_here("us-east-1", 1.0), *_products_built_here("eu-west-1", 1.1)])
     snapshot = refresh_snapshot(client, REGIONS, ["t3.large", "m6i.xlarge"])
     east, ireland = snapshot.regions["us-east-1"], snapshot.regions["eu-west-1"]
     assert east["ec2_instance_hour"] == {"m6i.xlarge": 0.192, "t3.large": 0.0832}
@@ -123,14 +136,61 @@ def test_refresh_prices_every_region_from_the_matching_products(tmp_path: Path) 
 
 
 def test_a_missing_price_stops_the_refresh_naming_it() -> None:
-    products = [p for p in _recorded("us-east-1", 1.0) if "NatGateway" not in p["product"]["attributes"]["usagetype"]]
+    products = [
+        p for p in _products_built_here("us-east-1", 1.0) if "NatGateway" not in p["product"]["attributes"]["usagetype"]
+    ]
     with pytest.raises(PriceRefreshError, match=r"nat_gateway_hour in us-east-1: no AmazonEC2 product"):
-        refresh_snapshot(RecordedPriceList(products), ["us-east-1"], ["t3.large"])
+        refresh_snapshot(FilteringPriceListStub(products), ["us-east-1"], ["t3.large"])
     with pytest.raises(PriceRefreshError, match=r"instance type g9.huge in us-east-1"):
-        refresh_snapshot(RecordedPriceList(_recorded("us-east-1", 1.0)), ["us-east-1"], ["g9.huge"])
+        refresh_snapshot(FilteringPriceListStub(_products_built_here("us-east-1", 1.0)), ["us-east-1"], ["g9.huge"])
 
 
 def test_on_demand_price_reads_the_first_tier() -> None:
     product = _product("AmazonCloudWatch", "Data Payload", {}, ("10240", "0.25"), ("0", "0.50"))
     assert on_demand_usd(product) == 0.50
     assert on_demand_usd({"terms": {}}) is None
+
+
+# AWS's documented GetProducts example, reproduced as data in tests/fixtures/pricing/ (its `_source` names where it
+# comes from: boto/botocore's examples-1.json for the Price List API). Its input asks for EC2 Provisioned IOPS volumes;
+# its output is one page, with a NextToken, holding one product as a JSON string.
+DOCUMENTED = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "pricing" / "get_products_documented_example.json").read_text()
+)
+DOCUMENTED_GET_PRODUCTS_INPUT: dict[str, Any] = DOCUMENTED["input"]
+DOCUMENTED_GET_PRODUCTS_OUTPUT: dict[str, Any] = DOCUMENTED["output"]
+
+
+class DocumentedResponsePriceList:
+    """Answers the first GetProducts call with AWS's documented output, and the call with its NextToken with an empty
+    last page: nothing of it is shaped by this project's code."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def get_products(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        if "NextToken" not in kwargs:
+            return DOCUMENTED_GET_PRODUCTS_OUTPUT
+        assert kwargs["NextToken"] == DOCUMENTED_GET_PRODUCTS_OUTPUT["NextToken"]
+        return {"FormatVersion": "aws_v1", "PriceList": []}
+
+
+def test_the_documented_get_products_response_is_priced() -> None:
+    client = DocumentedResponsePriceList()
+    query = PriceQuery("ebs_io1_gb_month", "AmazonEC2", "EBS:VolumeUsage.piops", {"volumeType": "Provisioned IOPS"})
+    assert _find(client, query, "ca-central-1") == 0.138
+    (request,) = client.calls  # the first page held the product
+    # The request asks what the documented input asks (plus the region), in the same format version.
+    assert request["ServiceCode"] == "AmazonEC2"
+    assert request["FormatVersion"] == DOCUMENTED_GET_PRODUCTS_INPUT["FormatVersion"]
+    assert DOCUMENTED_GET_PRODUCTS_INPUT["Filters"][1] in request["Filters"]
+
+
+def test_the_documented_next_token_is_followed_to_the_last_page() -> None:
+    client = DocumentedResponsePriceList()
+    products = list(_products(client, "AmazonEC2", {"volumeType": "Provisioned IOPS"}))
+    assert [p["product"]["sku"] for p in products] == ["WQGC34PB2AWS8R4U"]
+    first, second = client.calls
+    assert "NextToken" not in first
+    assert second["NextToken"] == DOCUMENTED_GET_PRODUCTS_OUTPUT["NextToken"]

@@ -63,7 +63,7 @@ def test_operator_crds_come_from_their_own_release_that_every_custom_resource_wa
     assert stack.inputs["values"]["crds"] == {"enabled": False}
     assert crds.urn in stack.dependencies
     custom = [r for r in eks_run.resources if str(r.inputs.get("apiVersion", "")).startswith("monitoring.coreos.com/")]
-    assert {r.inputs["kind"] for r in custom} >= {"PrometheusRule", "ServiceMonitor"}
+    assert {r.inputs["kind"] for r in custom} >= {"PrometheusRule", "PodMonitor"}
     for resource in custom:
         assert crds.urn in resource.dependencies, resource.name
     # dcgm-exporter's chart renders a ServiceMonitor of its own.
@@ -87,6 +87,14 @@ def test_release_values_are_readable_and_credentials_are_referenced(eks_run: Sta
     assert values["grafana"]["admin"]["existingSecret"] == "grafana-admin"
     assert values["alertmanager"]["alertmanagerSpec"]["configSecret"] == "alertmanager-mlstack"
     assert values["prometheus"]["prometheusSpec"]["retention"].endswith("d")
+
+
+def test_retention_and_storage_follow_the_stack_file(run_stack: RunStack) -> None:
+    config = stack_config("staging")
+    config["mlstack:monitoring"] = {"retentionDays": 45, "storageGb": 123}  # no tier's default
+    spec = _release(run_stack("staging", config), "kube-prometheus-stack")["values"]["prometheus"]["prometheusSpec"]
+    assert spec["retention"] == "45d"
+    assert spec["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "123Gi"
 
 
 def test_rules_are_the_repository_files_with_the_stacks_slo(eks_run: StackRun, tmp_path: Path) -> None:
@@ -121,16 +129,76 @@ def test_dashboards_are_the_repository_files_for_the_grafana_sidecar(eks_run: St
     assert loaded == {path.name: path.read_text() for path in DASHBOARDS_DIR.glob("*.json")}
 
 
-def test_service_monitor_selects_the_model_services(eks_run: StackRun) -> None:
-    (monitor,) = eks_run.of_type("kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
-    selector = monitor.inputs["spec"]["selector"]["matchLabels"]
-    services = [
-        s for s in eks_run.of_type("kubernetes:core/v1:Service") if s.inputs["metadata"]["namespace"] == "mlstack"
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def _in_namespace(monitor: dict[str, Any], monitor_namespace: str, namespace: str) -> bool:
+    selector = monitor["spec"].get("namespaceSelector", {})
+    if selector.get("any"):
+        return True
+    return namespace in selector.get("matchNames", [monitor_namespace])
+
+
+def scrapes_per_pod(
+    pod_labels: dict[str, str], namespace: str, monitors: list[dict[str, Any]], services: list[dict[str, Any]]
+) -> int:
+    """How many scrape targets the Prometheus operator makes of one pod: one per PodMonitor endpoint that selects it,
+    and one per ServiceMonitor endpoint per Service it selects whose selector covers the pod."""
+    count = 0
+    for monitor in monitors:
+        if not _in_namespace(monitor, monitor["metadata"]["namespace"], namespace):
+            continue
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        if monitor["kind"] == "PodMonitor" and _matches(selector, pod_labels):
+            count += len(monitor["spec"]["podMetricsEndpoints"])
+        if monitor["kind"] == "ServiceMonitor":
+            for service in services:
+                if (
+                    service["metadata"]["namespace"] == namespace
+                    and _matches(selector, service["metadata"].get("labels", {}))
+                    and _matches(service["spec"].get("selector", {}), pod_labels)
+                ):
+                    count += len(monitor["spec"]["endpoints"])
+    return count
+
+
+def test_each_model_service_pod_is_scraped_once(eks_run: StackRun) -> None:
+    """Several Services (stable/canary or active/preview) select the same pods: scraping through them would count
+    each request twice in Prometheus Adapter's per-pod rate, and the HPA would scale at half its target."""
+    monitors = [
+        r.inputs
+        for r in eks_run.resources
+        if r.inputs.get("kind") in ("PodMonitor", "ServiceMonitor")
+        and str(r.inputs.get("apiVersion", "")).startswith("monitoring.coreos.com/")
     ]
-    assert services
-    for service in services:
-        assert selector.items() <= service.inputs["metadata"]["labels"].items()
-        assert monitor.inputs["spec"]["endpoints"][0]["port"] in {p["name"] for p in service.inputs["spec"]["ports"]}
+    services = [{**s.inputs, "kind": "Service"} for s in eks_run.of_type("kubernetes:core/v1:Service")]
+    (rollout,) = [r.inputs for r in eks_run.resources if r.inputs.get("kind") == "Rollout"]
+    namespace = rollout["metadata"]["namespace"]
+    template = rollout["spec"]["template"]
+    pod_labels = template["metadata"]["labels"]
+    service_pods = [s for s in services if _matches(s["spec"].get("selector") or {"-": "-"}, pod_labels)]
+    assert len(service_pods) >= 2, "the Rollout's Services: the case this test guards"
+    assert scrapes_per_pod(pod_labels, namespace, monitors, services) == 1
+    # The same pods under a ServiceMonitor on the app label would be scraped once per Service: the count sees it.
+    per_service = {
+        "kind": "ServiceMonitor",
+        "metadata": {"namespace": "monitoring"},
+        "spec": {
+            "namespaceSelector": {"matchNames": [namespace]},
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "model-service"}},
+            "endpoints": [{"port": "http"}],
+        },
+    }
+    assert scrapes_per_pod(pod_labels, namespace, [per_service], services) == len(service_pods)
+    (monitor,) = [m for m in monitors if m["kind"] == "PodMonitor"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (container,) = [c for c in template["spec"]["containers"] if c["name"] == "model-service"]
+    assert endpoint["port"] in {port["name"] for port in container["ports"]}
+    assert endpoint["path"] == "/metrics"
+    # kube-prometheus-stack's Prometheus selects PodMonitors without its release label only with this value.
+    values = _release(eks_run, "kube-prometheus-stack")["values"]
+    assert values["prometheus"]["prometheusSpec"]["podMonitorSelectorNilUsesHelmValues"] is False
 
 
 def test_dcgm_exporter_runs_on_the_gpu_pool_only(eks_run: StackRun) -> None:

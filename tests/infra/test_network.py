@@ -74,6 +74,7 @@ def test_nat_strategy_decides_gateways_and_private_routes(
     assert all(gateway.inputs["subnetId"] in public_ids for gateway in gateways), (
         "a NAT gateway must sit in a public subnet"
     )
+    assert private_subnets(run)
     for subnet in private_subnets(run):
         target = default_route_target(run, route_table_of(run, subnet))
         if strategy == "none":
@@ -88,6 +89,7 @@ def test_nat_strategy_decides_gateways_and_private_routes(
 
 def test_public_subnets_route_to_the_internet_gateway(stack_run: StackRun) -> None:
     (gateway,) = stack_run.of_type(INTERNET_GATEWAY)
+    assert public_subnets(stack_run)
     for subnet in public_subnets(stack_run):
         assert default_route_target(stack_run, route_table_of(stack_run, subnet)) == gateway
 
@@ -122,6 +124,8 @@ def test_s3_gateway_endpoint_serves_every_route_table(stack_run: StackRun) -> No
 
 
 def test_subnets_carry_load_balancer_discovery_tags(stack_run: StackRun) -> None:
+    assert public_subnets(stack_run)
+    assert private_subnets(stack_run)
     for subnet in public_subnets(stack_run):
         assert subnet.inputs["tags"]["kubernetes.io/role/elb"] == "1"
     for subnet in private_subnets(stack_run):
@@ -129,6 +133,8 @@ def test_subnets_carry_load_balancer_discovery_tags(stack_run: StackRun) -> None
 
 
 def test_eks_stacks_tag_subnets_for_their_cluster(committed_runs: dict[str, StackRun]) -> None:
+    for stack in ("staging", "prod", "dev"):
+        assert committed_runs[stack].of_type(SUBNET), stack
     for stack in ("staging", "prod"):
         for subnet in committed_runs[stack].of_type(SUBNET):
             assert subnet.inputs["tags"][f"kubernetes.io/cluster/mlstack-{stack}"] == "shared"

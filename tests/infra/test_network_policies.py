@@ -11,7 +11,7 @@ from tests.graph import SUBNET, public_subnets
 from tests.infra.test_namespaces_and_tokens import with_retrain_relay
 
 POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
-SERVICE_MONITOR = "ServiceMonitor"
+POD_MONITOR = "PodMonitor"
 EKS_STACKS = ("staging", "prod")
 
 
@@ -99,13 +99,11 @@ def test_an_internal_alb_is_admitted_from_the_private_subnets(run_stack: RunStac
     assert cidrs == private
 
 
-def test_prometheus_may_scrape_the_port_its_service_monitor_names(committed_runs: dict[str, StackRun]) -> None:
+def test_prometheus_may_scrape_the_port_its_pod_monitor_names(committed_runs: dict[str, StackRun]) -> None:
     run = committed_runs["prod"]
-    (monitor,) = [
-        r for r in run.resources if r.inputs.get("kind") == SERVICE_MONITOR and r.name.endswith("-service-monitor")
-    ]
+    (monitor,) = [r for r in run.resources if r.inputs.get("kind") == POD_MONITOR and r.name.endswith("-pod-monitor")]
     labels, port = _service_pods(run)
-    assert monitor.inputs["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor.inputs["spec"]["podMetricsEndpoints"][0]["port"] == "http"
     peer = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": monitor.inputs["metadata"]["namespace"]}}
     }
@@ -113,7 +111,9 @@ def test_prometheus_may_scrape_the_port_its_service_monitor_names(committed_runs
 
 
 def test_no_rule_admits_the_whole_cluster_or_the_internet(committed_runs: dict[str, StackRun]) -> None:
-    for policy in _policies(committed_runs["prod"], "mlstack"):
+    policies = _policies(committed_runs["prod"], "mlstack")
+    assert [peer for policy in policies for rule in policy.get("ingress", []) for peer in rule["from"]]
+    for policy in policies:
         for rule in policy.get("ingress", []):
             for peer in rule["from"]:
                 assert peer.get("ipBlock", {}).get("cidr") not in ("0.0.0.0/0", "10.30.0.0/16"), policy["name"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infra.cli import EXIT_PROGRAM_FAILED, preview
 from tests.conftest import REPO_ROOT
 
 MLSTACK = [sys.executable, "-m", "infra.cli"]
@@ -179,3 +180,31 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     result = _mlstack(project, "preview", "broken")
     assert result.returncode == 2
     assert result.stderr.startswith("error: stacks/Pulumi.broken.yaml: not valid YAML at line")
+
+
+PROGRAM_FAILURE = REPO_ROOT / "tests" / "fixtures" / "program_failure"
+
+
+def test_a_program_that_fails_exits_3_with_one_line_and_no_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid stack file whose program raises: exit 3 (not 1, a policy violation; not 2, bad input)."""
+    monkeypatch.chdir(REPO_ROOT)
+    code = preview("staging", tmp_path, debug=False, program_dir=PROGRAM_FAILURE)
+    assert code == EXIT_PROGRAM_FAILED == 3
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "error: the program failed for stack staging: RuntimeError: the node pool component could not size the GPU "
+        "pool (run with --debug for the traceback)"
+    )
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_debug_shows_the_programs_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    assert preview("staging", tmp_path, debug=True, program_dir=PROGRAM_FAILURE) == EXIT_PROGRAM_FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert "program_failure" in err

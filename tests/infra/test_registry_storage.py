@@ -72,6 +72,7 @@ def test_stateful_resources_are_retained_only_where_the_stack_is_protected(commi
     for stack, protected in (("dev", False), ("staging", False), ("prod", True)):
         run = committed_runs[stack]
         for type_token in stateful:
+            assert run.of_type(type_token), f"{stack}: no {type_token} to check"
             for resource in run.of_type(type_token):
                 assert resource.retain_on_delete is protected, f"{stack}: {resource.name}"
         assert _one(run, "aws:ecr/repository:Repository").inputs["forceDelete"] is not protected

@@ -129,6 +129,7 @@ def test_a_failed_analysis_rolls_back_and_the_next_up_does_not_undo_it(
     after = at_commit(run_stack, monkeypatch, "prod", COMMIT_B)
     template = one(after, "AnalysisTemplate")
     # A measurement over the SLO fails it; past failureLimit the run fails and the controller aborts the update.
+    assert template["spec"]["metrics"]
     for metric in template["spec"]["metrics"]:
         assert metric["failureCondition"].startswith("len(result) > 0 && !isNaN(result[0]) && result[0] >")
         assert metric["failureLimit"] < metric["count"]

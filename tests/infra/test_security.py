@@ -19,6 +19,9 @@ def _ingress_into(run: StackRun, group: RecordedResource) -> list[RecordedResour
 
 def test_only_the_load_balancer_admits_the_internet_and_only_on_80_and_443(stack_run: StackRun) -> None:
     load_balancer = _group(stack_run, "lb")
+    world = [r for r in stack_run.of_type(INGRESS_RULE) if (r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6"))]
+    assert world, "the load balancer's rules at least: what this test checks"
+    assert stack_run.of_type(SECURITY_GROUP)
     for rule in stack_run.of_type(INGRESS_RULE):
         source = rule.inputs.get("cidrIpv4") or rule.inputs.get("cidrIpv6")
         if source in ANYWHERE:
@@ -37,6 +40,7 @@ def test_load_balancer_admits_exactly_the_allowed_cidrs_on_80_and_443(stack_run:
 
 
 def test_no_rule_opens_port_22_to_anything_outside_its_own_group(stack_run: StackRun) -> None:
+    assert stack_run.of_type(INGRESS_RULE)
     for rule in stack_run.of_type(INGRESS_RULE):
         if rule.inputs.get("referencedSecurityGroupId") == rule.inputs["securityGroupId"]:
             continue  # members of one group talking to each other (cluster nodes)

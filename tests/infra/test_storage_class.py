@@ -55,6 +55,8 @@ def test_the_ebs_csi_driver_may_use_exactly_the_clusters_key(committed_runs: dic
     role_names = [r for r in run.of_type("aws:iam/role:Role") if r.outputs.get("arn") == association["roleArn"]]
     (role,) = role_names
     attached = {a.inputs["policyArn"] for a in run.of_type(ATTACHMENT) if a.inputs["role"] == role.outputs["name"]}
+    # Stated here: AWS's managed policy for the EBS CSI driver, and nothing else.
+    assert attached == {"arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicyV2"}
     assert attached == {f"arn:aws:iam::aws:policy/{EBS_CSI_MANAGED_POLICY}"}
     (policy,) = [p for p in run.of_type(ROLE_POLICY) if p.inputs["role"] == role.id]
     statements = json.loads(policy.inputs["policy"])["Statement"]

@@ -48,3 +48,19 @@ def test_extra_tags_join_the_default_tags(run_stack: RunStack, extra: dict[str, 
     tags = _default_tags(run_stack("dev", config))
     assert extra.items() <= tags.items()
     assert tags["environment"] == "dev"
+
+
+def test_what_each_launch_template_launches_carries_the_stacks_tags(stack_run: StackRun) -> None:
+    """Default tags stop at the launch template; its instances and volumes get tags only from tag specifications,
+    and `mlstack verify` finds the stack's instances by those tags."""
+    templates = stack_run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    # dev: the host's; staging and prod: one per node pool (CPU, and GPU where enabled).
+    pools = len(stack_run.of_type("aws:eks/nodeGroup:NodeGroup"))
+    assert len(templates) == (pools if pools else 1)
+    stack_tags = _default_tags(stack_run)
+    for template in templates:
+        specifications = {spec["resourceType"]: spec["tags"] for spec in template.inputs["tagSpecifications"]}
+        assert set(specifications) == {"instance", "volume"}, template.name
+        for resource_type, tags in specifications.items():
+            assert stack_tags.items() <= tags.items(), f"{template.name} launches {resource_type}s without them"
+            assert tags["Name"].startswith(f"mlstack-{stack_run.stack}-"), template.name

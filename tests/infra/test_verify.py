@@ -1,82 +1,152 @@
-"""`mlstack verify`: a compliant account passes every check; a tampered one fails, naming each setting."""
+"""`mlstack verify`: an account built from what prod's program creates passes every check; a tampered one fails,
+naming each setting; an account missing the stack's resources or instances fails instead of printing nothing.
 
+The moto account is built from the recorded plan of prod's program (the same run `mlstack preview` makes): its ECR
+repository, model bucket with its public access block and encryption, VPC, security groups with their ingress rules
+and the provider's default tags, EKS cluster, and one instance launched from each launch template (what EC2 or the
+node group launches). Nothing is shaped by hand to pass.
+"""
+
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from infra.cli import main
+from infra.preview.engine import StackRun
+from tests.graph import AWS_PROVIDER
 
 REGION = "us-east-1"  # prod's region
-STACK_TAGS = [{"Key": "project", "Value": "mlstack"}, {"Key": "environment", "Value": "prod"}]
-KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+# Weaker cluster settings for the tampered case: moto cannot change a cluster's encryption afterwards.
+TAMPERED_PUBLIC_CIDRS = ["198.51.100.0/24"]
 
 
 @dataclass
 class Account:
     bucket: str
-    group_id: str
-    instance_id: str
+    group_ids: list[str]
+    instance_ids: list[str]
+    cluster_public_cidrs: list[str]
 
 
-def _build(*, tampered: bool) -> Account:
-    """prod's resources as the program makes them; `tampered` gives the cluster weaker settings from the start
-    (moto cannot change a cluster's encryption afterwards), the rest is tampered in the tests."""
+def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+
+def _build(plan: StackRun, *, tampered: bool = False, launch: bool = True) -> Account:
+    """The plan's resources in moto, with their recorded settings; `launch` False: no instance has started."""
+    (provider,) = plan.of_type(AWS_PROVIDER)
+    stack_tags: dict[str, str] = json.loads(provider.inputs["defaultTags"])["tags"]
     ecr = boto3.client("ecr", region_name=REGION)
+    (repository,) = plan.of_type("aws:ecr/repository:Repository")
     ecr.create_repository(
-        repositoryName="mlstack-prod/model-service",
-        imageScanningConfiguration={"scanOnPush": True},
-        imageTagMutability="IMMUTABLE",
+        repositoryName=repository.inputs["name"],
+        imageScanningConfiguration=repository.inputs["imageScanningConfiguration"],
+        imageTagMutability=repository.inputs["imageTagMutability"],
     )
     s3 = boto3.client("s3", region_name=REGION)
-    bucket = "mlstack-prod-models-20261128"
-    s3.create_bucket(Bucket=bucket)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration=dict.fromkeys(
-            ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True
-        ),
-    )
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KEY_ARN}}]
-        },
-    )
+    buckets = {b.id: b.outputs["bucket"] for b in plan.of_type("aws:s3/bucket:Bucket")}
+    for name in buckets.values():
+        s3.create_bucket(Bucket=name)
+    for block in plan.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"):
+        settings = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+        s3.put_public_access_block(
+            Bucket=buckets[block.inputs["bucket"]],
+            PublicAccessBlockConfiguration={key: block.inputs[key[0].lower() + key[1:]] for key in settings},
+        )
+    for encryption in plan.of_type(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ):
+        rules = [
+            {
+                "ApplyServerSideEncryptionByDefault": {
+                    "SSEAlgorithm": rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"],
+                    "KMSMasterKeyID": rule["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"],
+                }
+            }
+            for rule in encryption.inputs["rules"]
+        ]
+        s3.put_bucket_encryption(
+            Bucket=buckets[encryption.inputs["bucket"]], ServerSideEncryptionConfiguration={"Rules": rules}
+        )
+    (model_bucket,) = [name for name in buckets.values() if name.startswith("mlstack-prod-models-")]
+
     ec2 = boto3.client("ec2", region_name=REGION)
-    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.0.0/18")["Subnet"]["SubnetId"]
-    tags = [{"ResourceType": "security-group", "Tags": STACK_TAGS}]
-    group = ec2.create_security_group(GroupName="mlstack-prod-lb", Description="lb", VpcId=vpc, TagSpecifications=tags)
-    ec2.authorize_security_group_ingress(
-        GroupId=group["GroupId"],
-        IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-            for port in (80, 443)
-        ],
-    )
-    instance = ec2.run_instances(
-        ImageId="ami-12c6146b",
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=subnet,
-        MetadataOptions={"HttpTokens": "required"},
-        TagSpecifications=[{"ResourceType": "instance", "Tags": STACK_TAGS}],
-    )["Instances"][0]["InstanceId"]
+    (vpc,) = plan.of_type("aws:ec2/vpc:Vpc")
+    vpc_id = ec2.create_vpc(CidrBlock=vpc.inputs["cidrBlock"])["Vpc"]["VpcId"]
+    subnets = {
+        s.id: ec2.create_subnet(
+            VpcId=vpc_id, CidrBlock=s.inputs["cidrBlock"], AvailabilityZone=s.inputs["availabilityZone"]
+        )["Subnet"]["SubnetId"]
+        for s in plan.of_type("aws:ec2/subnet:Subnet")
+    }
+    groups = {}
+    for group in plan.of_type("aws:ec2/securityGroup:SecurityGroup"):
+        tags = {**stack_tags, **group.inputs.get("tags", {})}
+        groups[group.id] = ec2.create_security_group(
+            GroupName=tags["Name"],
+            Description=group.inputs["description"],
+            VpcId=vpc_id,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": _tag_list(tags)}],
+        )["GroupId"]
+    assert groups, "the plan has no security group"
+    for rule in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        if rule.inputs["securityGroupId"] not in groups or not ({"cidrIpv4", "cidrIpv6"} & set(rule.inputs)):
+            continue  # the cluster's own group (EKS creates it) or a rule from another group
+        permission: dict[str, Any] = {
+            "IpProtocol": rule.inputs["ipProtocol"],
+            "FromPort": int(rule.inputs["fromPort"]),
+            "ToPort": int(rule.inputs["toPort"]),
+        }
+        if "cidrIpv4" in rule.inputs:
+            permission["IpRanges"] = [{"CidrIp": rule.inputs["cidrIpv4"]}]
+        else:
+            permission["Ipv6Ranges"] = [{"CidrIpv6": rule.inputs["cidrIpv6"]}]
+        ec2.authorize_security_group_ingress(GroupId=groups[rule.inputs["securityGroupId"]], IpPermissions=[permission])
+
+    instances = []
+    templates = plan.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    assert templates, "the plan launches nothing"
+    for template in templates if launch else []:
+        metadata = template.inputs["metadataOptions"]
+        # What the template's tag specifications put on the instance at launch: the only tags it gets.
+        (instance_tags,) = [s["tags"] for s in template.inputs["tagSpecifications"] if s["resourceType"] == "instance"]
+        instances += [
+            i["InstanceId"]
+            for i in ec2.run_instances(
+                ImageId="ami-12c6146b",
+                MinCount=1,
+                MaxCount=1,
+                SubnetId=next(iter(subnets.values())),
+                MetadataOptions={"HttpTokens": metadata["httpTokens"], "HttpEndpoint": metadata["httpEndpoint"]},
+                TagSpecifications=[{"ResourceType": "instance", "Tags": _tag_list(instance_tags)}],
+            )["Instances"]
+        ]
+
+    (cluster,) = plan.of_type("aws:eks/cluster:Cluster")
+    vpc_config = cluster.inputs["vpcConfig"]
+    public_cidrs = TAMPERED_PUBLIC_CIDRS if tampered else vpc_config["publicAccessCidrs"]
     boto3.client("eks", region_name=REGION).create_cluster(
-        name="mlstack-prod",
-        roleArn="arn:aws:iam::123456789012:role/mlstack-prod-eks",
+        name=cluster.inputs["name"],
+        roleArn=cluster.inputs["roleArn"],
         resourcesVpcConfig={
-            "subnetIds": [subnet],
-            "endpointPublicAccess": True,
-            "endpointPrivateAccess": True,
-            "publicAccessCidrs": ["0.0.0.0/0"] if tampered else ["203.0.113.0/24"],
+            "subnetIds": [subnets[s] for s in vpc_config["subnetIds"]],
+            "endpointPublicAccess": vpc_config["endpointPublicAccess"],
+            "endpointPrivateAccess": vpc_config["endpointPrivateAccess"],
+            "publicAccessCidrs": public_cidrs,
         },
-        encryptionConfig=[] if tampered else [{"resources": ["secrets"], "provider": {"keyArn": KEY_ARN}}],
+        encryptionConfig=[] if tampered else [cluster.inputs["encryptionConfig"]],
     )
-    return Account(bucket, group["GroupId"], instance)
+    return Account(model_bucket, list(groups.values()), instances, vpc_config["publicAccessCidrs"])
+
+
+@pytest.fixture
+def prod_plan(committed_runs: dict[str, StackRun]) -> StackRun:
+    return committed_runs["prod"]
 
 
 @pytest.fixture
@@ -95,25 +165,36 @@ def _verify(capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
     return status, capsys.readouterr().out.splitlines()
 
 
-def test_a_compliant_account_passes_every_check(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
-    _build(tampered=False)
+def _check_name(line: str) -> str:
+    return line[6:35].strip()
+
+
+def test_an_account_built_from_the_plan_passes_every_check(
+    aws: None, prod_plan: StackRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    account = _build(prod_plan)
     status, lines = _verify(capsys)
     assert status == 0, "\n".join(lines)
-    checks = [
-        line.split("  ", 1)[1].split(" mlstack")[0].split(" sg-")[0].split(" i-")[0].strip() for line in lines[:-1]
-    ]
+    checks = [_check_name(line) for line in lines[:-1]]
+    # One line per instance: the CPU and the GPU pool's nodes, found by the tags their launch templates give them.
+    assert len(account.instance_ids) == 2
     assert sorted(checks) == sorted(
         [
             "ecr scan on push", "ecr immutable tags", "s3 public access block", "s3 kms encryption",
-            "no world ingress but 80/443", "imdsv2", "eks secrets encryption", "eks endpoint access",
+            *["no world ingress but 80/443"] * len(account.group_ids), *["imdsv2"] * len(account.instance_ids),
+            "eks secrets encryption", "eks endpoint access",
         ]
     )  # fmt: skip
+    for instance in account.instance_ids:
+        assert any(line.startswith("PASS  imdsv2") and instance in line for line in lines), instance
     assert all(line.startswith("PASS") for line in lines[:-1])
-    assert lines[-1] == "8 checks, 0 failed"
+    assert lines[-1] == f"{len(checks)} checks, 0 failed"
 
 
-def test_a_tampered_account_fails_naming_each_setting(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
-    account = _build(tampered=True)
+def test_a_tampered_account_fails_naming_each_setting(
+    aws: None, prod_plan: StackRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    account = _build(prod_plan, tampered=True)
     ecr = boto3.client("ecr", region_name=REGION)
     ecr.put_image_scanning_configuration(
         repositoryName="mlstack-prod/model-service", imageScanningConfiguration={"scanOnPush": False}
@@ -134,10 +215,10 @@ def test_a_tampered_account_fails_naming_each_setting(aws: None, capsys: pytest.
     )
     ec2 = boto3.client("ec2", region_name=REGION)
     ec2.authorize_security_group_ingress(
-        GroupId=account.group_id,
+        GroupId=account.group_ids[0],
         IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
     )
-    ec2.modify_instance_metadata_options(InstanceId=account.instance_id, HttpTokens="optional")
+    ec2.modify_instance_metadata_options(InstanceId=account.instance_ids[0], HttpTokens="optional")
 
     status, lines = _verify(capsys)
     assert status == 1
@@ -150,11 +231,40 @@ def test_a_tampered_account_fails_naming_each_setting(aws: None, capsys: pytest.
         "no world ingress but 80/443": "port 22 from 0.0.0.0/0",
         "imdsv2": "HttpTokens is optional",
         "eks secrets encryption": "secrets are not KMS-encrypted",
-        "eks endpoint access": "public access CIDRs are ['0.0.0.0/0'], the stack says ['203.0.113.0/24']",
+        "eks endpoint access": (
+            f"public access CIDRs are {TAMPERED_PUBLIC_CIDRS}, the stack says {sorted(account.cluster_public_cidrs)}"
+        ),
     }
     for check, detail in expected.items():
         assert any(check in line and line.endswith(detail) for line in failures), f"{check}: {detail}\n{lines}"
-    assert lines[-1] == "8 checks, 8 failed"
+    assert len(failures) == len(expected)
+    assert lines[-1].endswith(f" checks, {len(expected)} failed")
+
+
+def test_no_running_instance_of_the_stack_is_a_failure_naming_the_check(
+    aws: None, prod_plan: StackRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _build(prod_plan, launch=False)
+    # Another stack's instance does not count.
+    boto3.client("ec2", region_name=REGION).run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        MetadataOptions={"HttpTokens": "required"},
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [{"Key": "project", "Value": "mlstack"}, {"Key": "environment", "Value": "staging"}],
+            }
+        ],
+    )
+    status, lines = _verify(capsys)
+    assert status == 1
+    assert (
+        "FAIL  imdsv2                       mlstack-prod: no running instance tagged project=mlstack, "
+        "environment=prod" in lines
+    )
+    assert lines[-1].endswith(" checks, 1 failed")
 
 
 def test_a_missing_resource_is_a_failure_not_a_pass(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,3 +275,5 @@ def test_a_missing_resource_is_a_failure_not_a_pass(aws: None, capsys: pytest.Ca
         in lines
     )
     assert any(line.startswith("FAIL  s3 model bucket") and line.endswith("not found") for line in lines)
+    assert any(line.startswith("FAIL  security groups") for line in lines)
+    assert any(line.startswith("FAIL  imdsv2") and "no running instance" in line for line in lines)
