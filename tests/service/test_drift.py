@@ -174,12 +174,12 @@ def test_feedback_with_the_wrong_number_of_labels_is_a_400(drift_server: ServerP
 def test_feedback_labels_must_be_class_indices_not_booleans(drift_server: ServerProcess) -> None:
     rows, _ = generate_applications(2, seed=2)
     prediction_id = drift_server.client.post("/v2/models/loan-approval/infer", json=_body(rows)).json()["id"]
-    response = drift_server.client.post(
+    response = drift_server.internal.post(
         "/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [True, 0]}
     )
     assert response.status_code == 400
     assert "a list of 2 class indices (0 or 1)" in response.json()["error"]
-    accepted = drift_server.client.post(
+    accepted = drift_server.internal.post(
         "/v2/models/loan-approval/feedback", json={"id": prediction_id, "labels": [1, 0]}
     )
     assert accepted.json()["recorded"] is True
@@ -346,7 +346,10 @@ def test_psi_and_ks_of_a_small_window_match_a_computation_by_hand() -> None:
 
 def test_drift_is_exported_only_once_the_window_holds_the_minimum_sample(tmp_path: Path) -> None:
     """A dozen rows give a PSI of 6 or 7: no drift gauge may carry such a value, or the alert would retrain."""
-    server = start_server(tmp_path, drift_window="400", drift_min_samples="300", drift_refresh_seconds="0.1")
+    # One client sends every row here: no per-source cap on the window (drift_source_share 1).
+    server = start_server(
+        tmp_path, drift_window="400", drift_min_samples="300", drift_refresh_seconds="0.1", drift_source_share="1"
+    )
     try:
         rows, _ = generate_applications(312, seed=8)
         _send(server, rows[:12])
