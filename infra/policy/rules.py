@@ -467,7 +467,7 @@ def _listener_tls(listener: Resource, stack: Stack) -> Iterable[str]:
         if action.get("type") == "redirect" and str(_dig(action, "redirect", "protocol") or "").upper() == "HTTPS"
     ]
     if not actions or len(redirects) < len(actions):
-        port = listener.inputs.get("port")
+        port = _port_text(listener.inputs.get("port"))
         yield f"listens on HTTP port {port} of an internet-facing load balancer without redirecting to HTTPS"
 
 

@@ -540,7 +540,13 @@ BRANCHES: tuple[Case, ...] = (
         lambda: _edge({**OIDC, **HTTPS, f"{ALB}/listen-ports": "HTTPS:443"}),
         "is not a JSON list",
     ),
-    B("tls-in-prod", "aws listener forwarding HTTP", "prod", lambda: _listener("HTTP", FORWARD), "without redirecting"),
+    B(
+        "tls-in-prod",
+        "aws listener forwarding HTTP",
+        "prod",
+        lambda: _listener("HTTP", FORWARD),
+        "HTTP port 80 of an internet-facing load balancer without redirecting",
+    ),
     B(
         "tls-in-prod",
         "aws listener redirecting to HTTP",
