@@ -304,10 +304,9 @@ def deletion_protection(resource: Resource, stack: Stack) -> Iterable[str]:
 GPU_RESOURCE = "nvidia.com/gpu"
 ALB = "alb.ingress.kubernetes.io"
 CERTIFICATE_ARN = f"{ALB}/certificate-arn"
-# The service's own authentication marker (contract with the service and its pod template): the container env
-# `MLSTACK_AUTH` names the mechanism the service enforces (e.g. "api-key"); these values mean none.
-SERVICE_AUTH_ENV = "MLSTACK_AUTH"
-NO_SERVICE_AUTH = ("", "none", "off", "false", "disabled")
+# The service's own authentication (service/mlstack_service/settings.py `api_keys_file`, auth.py): with this env set
+# to its keys file, the inference and model routes answer 401 to a request without a valid API key.
+SERVICE_AUTH_ENV = "MLSTACK_API_KEYS_FILE"
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 METRICS_PATH = "/metrics"
 # Where each workload kind keeps its pod template.
@@ -611,8 +610,8 @@ def _service_authenticates(template: Mapping[str, Any]) -> bool:
     containers = [_mapping(container) for container in _as_list(_dig(template, "spec", "containers"))]
     for container in containers:
         for variable in map(_mapping, _as_list(container.get("env"))):
-            if variable.get("name") == SERVICE_AUTH_ENV and "value" in variable:
-                return str(variable["value"]).strip().lower() not in NO_SERVICE_AUTH
+            if variable.get("name") == SERVICE_AUTH_ENV and str(variable.get("value") or "").strip():
+                return True
     return False
 
 
@@ -624,9 +623,9 @@ def authenticated_ingress(resource: Resource, stack: Stack) -> Iterable[str]:
       "Token Validation"): `auth-type` oidc or cognito with its `auth-idp-oidc` / `auth-idp-cognito` configuration,
       and `auth-on-unauthenticated-request` not `allow`; or `jwt-validation`;
     - in the service: every pod template behind every backend (Service selector, or the Services of the Argo
-      Rollout that routes the Ingress) has a container whose env sets `MLSTACK_AUTH` to the mechanism it enforces
-      (e.g. `api-key`), as a plain value; `none`, `off`, `false` and empty mean none. A backend whose pods the stack
-      does not write (a chart's Service, a target group by ARN) cannot show that, so it needs the ALB's.
+      Rollout that routes the Ingress) has a container whose env sets `MLSTACK_API_KEYS_FILE` (the service's API
+      keys, service/mlstack_service/auth.py) to a path, as a plain value. A backend whose pods the stack does not
+      write (a chart's Service, a target group by ARN) cannot show that, so it needs the ALB's.
     """
     if not _internet_facing(resource):
         return
@@ -703,12 +702,13 @@ READ_VERBS = ("get", "list", "describe")
 # Authorization Reference).
 READ_ONLY_ACTIONS = frozenset({"ecr:batchgetimage", "ecr:batchchecklayeravailability"})
 # Condition keys that bound which resources a statement reaches, so a `*` under them is not every resource: tags the
-# resource carries or is created with, the one service a service-linked role is for, the service a KMS key is used
-# through. Under `Null`, a key bounds only when it must be present ("false").
+# resource carries or is created with, the VPC an EC2 resource is in, the one service a service-linked role is for,
+# the service a KMS key is used through. Under `Null`, a key bounds only when it must be present ("false").
 SCOPING_CONDITION_KEYS = (
     "aws:resourcetag/",
     "aws:requesttag/",
     "ec2:resourcetag/",
+    "ec2:vpc",
     "iam:awsservicename",
     "kms:viaservice",
 )
@@ -753,9 +753,9 @@ def no_wildcard_write(resource: Resource, stack: Stack) -> Iterable[str]:
 
     Write: any action but Get*/List*/Describe* and the explicitly read-only (READ_ONLY_ACTIONS); `NotAction` counts
     as write. Every resource: `Resource` "*" (or an ARN whose resource part is "*") or any `NotResource`. A statement
-    is bounded when a condition scopes it by tag, by the service a service-linked role is for, or by the service a
-    KMS key is used through (SCOPING_CONDITION_KEYS). No action is allow-listed: none this stack grants needs an
-    unbounded `*` that a tag condition or an ARN could not bound.
+    is bounded when a condition scopes it by tag, by VPC, by the service a service-linked role is for, or by the
+    service a KMS key is used through (SCOPING_CONDITION_KEYS). No action is allow-listed: none this stack grants
+    needs an unbounded `*` that a tag or VPC condition or an ARN could not bound.
     """
     for where, document in _policy_documents(resource):
         for index, statement in enumerate(_statements(document)):

@@ -282,7 +282,7 @@ def _listener(protocol: str, actions: list[dict[str, Any]], internal: bool = Fal
 
 FORWARD = [{"type": "forward", "targetGroupArn": "arn:tg"}]
 TO_HTTPS = [{"type": "redirect", "redirect": {"protocol": "HTTPS", "port": "443", "statusCode": "HTTP_301"}}]
-AUTH_ENV = [{"name": "MLSTACK_AUTH", "value": "api-key"}]
+AUTH_ENV = [{"name": "MLSTACK_API_KEYS_FILE", "value": "/etc/mlstack/keys/api-keys"}]
 
 
 def _canary(env: list[dict[str, Any]] | None) -> list[Resource]:
@@ -556,10 +556,10 @@ BRANCHES: tuple[Case, ...] = (
     ),
     B(
         "authenticated-ingress",
-        "no ALB auth, pods without MLSTACK_AUTH",
+        "no ALB auth, pods without MLSTACK_API_KEYS_FILE",
         "prod",
         lambda: _edge(HTTPS),
-        "the pods behind api do not set MLSTACK_AUTH",
+        "the pods behind api do not set MLSTACK_API_KEYS_FILE",
     ),
     B(
         "authenticated-ingress",
@@ -577,14 +577,14 @@ BRANCHES: tuple[Case, ...] = (
     ),
     B(
         "authenticated-ingress",
-        "MLSTACK_AUTH none",
+        "MLSTACK_API_KEYS_FILE empty",
         "prod",
         lambda: [
             _alb_ingress({**PROTECTED_ALB, **HTTPS}),
             _service(),
-            _workload(env=[{"name": "MLSTACK_AUTH", "value": "none"}]),
+            _workload(env=[{"name": "MLSTACK_API_KEYS_FILE", "value": ""}]),
         ],
-        "do not set MLSTACK_AUTH",
+        "do not set MLSTACK_API_KEYS_FILE",
     ),
     B(
         "authenticated-ingress",
@@ -872,6 +872,19 @@ KEEPING: tuple[Case, ...] = (
         "dev",
         lambda: _policy(
             [_allow("ec2:CreateSecurityGroup", Condition={"StringEquals": {"aws:RequestTag/cluster": "c"}})], ROLE
+        ),
+    ),
+    K(
+        "no-wildcard-write",
+        "security-group rules bounded to the stack's VPC",
+        "dev",
+        lambda: _policy(
+            [
+                _allow(
+                    ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"],
+                    Condition={"ArnEquals": {"ec2:Vpc": "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-1"}},
+                )
+            ]
         ),
     ),
     K(

@@ -30,7 +30,7 @@ OUTSTANDING: dict[tuple[str, str, str], str] = {
     **{(stack, "no-public-metrics", "model-service-ingress"): SECINFRA_METRICS for stack in ("staging", "prod")},
     ("prod", "tls-in-prod", "model-service-ingress"): "prod's stack file sets ingress.certificateArn (README)",
     ("prod", "authenticated-ingress", "model-service-ingress"): (
-        "secinfra/secsvc: ALB OIDC/Cognito/JWT annotations, or MLSTACK_AUTH in the service's pod env"
+        "secinfra/secsvc: ALB OIDC/Cognito/JWT annotations, or MLSTACK_API_KEYS_FILE in the service pods' env"
     ),
     ("prod", "unused-capacity", "pools-gpu"): "prod's gpuPool minSize/desiredSize 0 while the service runs on CPU",
 }
