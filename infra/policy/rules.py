@@ -498,14 +498,14 @@ def _rollout_backends(ingress: Resource, stack: Stack) -> list[_Backend]:
         canary = _mapping(_dig(rollout.inputs, "spec", "strategy", "canary"))
         alb = _mapping(_dig(canary, "trafficRouting", "alb"))
         names = [alb.get("ingress"), *_as_list(alb.get("ingresses"))]
-        if _namespace(rollout) == _namespace(ingress) and ingress_name(ingress) in names:
+        if _namespace(rollout) == _namespace(ingress) and _ingress_name(ingress) in names:
             services = [canary.get("stableService"), canary.get("canaryService")]
             port = alb.get("servicePort")
             backends += [_Backend(str(service), port) for service in services if service]
     return backends
 
 
-def ingress_name(ingress: Resource) -> str:
+def _ingress_name(ingress: Resource) -> str:
     return str(_dig(ingress.inputs, "metadata", "name") or ingress.name)
 
 
