@@ -291,7 +291,7 @@ def deletion_protection(resource: Resource, stack: Stack) -> Iterable[str]:
         yield "the load balancer has no deletion protection"
     if resource.type == CLUSTER and not _truthy(inputs.get("deletionProtection")):
         yield "the EKS cluster has no deletion protection"
-    if resource.type == INGRESS and (inputs.get("spec") or {}).get("ingressClassName") == "alb":
+    if resource.type == INGRESS and _is_alb_ingress(resource):
         annotations = (inputs.get("metadata") or {}).get("annotations") or {}
         attributes = annotations.get("alb.ingress.kubernetes.io/load-balancer-attributes", "")
         if "deletion_protection.enabled=true" not in str(attributes):

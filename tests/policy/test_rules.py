@@ -505,6 +505,19 @@ BRANCHES: tuple[Case, ...] = (
     ),
     B("unused-capacity", "GPU pool by AMI type, minSize 1", "prod", lambda: [_node_group(GPU_AMI, 1, 1)], "minSize 1"),
     B(
+        "deletion-protection",
+        "ALB Ingress by the legacy class annotation",
+        "prod",
+        lambda: [
+            _resource(
+                INGRESS,
+                "legacy-ingress",
+                {"metadata": {"annotations": {"kubernetes.io/ingress.class": "alb"}}, "spec": {}},
+            )
+        ],
+        "ALB this Ingress creates",
+    ),
+    B(
         "unused-capacity",
         "GPU pool by taint, desiredSize 1",
         "prod",
