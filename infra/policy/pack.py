@@ -1,4 +1,5 @@
-"""The CrossGuard side: each rule of rules.py as a mandatory stack validation policy.
+"""The CrossGuard side: each rule of rules.py as a stack validation policy at the rule's level (mandatory or
+advisory; a rule whose level differs by tier is two rules, one per level, each for its tiers).
 
 Stack validation rather than resource validation, because some rules look at related resources (the group an
 ingress rule opens, the encryption configuration of a bucket). Runs in the pack's own virtual environment
@@ -18,6 +19,7 @@ from pulumi_policy import (
 )
 
 Validate = Callable[[StackValidationArgs, ReportViolation], None]
+LEVELS = {rules.MANDATORY: EnforcementLevel.MANDATORY, rules.ADVISORY: EnforcementLevel.ADVISORY}
 
 
 def resource_from(resource: PolicyResource) -> rules.Resource:
@@ -60,7 +62,7 @@ def policies() -> list[Policy]:
         StackValidationPolicy(
             name=rule.name,
             description=rule.description,
-            enforcement_level=EnforcementLevel.MANDATORY,
+            enforcement_level=LEVELS[rule.level],
             validate=_validator(rule),
         )
         for rule in rules.RULES

@@ -4,8 +4,8 @@
 
 Input: a list of stacks, each a list of resources {urn, type, name, inputs, protect, property_dependencies}; an
 AWS provider among them is both a resource and the `provider` of every AWS resource, as the engine reports it.
-Output: one list of violations {policy, urn, message} per stack, as each policy's `validate` reported them through
-pulumi_policy.
+Output: one list of violations {policy, level, urn, message} per stack, as each policy's `validate` reported them
+through pulumi_policy (level: the policy's enforcement level).
 """
 
 import json
@@ -49,9 +49,9 @@ def policy_resources(resources: list[dict[str, Any]]) -> list[PolicyResource]:
     return list(built.values())
 
 
-def _collector(reported: list[dict[str, str]], policy: str) -> Callable[[str, str | None], None]:
+def _collector(reported: list[dict[str, str]], policy: str, level: str) -> Callable[[str, str | None], None]:
     def report(message: str, urn: str | None = None) -> None:
-        reported.append({"policy": policy, "urn": urn or "", "message": message})
+        reported.append({"policy": policy, "level": level, "urn": urn or "", "message": message})
 
     return report
 
@@ -63,7 +63,8 @@ def main() -> None:
         reported: list[dict[str, str]] = []
         for policy in policies():
             assert isinstance(policy, StackValidationPolicy)
-            policy.validate(args, _collector(reported, policy.name))
+            level = policy.enforcement_level.value if policy.enforcement_level else ""
+            policy.validate(args, _collector(reported, policy.name, level))
         results.append(reported)
     json.dump(results, sys.stdout)
 
