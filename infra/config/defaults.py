@@ -63,7 +63,9 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
             "eks": {
                 "logRetentionDays": 365,
                 "cpuPool": {"instanceTypes": ["m6i.xlarge"], "minSize": 3, "maxSize": 10, "desiredSize": 3},
-                "gpuPool": {"instanceTypes": ["g5.xlarge", "g6.xlarge"], "minSize": 1, "maxSize": 4, "desiredSize": 1},
+                # Scaled from zero by the Cluster Autoscaler when a pod asks for a GPU: an idle GPU node costs more
+                # than the rest of the cluster (the unused-capacity policy).
+                "gpuPool": {"instanceTypes": ["g5.xlarge", "g6.xlarge"], "minSize": 0, "maxSize": 4, "desiredSize": 0},
             },
         },
         "service": {"port": 8080},
