@@ -133,7 +133,9 @@ else:
     pulumi.export("grafanaUrl", monitoring.grafana_url)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     if env.config.batch.enabled:
-        BatchScoring("batch", env, service=service, registry=registry, bucket=bucket, keys=keys, opts=with_aws)
+        BatchScoring(
+            "batch", env, cluster=cluster, service=service, registry=registry, bucket=bucket, keys=keys, opts=with_aws
+        )
     pulumi.export("clusterName", cluster.name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("serviceUrl", service.service_url)

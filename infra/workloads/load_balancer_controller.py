@@ -47,6 +47,7 @@ class LoadBalancerController(pulumi.ComponentResource):
         identity = pod_identity_role(
             name,
             cluster_name=cluster.name,
+            cluster_arn=cluster.cluster.arn,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
             policy=json.dumps(json.loads(POLICY_FILE.read_text())),

@@ -133,6 +133,7 @@ class ModelService(pulumi.ComponentResource):
         self.role = pod_identity_role(
             self._name,
             cluster_name=cluster.name,
+            cluster_arn=cluster.cluster.arn,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
             policy=policy_document(bucket.read_models_statements(keys.models.arn)),

@@ -309,12 +309,13 @@ def test_probes_are_routes_the_real_service_answers(committed_runs: dict[str, St
         server.stop()
 
 
-def test_batch_cronjob_runs_the_scorer_with_the_service_account(committed_runs: dict[str, StackRun]) -> None:
+def test_batch_cronjob_runs_the_scorer_with_its_own_service_account(committed_runs: dict[str, StackRun]) -> None:
     cron = one(committed_runs["prod"], "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 2
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "model-service"
+    assert pod["serviceAccountName"] == "model-service-batch"
+    assert pod["serviceAccountName"] != rollout(committed_runs["prod"])["spec"]["template"]["spec"]["serviceAccountName"]
     batch = pod["containers"][0]
     assert batch["command"] == ["python", "-m", "mlstack_service.batch"]
     args = dict(zip(batch["args"][::2], batch["args"][1::2], strict=True))
