@@ -23,9 +23,10 @@ from infra.versions import (
     PROMETHEUS_OPERATOR_CRDS_CHART,
 )
 from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
+from infra.workloads.model_service import INTERNAL_SERVICE_LABEL, REQUESTS_PER_SECOND_METRIC
 from infra.workloads.model_service import NAMESPACE as SERVICE_NAMESPACE
-from infra.workloads.model_service import REQUESTS_PER_SECOND_METRIC
 from infra.workloads.objects import create
+from infra.workloads.pod_template import INTERNAL_PORT_NAME
 from infra.workloads.release_tracks import APP
 
 NAMESPACE = "monitoring"
@@ -106,6 +107,10 @@ def kube_prometheus_stack_values(env: Environment) -> dict[str, Any]:
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "searchNamespace": NAMESPACE}},
+            # A Role in the monitoring namespace instead of a ClusterRole: the dashboard and datasource sidecars
+            # read ConfigMaps and Secrets only where they look (grafana chart 12.11.1, values.yaml `rbac.namespaced`,
+            # templates/role.yaml; grafana-community/helm-charts at 3386a115), never the cluster's secrets.
+            "rbac": {"namespaced": True},
         },
     }
 
@@ -236,8 +241,9 @@ class Monitoring(pulumi.ComponentResource):
             metadata={"name": APP, "namespace": NAMESPACE},
             spec={
                 "namespaceSelector": {"matchNames": [SERVICE_NAMESPACE]},
-                "selector": {"matchLabels": {"app.kubernetes.io/name": APP}},
-                "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+                # The internal Service only: /metrics answers on the internal port, which no public Service has.
+                "selector": {"matchLabels": {"app.kubernetes.io/name": APP, INTERNAL_SERVICE_LABEL: "true"}},
+                "endpoints": [{"port": INTERNAL_PORT_NAME, "path": "/metrics", "interval": "15s"}],
             },
             opts=after_release,
         )

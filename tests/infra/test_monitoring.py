@@ -121,16 +121,19 @@ def test_dashboards_are_the_repository_files_for_the_grafana_sidecar(eks_run: St
     assert loaded == {path.name: path.read_text() for path in DASHBOARDS_DIR.glob("*.json")}
 
 
-def test_service_monitor_selects_the_model_services(eks_run: StackRun) -> None:
+def test_service_monitor_selects_only_the_internal_model_service(eks_run: StackRun) -> None:
     (monitor,) = eks_run.of_type("kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
     selector = monitor.inputs["spec"]["selector"]["matchLabels"]
     services = [
         s for s in eks_run.of_type("kubernetes:core/v1:Service") if s.inputs["metadata"]["namespace"] == "mlstack"
     ]
-    assert services
-    for service in services:
-        assert selector.items() <= service.inputs["metadata"]["labels"].items()
-        assert monitor.inputs["spec"]["endpoints"][0]["port"] in {p["name"] for p in service.inputs["spec"]["ports"]}
+    selected = [s for s in services if selector.items() <= s.inputs["metadata"]["labels"].items()]
+    assert [s.inputs["metadata"]["name"] for s in selected] == ["model-service-internal"]
+    (internal,) = selected
+    assert [p["name"] for p in internal.inputs["spec"]["ports"]] == [monitor.inputs["spec"]["endpoints"][0]["port"]]
+    for public in services:
+        if public is not internal:  # the Services the ALB routes to carry the public port only
+            assert [p["targetPort"] for p in public.inputs["spec"]["ports"]] == ["http"], public.name
 
 
 def test_dcgm_exporter_runs_on_the_gpu_pool_only(eks_run: StackRun) -> None:
