@@ -212,6 +212,17 @@ class GpuPoolConfig(NodePoolConfig):
         return types
 
 
+class AccessEntryConfig(ConfigModel):
+    """Kubernetes access below cluster admin for one IAM principal, through an EKS access policy."""
+
+    principal_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/.+$")]
+    level: Literal["view", "edit", "admin"]
+    # Empty: cluster-wide; else only these namespaces.
+    namespaces: list[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]] = Field(
+        default_factory=list
+    )
+
+
 class EksConfig(ConfigModel):
     """The EKS cluster (compute.mode eks)."""
 
@@ -224,6 +235,8 @@ class EksConfig(ConfigModel):
     admin_principal_arns: list[Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:.+$")]] = Field(
         default_factory=list
     )
+    # Access below cluster admin: view, edit or (namespace) admin, cluster-wide or in named namespaces.
+    access_entries: list[AccessEntryConfig] = Field(default_factory=list)
     log_types: list[ControlPlaneLog] = Field(default_factory=lambda: list(DEFAULT_CONTROL_PLANE_LOGS))
     log_retention_days: int = 90
     cpu_pool: NodePoolConfig

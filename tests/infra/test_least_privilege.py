@@ -184,3 +184,30 @@ def test_an_account_id_pins_the_aws_provider(run_stack: RunStack) -> None:
     assert json.loads(provider.inputs["allowedAccountIds"]) == ["123456789012"] or provider.inputs[
         "allowedAccountIds"
     ] == ["123456789012"]
+
+
+def test_access_below_admin_is_view_edit_or_namespaced_admin(run_stack: RunStack) -> None:
+    config = stack_config("staging")
+    config["mlstack:compute"] = {
+        **config["mlstack:compute"],
+        "eks": {
+            "accessEntries": [
+                {"principalArn": "arn:aws:iam::123456789012:role/readers", "level": "view"},
+                {"principalArn": "arn:aws:iam::123456789012:role/ml-team", "level": "admin", "namespaces": ["mlstack"]},
+            ]
+        },
+    }
+    run = run_stack("staging", config)
+    associations = {
+        a.inputs["principalArn"]: a.inputs
+        for a in run.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+        if a.name.startswith("eks-access-")
+    }
+    readers = associations["arn:aws:iam::123456789012:role/readers"]
+    assert readers["policyArn"].endswith("/AmazonEKSViewPolicy")
+    assert readers["accessScope"] == {"type": "cluster"}
+    team = associations["arn:aws:iam::123456789012:role/ml-team"]
+    assert team["policyArn"].endswith("/AmazonEKSAdminPolicy")
+    assert team["accessScope"] == {"type": "namespace", "namespaces": ["mlstack"]}
+    (cluster,) = run.of_type("aws:eks/cluster:Cluster")
+    assert cluster.inputs["accessConfig"]["bootstrapClusterCreatorAdminPermissions"] is False
