@@ -19,7 +19,9 @@ from infra.registry.ecr import ContainerRegistry
 from infra.release_state import deployed_image_tag
 from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
-from infra.storage.bundled_model import BundledModel
+from infra.security.web_acl import RateLimitAcl
+from infra.storage.access_logs_bucket import AccessLogsBucket
+from infra.storage.bundled_model import BundledModel, bundled_folder
 from infra.storage.model_bucket import ModelBucket
 from infra.workloads.argo_rollouts import ArgoRollouts
 from infra.workloads.batch_cronjob import BatchScoring
@@ -35,7 +37,7 @@ network = Network("network", env, opts=with_aws)
 security_groups = SecurityGroups("security", env, network, opts=with_aws)
 keys = EncryptionKeys("keys", env, opts=with_aws)
 registry = ContainerRegistry("registry", env, keys, opts=with_aws)
-bucket = ModelBucket("models", env, keys, opts=with_aws)
+bucket = ModelBucket("models", env, keys, seed_folder=bundled_folder(env), opts=with_aws)
 bundled_model = BundledModel("bundled-model", env, bucket, opts=with_aws)
 
 pulumi.export("environment", env.name)
@@ -86,6 +88,13 @@ else:
         "lb-controller", env, cluster=cluster, network=network, depends_on=[addons], opts=with_aws
     )
     ClusterAutoscaler("cluster-autoscaler", env, cluster, [addons, controller.release], opts=with_aws)
+    ingress_settings = env.config.ingress
+    web_acl = (
+        RateLimitAcl("web-acl", env, ingress_settings.rate_limit_per_ip, opts=with_aws)
+        if ingress_settings.rate_limit_per_ip
+        else None
+    )
+    access_logs = AccessLogsBucket("alb-logs", env, opts=with_aws) if ingress_settings.access_logs else None
     rollouts = ArgoRollouts("argo-rollouts", cluster=cluster, depends_on=[addons, controller.release], opts=with_aws)
     service = ModelService(
         "model-service",
@@ -99,7 +108,9 @@ else:
         rollouts_controller=rollouts.release,
         load_balancer_controller=controller.release,
         model_package=list(bundled_model.objects),
-        depends_on=[addons, controller],
+        web_acl_arn=web_acl.arn if web_acl else None,
+        access_logs_bucket=access_logs.bucket_name if access_logs else None,
+        depends_on=[addons, controller, *([access_logs] if access_logs else [])],
         opts=with_aws,
     )
     monitoring = Monitoring(
@@ -134,7 +145,9 @@ else:
     pulumi.export("grafanaUrl", monitoring.grafana_url)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     if env.config.batch.enabled:
-        BatchScoring("batch", env, service=service, registry=registry, bucket=bucket, keys=keys, opts=with_aws)
+        BatchScoring(
+            "batch", env, cluster=cluster, service=service, registry=registry, bucket=bucket, keys=keys, opts=with_aws
+        )
     pulumi.export("clusterName", cluster.name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("serviceUrl", service.service_url)

@@ -22,8 +22,11 @@ def default_tags(env: Environment) -> dict[str, str]:
 
 
 def create_aws_provider(env: Environment) -> aws.Provider:
+    """`accountId` in the stack file pins the account: the provider refuses credentials of any other account before
+    it touches a resource, so a stack can't be applied to the wrong account by a stray profile."""
     return aws.Provider(
         "aws",
         region=env.region,
+        allowed_account_ids=[env.config.account_id] if env.config.account_id else None,
         default_tags=aws.ProviderDefaultTagsArgs(tags=default_tags(env)),
     )

@@ -12,6 +12,7 @@ import yaml
 from infra.bootstrap.names import (
     DEPLOY_MAX_SESSION_SECONDS,
     DEPLOY_ROLE_NAME,
+    MODEL_PUBLISH_ENVIRONMENT,
     PREVIEW_MAX_SESSION_SECONDS,
     PREVIEW_ROLE_NAME,
     RETRAIN_MAX_SESSION_SECONDS,
@@ -144,7 +145,11 @@ def test_github_oidc_provider_trusts_sts_as_the_audience(bootstrap_run: StackRun
             DEPLOY_MAX_SESSION_SECONDS,
         ),
         (PREVIEW_ROLE_NAME, [f"repo:{REPOSITORY}:pull_request"], PREVIEW_MAX_SESSION_SECONDS),
-        (RETRAIN_ROLE_NAME, [f"repo:{REPOSITORY}:ref:refs/heads/main"], RETRAIN_MAX_SESSION_SECONDS),
+        (
+            RETRAIN_ROLE_NAME,
+            [f"repo:{REPOSITORY}:ref:refs/heads/main", f"repo:{REPOSITORY}:environment:{MODEL_PUBLISH_ENVIRONMENT}"],
+            RETRAIN_MAX_SESSION_SECONDS,
+        ),
     ],
 )
 def test_each_role_trusts_only_its_repository_claims(

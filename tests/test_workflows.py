@@ -1,6 +1,7 @@
 """The GitHub Actions workflows keep the promises the README makes about them (actionlint and zizmor, which
 `make test` also runs, check syntax and security; these check the pipeline's shape)."""
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import yaml
 
 from infra.bootstrap.names import (
     DEPLOY_MAX_SESSION_SECONDS,
+    MODEL_PUBLISH_ENVIRONMENT,
     PREVIEW_MAX_SESSION_SECONDS,
     RETRAIN_MAX_SESSION_SECONDS,
 )
@@ -103,10 +105,29 @@ def test_every_script_with_a_pipe_runs_with_pipefail(path: Path) -> None:
 
 def test_retrain_never_opens_a_pull_request_after_a_failed_edit() -> None:
     retrain = _load("retrain.yml")
-    (job,) = _jobs(retrain)
+    job = retrain["jobs"]["retrain"]
     edit = _step(job, "Open the pull request")["run"]
     assert "set -o pipefail" in edit.split("mlstack model-version")[0], "pipefail before the piped edit"
     assert edit.index("mlstack model-version") < edit.index("gh pr create")
+
+
+def test_only_a_reviewed_environment_publishes_a_model_to_prod() -> None:
+    retrain = _load("retrain.yml")
+    train = retrain["jobs"]["retrain"]
+    assert "environment" not in train
+    assert "PROD_MODEL_PUBLISH_URI" not in json.dumps(train)
+    prod = retrain["jobs"]["publish-prod"]
+    assert prod["environment"] == MODEL_PUBLISH_ENVIRONMENT
+    assert prod["needs"] == "retrain"
+    assert "mlstack_service.publish" in _step(prod, "Publish the reviewed version to prod")["run"]
+
+
+def test_deploys_run_the_policy_pack() -> None:
+    deploy = _load("deploy-stack.yml")
+    ups = [step["run"] for job in _jobs(deploy) for step in job["steps"] if "pulumi up" in step.get("run", "")]
+    assert len(ups) == 2
+    for run in ups:
+        assert "--policy-pack infra/policy" in run, run
 
 
 def test_the_four_pipelines_exist() -> None:

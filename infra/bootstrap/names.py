@@ -6,6 +6,10 @@ DEPLOY_ROLE_NAME = "mlstack-deploy"
 PREVIEW_ROLE_NAME = "mlstack-preview"
 RETRAIN_ROLE_NAME = "mlstack-retrain"
 
+# The GitHub environment (with required reviewers) whose jobs may publish a model version to prod's bucket
+# (.github/workflows/retrain.yml publish-prod); the retrain role trusts it.
+MODEL_PUBLISH_ENVIRONMENT = "models-prod"
+
 # The KMS key behind the state bucket and the stacks' Pulumi secrets (`secretsprovider:` in stacks/*.yaml).
 SECRETS_KEY_ALIAS = "alias/mlstack-pulumi"
 

@@ -406,6 +406,21 @@ RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
         "s3:GetLifecycleConfiguration",
     ),
     "aws:s3/bucketPolicy:BucketPolicy": ("s3:PutBucketPolicy", "s3:GetBucketPolicy", "s3:DeleteBucketPolicy"),
+    # Object Lock on the model bucket; an unprotected stack's destroy empties it past the GOVERNANCE retention.
+    "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration": (
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:BypassGovernanceRetention",
+    ),
+    "aws:wafv2/webAcl:WebAcl": (
+        "wafv2:CreateWebACL",
+        "wafv2:GetWebACL",
+        "wafv2:UpdateWebACL",
+        "wafv2:DeleteWebACL",
+        "wafv2:ListTagsForResource",
+        "wafv2:TagResource",
+        "wafv2:UntagResource",
+    ),
     "aws:s3/bucketObjectv2:BucketObjectv2": (
         "s3:PutObject",
         "s3:GetObject",
@@ -425,6 +440,7 @@ INVOKE_ACTIONS: dict[str, tuple[str, ...]] = {
     "aws:index/getCallerIdentity:getCallerIdentity": (),  # sts:GetCallerIdentity needs no permission
     "aws:index/getRegion:getRegion": (),
     "aws:index/getPartition:getPartition": (),
+    "aws:elb/getServiceAccount:getServiceAccount": (),  # the provider's own table of Regions' ELB accounts
     "aws:ssm/getParameter:getParameter": ("ssm:GetParameter",),
     # Zones that offer the GPU pool's instance types (infra/network/vpc.py).
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": ("ec2:DescribeInstanceTypeOfferings",),

@@ -15,6 +15,7 @@ from infra.bootstrap.names import (
     DEPLOY_ROLE_NAME,
     GITHUB_OIDC_AUDIENCE,
     GITHUB_OIDC_HOST,
+    MODEL_PUBLISH_ENVIRONMENT,
     PREVIEW_ROLE_NAME,
     RETRAIN_ROLE_NAME,
     SECRETS_KEY_ALIAS,
@@ -112,8 +113,9 @@ def preview_subjects(repository: str) -> list[str]:
 
 
 def retrain_subjects(repository: str, branch: str) -> list[str]:
-    """repository_dispatch and workflow_dispatch run on the default branch."""
-    return [f"repo:{repository}:ref:refs/heads/{branch}"]
+    """repository_dispatch and workflow_dispatch run on the default branch; prod's publish runs in the reviewed
+    environment MODEL_PUBLISH_ENVIRONMENT (a job with an environment gets that subject instead of its ref)."""
+    return [f"repo:{repository}:ref:refs/heads/{branch}", f"repo:{repository}:environment:{MODEL_PUBLISH_ENVIRONMENT}"]
 
 
 def _state_statements(account: Account, *, write: bool) -> list[Statement]:

@@ -72,7 +72,7 @@ class EksAddons(pulumi.ComponentResource):
         versions = EKS_ADDON_VERSIONS[eks.version]
         ebs_role = aws.iam.Role(
             f"{name}-ebs-csi-role",
-            assume_role_policy=pod_identity_trust_policy(),
+            assume_role_policy=pod_identity_trust_policy(cluster.cluster.arn, "kube-system", EBS_CSI_SERVICE_ACCOUNT),
             opts=pulumi.ResourceOptions(parent=self),
         )
         attach_managed_policies(

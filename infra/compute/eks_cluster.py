@@ -20,6 +20,13 @@ from infra.security.iam import attach_managed_policies, trust_policy
 from infra.security.kms import EncryptionKeys
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# Access levels below cluster admin (AWS EKS User Guide, access-policy-reference.adoc, awsdocs/amazon-eks-user-guide
+# at 4d52b4d0): AmazonEKSAdminPolicy is "most permissions", typically scoped to namespaces.
+ACCESS_POLICIES = {
+    "view": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy",
+    "edit": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSEditPolicy",
+    "admin": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy",
+}
 # Read-only access to most objects, Secrets excepted (EKS User Guide, "Access policy permissions").
 VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
 
@@ -93,6 +100,7 @@ class EksCluster(pulumi.ComponentResource):
         log_group = self._create_log_group()
         self.cluster = self._create_cluster(role, log_group, network, keys.cluster)
         self._grant_admins()
+        self._grant_access_entries()
         deployer_access = self._grant_ci_roles()
         self.name = self.cluster.name
         self.cluster_security_group_id = self.cluster.vpc_config.cluster_security_group_id
@@ -180,6 +188,31 @@ class EksCluster(pulumi.ComponentResource):
                 principal_arn=entry.principal_arn,
                 policy_arn=CLUSTER_ADMIN_POLICY,
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=self._child,
+            )
+
+    def _grant_access_entries(self) -> None:
+        """`eks.accessEntries`: view, edit or admin access, cluster-wide or in the named namespaces only."""
+        assert self._settings is not None
+        for index, grant in enumerate(self._settings.access_entries):
+            entry = aws.eks.AccessEntry(
+                f"{self._name}-access-{index + 1}",
+                cluster_name=self.cluster.name,
+                principal_arn=grant.principal_arn,
+                type="STANDARD",
+                opts=self._child,
+            )
+            scope = (
+                aws.eks.AccessPolicyAssociationAccessScopeArgs(type="namespace", namespaces=list(grant.namespaces))
+                if grant.namespaces
+                else aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster")
+            )
+            aws.eks.AccessPolicyAssociation(
+                f"{self._name}-access-{index + 1}-policy",
+                cluster_name=self.cluster.name,
+                principal_arn=entry.principal_arn,
+                policy_arn=ACCESS_POLICIES[grant.level],
+                access_scope=scope,
                 opts=self._child,
             )
 

@@ -68,7 +68,9 @@ TIER_DEFAULTS: dict[str, dict[str, Any]] = {
                 "gpuPool": {"instanceTypes": ["g5.xlarge", "g6.xlarge"], "minSize": 0, "maxSize": 4, "desiredSize": 0},
             },
         },
-        "service": {"port": 8080},
+        # Issue 18: the public API needs API keys, and a WAF rate rule and access logs guard the ALB.
+        "service": {"port": 8080, "authentication": "api-keys"},
+        "ingress": {"rateLimitPerIp": 2000, "accessLogs": True},
         "release": {"strategy": "canary", "replicas": 3, "maxReplicas": 12},
         "monitoring": {"retentionDays": 30, "storageGb": 100},
     },

@@ -158,6 +158,8 @@ class ModelBucketConfig(ConfigModel):
 
     model_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*/$")] = "models/"
     noncurrent_version_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    # Object Lock (GOVERNANCE) default retention: how long every version of every object can't be deleted.
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
 class Ec2HostConfig(ConfigModel):
@@ -210,6 +212,17 @@ class GpuPoolConfig(NodePoolConfig):
         return types
 
 
+class AccessEntryConfig(ConfigModel):
+    """Kubernetes access below cluster admin for one IAM principal, through an EKS access policy."""
+
+    principal_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/.+$")]
+    level: Literal["view", "edit", "admin"]
+    # Empty: cluster-wide; else only these namespaces.
+    namespaces: list[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]] = Field(
+        default_factory=list
+    )
+
+
 class EksConfig(ConfigModel):
     """The EKS cluster (compute.mode eks)."""
 
@@ -222,6 +235,8 @@ class EksConfig(ConfigModel):
     admin_principal_arns: list[Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:.+$")]] = Field(
         default_factory=list
     )
+    # Access below cluster admin: view, edit or (namespace) admin, cluster-wide or in named namespaces.
+    access_entries: list[AccessEntryConfig] = Field(default_factory=list)
     log_types: list[ControlPlaneLog] = Field(default_factory=lambda: list(DEFAULT_CONTROL_PLANE_LOGS))
     log_retention_days: int = 90
     cpu_pool: NodePoolConfig
@@ -254,12 +269,47 @@ class ComputeConfig(ConfigModel):
         return self
 
 
+CLIENT_NAME = r"^[A-Za-z0-9._-]{1,64}$"
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
 class ServiceConfig(ConfigModel):
     """The model service: its port and the model package it serves (the image is the deployed commit's)."""
 
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
     model_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")] = "loan-approval"
     model_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "1.0.0"
+    # The served package's sha256 (mlstack_service.package.package_sha256); the pods refuse any other package.
+    # Defaults to the bundled package's digest when the bundled version is served.
+    model_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+    # /metrics and the feedback route answer on this port only, which no Service or Ingress publishes.
+    internal_port: Annotated[int, Field(ge=1024, le=65535)] = 9090
+    # api-keys: the inference routes need `X-API-Key` (or `Authorization: Bearer`) of a client in apiClients;
+    # health and metadata routes stay open for the load balancer. README "Security model".
+    authentication: Literal["api-keys", "none"] = "none"
+    # Client name -> sha256 (hex) of its key. Digests only: the keys themselves never enter the stack.
+    api_clients: dict[Annotated[str, Field(pattern=CLIENT_NAME)], Annotated[str, Field(pattern=SHA256_HEX)]] = Field(
+        default_factory=dict
+    )
+    # Who may post feedback (labels) on the internal port, by key digest, and from which namespaces.
+    feedback_clients: dict[Annotated[str, Field(pattern=CLIENT_NAME)], Annotated[str, Field(pattern=SHA256_HEX)]] = (
+        Field(default_factory=dict)
+    )
+    feedback_namespaces: list[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]] = Field(
+        default_factory=list
+    )
+
+    @model_validator(mode="after")
+    def _authentication_has_clients(self) -> "ServiceConfig":
+        if self.internal_port == self.port:
+            raise ConfigRuleError("internalPort", "must differ from service.port, which the ALB reaches")
+        if self.authentication == "api-keys" and not self.api_clients:
+            raise ConfigRuleError(
+                "apiClients",
+                "authentication 'api-keys' needs at least one client: '<name>: <sha256 of its key>' "
+                '(README "Security model")',
+            )
+        return self
 
 
 ReleaseStrategy = Literal["rolling", "blue-green", "canary"]
@@ -375,6 +425,10 @@ class IngressConfig(ConfigModel):
     certificate_arn: Annotated[str | None, Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/.+$")] = (
         None
     )
+    # A WAF web ACL on the ALB blocks a client IP past this many requests in any 5 minutes; null: no WAF.
+    rate_limit_per_ip: Annotated[int | None, Field(ge=100, le=2_000_000_000)] = None
+    # ALB access logs into a bucket of the stack's.
+    access_logs: bool = False
 
 
 class BatchConfig(ConfigModel):
@@ -431,6 +485,8 @@ class StackConfig(ConfigModel):
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    # The AWS account this stack may be applied to (the AWS provider's allowedAccountIds); null: any account.
+    account_id: Annotated[str | None, Field(pattern=r"^\d{12}$")] = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "StackConfig":
@@ -456,6 +512,10 @@ class StackConfig(ConfigModel):
         if self.monitoring.retrain.repository and self.compute.mode != "eks":
             raise ConfigRuleError(
                 "monitoring.retrain.repository", "needs compute.mode eks: Alertmanager runs only on the cluster"
+            )
+        if self.service.authentication == "api-keys" and self.compute.mode != "eks":
+            raise ConfigRuleError(
+                "service.authentication", "'api-keys' is wired on EKS only; the dev host serves without keys"
             )
         reserved = {"project", "environment", "managed-by", "owner", "cost-center", "tier"} & set(self.extra_tags)
         if reserved:

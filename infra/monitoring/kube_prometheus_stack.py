@@ -26,7 +26,7 @@ from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
 from infra.workloads.model_service import NAMESPACE as SERVICE_NAMESPACE
 from infra.workloads.model_service import REQUESTS_PER_SECOND_METRIC
 from infra.workloads.objects import create
-from infra.workloads.pod_template import CONTAINER_PORT_NAME
+from infra.workloads.pod_template import INTERNAL_PORT_NAME
 from infra.workloads.release_tracks import APP
 
 NAMESPACE = "monitoring"
@@ -36,7 +36,7 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 ALERTMANAGER_SECRET = "alertmanager-mlstack"
 DASHBOARD_LABEL = "grafana_dashboard"
 # The model service's container port that serves /metrics, by name: the one place to re-point the scrape.
-METRICS_PORT = CONTAINER_PORT_NAME
+METRICS_PORT = INTERNAL_PORT_NAME
 # The whole stack (operator, Grafana, kube-state-metrics, node-exporter on every node, the admission webhook's hook
 # Jobs) must be ready before Helm's wait returns; on fresh nodes the image pulls alone can take minutes.
 KUBE_PROMETHEUS_STACK_AWAIT_SECONDS = 900
@@ -124,6 +124,10 @@ def kube_prometheus_stack_values(env: Environment) -> dict[str, Any]:
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "searchNamespace": NAMESPACE}},
+            # A Role in the monitoring namespace instead of a ClusterRole: the dashboard and datasource sidecars
+            # read ConfigMaps and Secrets only where they look (grafana chart 12.11.1, values.yaml `rbac.namespaced`,
+            # templates/role.yaml; grafana-community/helm-charts at 3386a115), never the cluster's secrets.
+            "rbac": {"namespaced": True},
         },
     }
 

@@ -27,6 +27,9 @@ LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 INSTANCE = "aws:ec2/instance:Instance"
 BUCKET = "aws:s3/bucket:Bucket"
 BUCKET_ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+# ALB access logs support SSE-S3 only (Elastic Load Balancing User Guide, enable-access-logging.html).
+ELB_LOG_DELIVERY = "logdelivery.elasticloadbalancing.amazonaws.com"
 REPOSITORY = "aws:ecr/repository:Repository"
 CLUSTER = "aws:eks/cluster:Cluster"
 KMS_KEY = "aws:kms/key:Key"
@@ -202,8 +205,22 @@ def s3_encryption(resource: Resource, stack: Stack) -> Iterable[str]:
         for config in configurations
         for rule in config.inputs.get("rules") or []
     ]
+    if "AES256" in algorithms and _receives_alb_access_logs(resource, stack):
+        return
     if not any(algorithm in ("aws:kms", "aws:kms:dsse") for algorithm in algorithms):
         yield "has no default encryption with a KMS key (a BucketServerSideEncryptionConfiguration using aws:kms)"
+
+
+def _receives_alb_access_logs(resource: Resource, stack: Stack) -> bool:
+    """A bucket whose policy lets Elastic Load Balancing deliver logs into it, which works with SSE-S3 only."""
+    for policy in stack.of_type(BUCKET_POLICY):
+        if resource.urn not in policy.property_dependencies.get("bucket", ()):
+            continue
+        document = policy.inputs.get("policy")
+        text = document if isinstance(document, str) else json.dumps(document)
+        if ELB_LOG_DELIVERY in text:
+            return True
+    return False
 
 
 def ebs_encryption(resource: Resource, stack: Stack) -> Iterable[str]:

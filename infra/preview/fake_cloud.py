@@ -79,6 +79,11 @@ class FakeCloud(pulumi.runtime.Mocks):
             "aws:index/getPartition:getPartition": lambda _: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
             "aws:ssm/getParameter:getParameter": self._ssm_parameter,
             "aws:eks/getAddonVersion:getAddonVersion": self._addon_version,
+            # The Region's Elastic Load Balancing account (ALB access log delivery); invented, as the plan shows.
+            "aws:elb/getServiceAccount:getServiceAccount": lambda _: {
+                "id": "elb-account",
+                "arn": self._remember(f"arn:aws:iam::{self._invent('elb', 'service-account', 'elb')}:root"),
+            },
         }
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:

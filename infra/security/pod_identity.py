@@ -18,13 +18,18 @@ def pod_identity_role(
     name: str,
     *,
     cluster_name: pulumi.Input[str],
+    cluster_arn: pulumi.Input[str],
     namespace: str,
     service_account: str,
     policy: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
 ) -> PodRole:
-    """A role only the Pod Identity agent can assume, its inline policy, and its association."""
-    role = aws.iam.Role(f"{name}-role", assume_role_policy=pod_identity_trust_policy(), opts=opts)
+    """A role Pod Identity assumes for this one service account of this cluster, its inline policy, its association."""
+    role = aws.iam.Role(
+        f"{name}-role",
+        assume_role_policy=pod_identity_trust_policy(cluster_arn, namespace, service_account),
+        opts=opts,
+    )
     aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy, opts=opts)
     association = aws.eks.PodIdentityAssociation(
         f"{name}-pod-identity",

@@ -17,6 +17,7 @@ a version names one immutable package), and the workloads depend on it.
 """
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,6 +36,38 @@ def bundled_package() -> tuple[str, str, list[str]]:
     """(name, version, files in upload order with metadata.json last) of the bundled package."""
     metadata = json.loads((BUNDLED_PACKAGE_DIR / METADATA_FILE).read_text(encoding="utf-8"))
     return metadata["name"], metadata["version"], [metadata["model_file"], PROFILE_FILE, METADATA_FILE]
+
+
+def bundled_package_sha256() -> str:
+    """The bundled package's digest as the service computes it (mlstack_service.package.package_sha256): the sha256
+    of the `sha256sum` listing of the model, metadata.json and reference_profile.json, in that order."""
+    _, _, files = bundled_package()
+    model_file, profile, metadata = files
+    listing = "".join(
+        f"{hashlib.sha256((BUNDLED_PACKAGE_DIR / name).read_bytes()).hexdigest()}  {name}\n"
+        for name in (model_file, metadata, profile)
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def bundled_folder(env: Environment) -> str | None:
+    """The bundled package's folder in the model bucket, when the stack publishes it (see BundledModel)."""
+    model_name, version, _ = bundled_package()
+    if env.config.service.model_name != model_name:
+        return None
+    return f"{env.config.model_bucket.model_prefix}{model_name}/{version}/"
+
+
+def model_sha256_pin(env: Environment) -> str | None:
+    """The sha256 the pods hold the served package to (MLSTACK_MODEL_SHA256): `service.modelSha256`, or the bundled
+    package's own digest when the stack serves the bundled version; None (unpinned) otherwise."""
+    service = env.config.service
+    if service.model_sha256:
+        return service.model_sha256
+    model_name, version, _ = bundled_package()
+    if (service.model_name, service.model_version) == (model_name, version):
+        return bundled_package_sha256()
+    return None
 
 
 class BundledModel(pulumi.ComponentResource):

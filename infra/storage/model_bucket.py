@@ -1,11 +1,124 @@
-"""The S3 bucket for model packages: versioned, SSE-KMS, private, TLS only."""
+"""The S3 bucket for model packages: versioned, SSE-KMS under the models key only, private, TLS only, write-once.
+
+Who may write a model package (the bucket policy denies everyone else, account administrators included):
+- the publish role: the bootstrap's retrain role (infra/bootstrap/names.py RETRAIN_ROLE_NAME), which retrain.yml
+  assumes to publish a new version under `modelPrefix`, with conditional writes (If-None-Match), so an existing
+  version is never overwritten;
+- the deploy role (DEPLOY_ROLE_NAME), only for the bundled package's own folder (infra/storage/bundled_model.py):
+  the stack seeds that one package before the pods start, and nothing else under `modelPrefix`.
+Every object must be encrypted with the models key; a write naming another key (or SSE-S3) is refused.
+
+Object Lock (GOVERNANCE, `modelBucket.retentionDays`) keeps every version of every object for the retention: a
+published package can't be deleted or overwritten in place within it, even by the publish role (only a principal
+allowed s3:BypassGovernanceRetention could, and the policy allows that to no one but the deploy role of a stack
+that is not protected, whose `pulumi destroy` empties the bucket). Object Lock is switched on by its configuration
+resource (S3 allows it on an existing versioned bucket), not the bucket's `objectLockEnabled`, which would replace
+existing buckets.
+"""
+
+import json
 
 import pulumi
 import pulumi_aws as aws
 
+from infra.bootstrap.names import DEPLOY_ROLE_NAME, RETRAIN_ROLE_NAME, role_arn
 from infra.config import Environment
-from infra.security.iam import policy_document
+from infra.security.iam import POLICY_VERSION, Statement
 from infra.security.kms import EncryptionKeys
+
+OBJECT_LOCK_MODE = "GOVERNANCE"
+MODEL_WRITE_ACTIONS = ("s3:PutObject", "s3:PutObjectRetention", "s3:PutObjectLegalHold")
+BYPASS_RETENTION = "s3:BypassGovernanceRetention"
+
+
+def model_bucket_policy(
+    *,
+    bucket_arn: str,
+    model_prefix: str,
+    models_key_arn: str,
+    publisher_arn: str,
+    seeder_arn: str,
+    seed_folder: str | None,
+    protect: bool,
+) -> list[Statement]:
+    """The bucket policy's statements: TLS only, the models key only, model writes by the publisher (and the seeder
+    in the bundled package's folder) only. `seed_folder` is the bundled package's folder, when the stack seeds it."""
+    objects = f"{bucket_arn}/*"
+    models = f"{bucket_arn}/{model_prefix}*"
+    # Unprotected stacks empty the bucket on destroy, through the deploy role, past the retention; in protected
+    # stacks no one may shorten it.
+    bypass: Statement = {
+        "Sid": "NoOneBypassesTheRetention" if protect else "OnlyTheDeployRoleBypassesTheRetention",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": BYPASS_RETENTION,
+        "Resource": objects,
+        **({} if protect else {"Condition": {"ArnNotEquals": {"aws:PrincipalArn": seeder_arn}}}),
+    }
+    statements: list[Statement] = [
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, objects],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        },
+        {
+            "Sid": "OnlyPublishersWriteModels",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": list(MODEL_WRITE_ACTIONS),
+            "Resource": models,
+            "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [publisher_arn, seeder_arn]}},
+        },
+        {
+            "Sid": "DeployRoleSeedsOnlyTheBundledPackage",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": list(MODEL_WRITE_ACTIONS),
+            # No bundled package to seed: the deploy role writes no model at all.
+            **({"NotResource": f"{bucket_arn}/{seed_folder}*"} if seed_folder else {"Resource": models}),
+            "Condition": {"ArnEquals": {"aws:PrincipalArn": seeder_arn}},
+        },
+        bypass,
+        {
+            "Sid": "DenyOtherEncryption",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": objects,
+            # Only when the header is there: without it, the bucket's default (the models key) applies.
+            "Condition": {
+                "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+                "Null": {"s3:x-amz-server-side-encryption": "false"},
+            },
+        },
+        {
+            "Sid": "DenyOtherKmsKeys",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": objects,
+            "Condition": {
+                "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": models_key_arn},
+                "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
+            },
+        },
+        {
+            # aws:kms without a key id means the AWS managed aws/s3 key, not the bucket's default.
+            "Sid": "DenyKmsWithoutTheModelsKey",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": objects,
+            "Condition": {
+                "StringEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+                "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "true"},
+            },
+        },
+    ]
+    return statements
 
 
 class ModelBucket(pulumi.ComponentResource):
@@ -14,10 +127,18 @@ class ModelBucket(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
     model_prefix: str
+    policy: aws.s3.BucketPolicy
 
     def __init__(
-        self, name: str, env: Environment, keys: EncryptionKeys, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        env: Environment,
+        keys: EncryptionKeys,
+        *,
+        seed_folder: str | None,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`seed_folder`: the folder (under the bucket) of the package the stack itself publishes, if any."""
         super().__init__("mlstack:storage:ModelBucket", name, None, opts)
         self._name = name
         settings = env.config.model_bucket
@@ -45,7 +166,7 @@ class ModelBucket(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
-        aws.s3.BucketVersioning(
+        versioning = aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=bucket_id,
             versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
@@ -83,22 +204,37 @@ class ModelBucket(pulumi.ComponentResource):
             ],
             opts=child,
         )
+        # Object Lock needs versioning on first.
+        aws.s3.BucketObjectLockConfiguration(
+            f"{name}-object-lock",
+            bucket=bucket_id,
+            object_lock_enabled="Enabled",
+            rule=aws.s3.BucketObjectLockConfigurationRuleArgs(
+                default_retention=aws.s3.BucketObjectLockConfigurationRuleDefaultRetentionArgs(
+                    mode=OBJECT_LOCK_MODE, days=settings.retention_days
+                )
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+        )
         arn = self._bucket.arn
-        aws.s3.BucketPolicy(
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        policy = pulumi.Output.all(arn, keys.models.arn, account.account_id, partition.partition).apply(
+            lambda values: model_bucket_policy(
+                bucket_arn=values[0],
+                model_prefix=settings.model_prefix,
+                models_key_arn=values[1],
+                publisher_arn=role_arn(values[2], RETRAIN_ROLE_NAME, values[3]),
+                seeder_arn=role_arn(values[2], DEPLOY_ROLE_NAME, values[3]),
+                seed_folder=seed_folder,
+                protect=protect,
+            )
+        )
+        # The resource keeps its first name (it was TLS-only), so existing stacks update the policy in place.
+        self.policy = aws.s3.BucketPolicy(
             f"{name}-tls-only",
             bucket=bucket_id,
-            policy=policy_document(
-                [
-                    {
-                        "Sid": "DenyInsecureTransport",
-                        "Effect": "Deny",
-                        "Principal": "*",
-                        "Action": "s3:*",
-                        "Resource": [arn, pulumi.Output.concat(arn, "/*")],
-                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                    }
-                ]
-            ),
+            policy=policy.apply(lambda statements: json.dumps({"Version": POLICY_VERSION, "Statement": statements})),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ownership]),
         )
         self.bucket_name = bucket_id

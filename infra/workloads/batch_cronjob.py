@@ -1,30 +1,42 @@
-"""Scheduled batch scoring: a CronJob running the service image's batch scorer over an S3 prefix."""
+"""Scheduled batch scoring: a CronJob running the service image's batch scorer over an S3 prefix.
+
+The job has its own service account and Pod Identity role: it reads the model and `batch.inputPrefix` and writes
+`batch.outputPrefix`. The serving pods' role reads the model only, so a compromised serving pod can neither read
+the batch inputs nor overwrite the batch results.
+"""
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra.compute.eks_cluster import EksCluster
 from infra.compute.node_pools import POOL_LABEL
 from infra.config import Environment
 from infra.registry.ecr import ContainerRegistry
 from infra.release_state import deployed_image_tag
 from infra.security.iam import policy_document
 from infra.security.kms import EncryptionKeys
+from infra.security.pod_identity import pod_identity_role
 from infra.storage.model_bucket import ModelBucket
 from infra.workloads.model_service import ModelService
 from infra.workloads.objects import create
 from infra.workloads.pod_template import MODEL_CACHE_DIR, container_security_context, pod_security_context
 from infra.workloads.release_tracks import APP
 
+SERVICE_ACCOUNT = f"{APP}-batch"
+
 
 class BatchScoring(pulumi.ComponentResource):
-    """Reads `batch.inputPrefix`, writes `batch.outputPrefix`, with the same image and service account as serving."""
+    """Reads `batch.inputPrefix`, writes `batch.outputPrefix`: the serving image under an identity of its own."""
+
+    role: aws.iam.Role
 
     def __init__(
         self,
         name: str,
         env: Environment,
         *,
+        cluster: EksCluster,
         service: ModelService,
         registry: ContainerRegistry,
         bucket: ModelBucket,
@@ -34,11 +46,16 @@ class BatchScoring(pulumi.ComponentResource):
         super().__init__("mlstack:workloads:BatchScoring", name, None, opts)
         settings = env.config.batch
         arn = bucket.bucket_arn
-        aws.iam.RolePolicy(
-            f"{name}-read-input-write-output",
-            role=service.role.id,
+        labels = {"app.kubernetes.io/name": SERVICE_ACCOUNT}
+        self.role = pod_identity_role(
+            name,
+            cluster_name=cluster.name,
+            cluster_arn=cluster.cluster.arn,
+            namespace=service.namespace,
+            service_account=SERVICE_ACCOUNT,
             policy=policy_document(
                 [
+                    *bucket.read_models_statements(keys.models.arn),
                     {
                         "Effect": "Allow",
                         "Action": ["s3:GetObject"],
@@ -61,6 +78,16 @@ class BatchScoring(pulumi.ComponentResource):
                 ]
             ),
             opts=pulumi.ResourceOptions(parent=self),
+        ).role
+        in_namespace = pulumi.ResourceOptions(
+            parent=self, provider=service.provider, depends_on=[service.namespace_resource]
+        )
+        service_account = create(
+            k8s.core.v1.ServiceAccount,
+            f"{name}-service-account",
+            metadata={"name": SERVICE_ACCOUNT, "namespace": service.namespace, "labels": labels},
+            automount_service_account_token=False,
+            opts=in_namespace,
         )
         service_config = env.config.service
         image = pulumi.Output.concat(registry.repository_url, ":", deployed_image_tag())
@@ -72,7 +99,7 @@ class BatchScoring(pulumi.ComponentResource):
             metadata={
                 "name": f"{APP}-batch",
                 "namespace": service.namespace,
-                "labels": {"app.kubernetes.io/name": f"{APP}-batch"},
+                "labels": labels,
             },
             spec={
                 "schedule": settings.schedule,
@@ -85,9 +112,9 @@ class BatchScoring(pulumi.ComponentResource):
                         "backoffLimit": 2,
                         "activeDeadlineSeconds": 6 * 3600,
                         "template": {
-                            "metadata": {"labels": {"app.kubernetes.io/name": f"{APP}-batch"}},
+                            "metadata": {"labels": labels},
                             "spec": {
-                                "serviceAccountName": service.service_account,
+                                "serviceAccountName": SERVICE_ACCOUNT,
                                 # The scorer calls S3 only; Pod Identity brings its own projected token.
                                 "automountServiceAccountToken": False,
                                 "restartPolicy": "Never",
@@ -126,8 +153,6 @@ class BatchScoring(pulumi.ComponentResource):
                 },
             },
             # A create into a namespace that does not exist yet is retried for seconds only, then fails.
-            opts=pulumi.ResourceOptions(
-                parent=self, provider=service.provider, depends_on=[service.namespace_resource]
-            ),
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[service_account])),
         )
         self.register_outputs({})

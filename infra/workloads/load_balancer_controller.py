@@ -1,7 +1,9 @@
 """The AWS Load Balancer Controller (Helm, pinned) with its IAM role through EKS Pod Identity."""
 
+import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pulumi
 
@@ -18,6 +20,32 @@ SERVICE_ACCOUNT = "aws-load-balancer-controller"
 # came from is AWS_LOAD_BALANCER_CONTROLLER_POLICY's provenance, its git blob sha included.
 POLICY_FILE = Path(__file__).with_name("aws_load_balancer_controller_policy.json")
 POLICY_SOURCE = AWS_LOAD_BALANCER_CONTROLLER_POLICY.provenance
+# The tag the controller puts on every ALB, target group and security group it creates, valued with its
+# `clusterName` (the upstream policy's conditions name it).
+CLUSTER_TAG = "elbv2.k8s.aws/cluster"
+TAG_KEYS = (f"aws:RequestTag/{CLUSTER_TAG}", f"aws:ResourceTag/{CLUSTER_TAG}")
+
+
+def scoped_policy(document: dict[str, Any], cluster_name: str) -> dict[str, Any]:
+    """The upstream policy with its cluster tag conditions narrowed to this cluster.
+
+    Upstream, `"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}` means "tagged for any cluster": one
+    cluster's controller could modify or delete another's load balancers in the same account. Each such "tag
+    present" test becomes `StringEquals` on this cluster's name; "tag absent" tests (`"true"`) stay as they are.
+    """
+    scoped = copy.deepcopy(document)
+    for statement in scoped["Statement"]:
+        conditions = statement.get("Condition")
+        if not conditions or "Null" not in conditions:
+            continue
+        null = conditions["Null"]
+        for key in TAG_KEYS:
+            if null.get(key) == "false":
+                del null[key]
+                conditions.setdefault("StringEquals", {})[key] = cluster_name
+        if not null:
+            del conditions["Null"]
+    return scoped
 
 
 class LoadBalancerController(pulumi.ComponentResource):
@@ -47,9 +75,10 @@ class LoadBalancerController(pulumi.ComponentResource):
         identity = pod_identity_role(
             name,
             cluster_name=cluster.name,
+            cluster_arn=cluster.cluster.arn,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
-            policy=json.dumps(json.loads(POLICY_FILE.read_text())),
+            policy=json.dumps(scoped_policy(json.loads(POLICY_FILE.read_text()), env.cluster_name)),
             opts=child,
         )
         self.release = pinned_release(

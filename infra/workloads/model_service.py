@@ -28,11 +28,20 @@ from infra.security.iam import policy_document
 from infra.security.kms import EncryptionKeys
 from infra.security.pod_identity import pod_identity_role
 from infra.security.security_groups import SecurityGroups
+from infra.storage.bundled_model import model_sha256_pin
 from infra.storage.model_bucket import ModelBucket
+from infra.workloads.alb_ingress import PREFIX as ALB_PREFIX
 from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
 from infra.workloads.analysis_template import TEMPLATE_NAME, analysis_template_spec
 from infra.workloads.objects import create
-from infra.workloads.pod_template import READY_PATH, container_env, pod_template
+from infra.workloads.pod_template import (
+    API_KEYS_FILE,
+    FEEDBACK_KEYS_FILE,
+    INTERNAL_PORT_NAME,
+    READY_PATH,
+    container_env,
+    pod_template,
+)
 from infra.workloads.release_tracks import (
     APP,
     INGRESS_SERVICE,
@@ -50,6 +59,31 @@ LABELS = {"app.kubernetes.io/name": APP}
 REQUESTS_PER_SECOND_METRIC = "mlstack_requests_per_second"
 ROLLOUT_API_VERSION = "argoproj.io/v1alpha1"
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+CLIENT_KEYS_SECRET = f"{APP}-client-keys"
+# The Service Prometheus scrapes (/metrics on the internal port); no Ingress or ALB action ever names it.
+INTERNAL_SERVICE = f"{APP}-internal"
+INTERNAL_SERVICE_LABEL = "mlstack.io/internal"
+# The ALB answers these with 404 before any rule that reaches the pods (belt and braces: the public port serves
+# neither /metrics nor feedback). ALB path patterns: `*` matches any characters.
+INTERNAL_ROUTES_ACTION = "internal-routes"
+INTERNAL_PATHS = (
+    ("/metrics", "Exact"),
+    ("/v2/models/*/feedback", "ImplementationSpecific"),
+    ("/v2/models/*/versions/*/feedback", "ImplementationSpecific"),
+)
+NOT_FOUND_ACTION = {
+    "type": "fixed-response",
+    "fixedResponseConfig": {
+        "contentType": "application/json",
+        "statusCode": "404",
+        "messageBody": '{"error":"not found"}',
+    },
+}
+
+
+def client_keys_file(clients: dict[str, str]) -> str:
+    """The keys file the service reads (mlstack_service.auth): `<client name> <sha256 of its key>` a line."""
+    return "".join(f"{name} {digest}\n" for name, digest in sorted(clients.items()))
 
 
 class ModelService(pulumi.ComponentResource):
@@ -77,6 +111,8 @@ class ModelService(pulumi.ComponentResource):
         rollouts_controller: pulumi.Resource,
         load_balancer_controller: pulumi.Resource,
         model_package: list[pulumi.Resource],
+        web_acl_arn: pulumi.Output[str] | None,
+        access_logs_bucket: pulumi.Output[str] | None,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -108,9 +144,11 @@ class ModelService(pulumi.ComponentResource):
             self._in_namespace, pulumi.ResourceOptions(depends_on=[load_balancer_controller])
         )
         self._create_identity(cluster, bucket, keys)
+        self._client_keys_secret = self._create_client_keys()
+        self._create_internal_service()
         for role_name, service_name in track_services(self._release).items():
             self._create_service(role_name, service_name)
-        ingress = self._create_ingress(security_groups)
+        ingress = self._create_ingress(security_groups, web_acl_arn, access_logs_bucket)
         template = create(
             k8s.apiextensions.CustomResource,
             f"{name}-analysis-template",
@@ -120,7 +158,8 @@ class ModelService(pulumi.ComponentResource):
             spec=analysis_template_spec(env, NAMESPACE),
             opts=self._after_rollouts,
         )
-        rollout = self._create_rollout(registry, bucket, pools, after=[template, ingress, *model_package])
+        keys_secret = [self._client_keys_secret] if self._client_keys_secret else []
+        rollout = self._create_rollout(registry, bucket, pools, after=[template, ingress, *keys_secret, *model_package])
         self._create_autoscaling(rollout)
         hostname = ingress.status.apply(load_balancer_hostname)
         scheme = "https" if env.config.ingress.certificate_arn else "http"
@@ -133,6 +172,7 @@ class ModelService(pulumi.ComponentResource):
         self.role = pod_identity_role(
             self._name,
             cluster_name=cluster.name,
+            cluster_arn=cluster.cluster.arn,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
             policy=policy_document(bucket.read_models_statements(keys.models.arn)),
@@ -142,6 +182,48 @@ class ModelService(pulumi.ComponentResource):
             k8s.core.v1.ServiceAccount,
             f"{self._name}-service-account",
             metadata={"name": SERVICE_ACCOUNT, "namespace": NAMESPACE, "labels": LABELS},
+            opts=self._in_namespace,
+        )
+
+    def _create_client_keys(self) -> k8s.core.v1.Secret | None:
+        """The keys files the service checks callers against (digests of keys, never keys), when it needs any."""
+        service = self._env.config.service
+        files = {
+            **({API_KEYS_FILE: client_keys_file(service.api_clients)} if service.authentication == "api-keys" else {}),
+            **({FEEDBACK_KEYS_FILE: client_keys_file(service.feedback_clients)} if service.feedback_clients else {}),
+        }
+        if not files:
+            return None
+        return create(
+            k8s.core.v1.Secret,
+            f"{self._name}-client-keys",
+            metadata={"name": CLIENT_KEYS_SECRET, "namespace": NAMESPACE, "labels": LABELS},
+            string_data=files,
+            opts=self._in_namespace,
+        )
+
+    def _create_internal_service(self) -> None:
+        """ClusterIP on the internal port only, for Prometheus (ServiceMonitor) and in-cluster feedback senders."""
+        create(
+            k8s.core.v1.Service,
+            f"{self._name}-internal-service",
+            metadata={
+                "name": INTERNAL_SERVICE,
+                "namespace": NAMESPACE,
+                "labels": {**LABELS, INTERNAL_SERVICE_LABEL: "true"},
+            },
+            spec={
+                "type": "ClusterIP",
+                "selector": dict(LABELS),
+                "ports": [
+                    {
+                        "name": INTERNAL_PORT_NAME,
+                        "port": self._env.config.service.internal_port,
+                        "targetPort": INTERNAL_PORT_NAME,
+                        "protocol": "TCP",
+                    }
+                ],
+            },
             opts=self._in_namespace,
         )
 
@@ -182,8 +264,19 @@ class ModelService(pulumi.ComponentResource):
             lambda values: pod_template(
                 labels=dict(LABELS),
                 image=values[0],
-                env=container_env(service.port, values[1], gpu, self._env.region),
+                env=container_env(
+                    service.port,
+                    values[1],
+                    gpu,
+                    self._env.region,
+                    internal_port=service.internal_port,
+                    model_sha256=model_sha256_pin(self._env),
+                    api_keys=service.authentication == "api-keys",
+                    feedback_keys=bool(service.feedback_clients),
+                ),
                 port=service.port,
+                internal_port=service.internal_port,
+                client_keys_secret=CLIENT_KEYS_SECRET if self._client_keys_secret else None,
                 resources=resources,
                 service_account=SERVICE_ACCOUNT,
                 node_selector={POOL_LABEL: pool.labels[POOL_LABEL]},
@@ -251,22 +344,35 @@ class ModelService(pulumi.ComponentResource):
             opts=self._in_namespace,
         )
 
-    def _create_ingress(self, security_groups: SecurityGroups) -> k8s.networking.v1.Ingress:
-        """An ALB through the Load Balancer Controller: the stack's LB security group, health checks on ready.
+    def _create_ingress(
+        self,
+        security_groups: SecurityGroups,
+        web_acl_arn: pulumi.Output[str] | None,
+        access_logs_bucket: pulumi.Output[str] | None,
+    ) -> k8s.networking.v1.Ingress:
+        """An ALB through the Load Balancer Controller: the stack's LB security group, health checks on ready, 404
+        for the internal routes, the stack's WAF web ACL and access logs where the stack has them.
 
         Canary: the rule's backend is the action Rollouts writes (`use-annotation`); the program leaves it alone.
         """
         settings = self._env.config.ingress
         listen = [{"HTTP": 80}] + ([{"HTTPS": 443}] if settings.certificate_arn else [])
         port = {"name": "use-annotation"} if self._release.strategy == "canary" else {"number": SERVICE_PORT}
-        annotations = pulumi.Output.all(security_groups.load_balancer_group_id).apply(
+        annotations = pulumi.Output.all(
+            security_groups.load_balancer_group_id,
+            web_acl_arn if web_acl_arn is not None else "",
+            access_logs_bucket if access_logs_bucket is not None else "",
+        ).apply(
             lambda values: {
                 **alb_annotations(
                     scheme=settings.scheme,
                     health_path=READY_PATH,
                     security_group_id=values[0],
                     deletion_protection=self._env.config.protect,
+                    access_logs_bucket=values[2] or None,
                 ),
+                **({f"{ALB_PREFIX}/wafv2-acl-arn": values[1]} if values[1] else {}),
+                f"{ALB_PREFIX}/actions.{INTERNAL_ROUTES_ACTION}": json.dumps(NOT_FOUND_ACTION),
                 "alb.ingress.kubernetes.io/listen-ports": json.dumps(listen),
                 **(
                     {
@@ -279,13 +385,18 @@ class ModelService(pulumi.ComponentResource):
             }
         )
         backend = {"service": {"name": INGRESS_SERVICE, "port": port}}
+        not_found = {"service": {"name": INTERNAL_ROUTES_ACTION, "port": {"name": "use-annotation"}}}
+        paths = [
+            *({"path": path, "pathType": path_type, "backend": not_found} for path, path_type in INTERNAL_PATHS),
+            {"path": "/", "pathType": "Prefix", "backend": backend},
+        ]
         return create(
             k8s.networking.v1.Ingress,
             f"{self._name}-ingress",
             metadata={"name": INGRESS, "namespace": NAMESPACE, "annotations": annotations, "labels": LABELS},
             spec={
                 "ingressClassName": "alb",
-                "rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}],
+                "rules": [{"http": {"paths": paths}}],
             },
             opts=self._after_lb_controller,
         )

@@ -5,10 +5,11 @@ infra/compute/eks_addons.py). The agent always admits the pod's own node (aws/aw
 pkg/fwruleprocessor/fw_rule_processor.go at c8619c05: "Traffic from the local node should always be allowed"),
 so kubelet probes need no rule.
 
-Ingress, in the service namespace: default deny; the service port from the ALB's subnets (target type ip: the
-ALB's nodes connect to pod IPs from their addresses in those subnets) and from the monitoring namespace
-(Prometheus scrapes /metrics). The retrain relay in the monitoring namespace admits only that namespace
-(Alertmanager; its pod labels differ between operator versions, so the namespace is the stable selector).
+Ingress, in the service namespace: default deny; the public service port from the ALB's subnets only (target type
+ip: the ALB's nodes connect to pod IPs from their addresses in those subnets); the internal port (/metrics and
+feedback) from the monitoring namespace (Prometheus) and the stack's `service.feedbackNamespaces` only. The retrain
+relay in the monitoring namespace admits only that namespace (Alertmanager; its pod labels differ between operator
+versions, so the namespace is the stable selector).
 
 Egress is denied by default too: a compromised model pod should not reach the kubelet, Prometheus, Grafana or
 another tenant's pods. What the pods need stays open: DNS to CoreDNS, the EKS Pod Identity agent for AWS
@@ -108,7 +109,15 @@ class NetworkPolicies(pulumi.ComponentResource):
                         "from": [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs(env, network)],
                         "ports": [_tcp(port)],
                     },
-                    {"from": [_namespace_peer(MONITORING_NAMESPACE)], "ports": [_tcp(port)]},
+                    # The internal port (/metrics, feedback): Prometheus, and the namespaces the stack names as
+                    # feedback senders; never the ALB.
+                    {
+                        "from": [
+                            _namespace_peer(namespace)
+                            for namespace in [MONITORING_NAMESPACE, *env.config.service.feedback_namespaces]
+                        ],
+                        "ports": [_tcp(env.config.service.internal_port)],
+                    },
                 ],
             },
             in_service_namespace,

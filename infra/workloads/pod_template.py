@@ -5,6 +5,12 @@ from typing import Any
 from infra.compute.taints import Taint, tolerations_for
 
 CONTAINER_PORT_NAME = "http"
+# /metrics and feedback: reachable in the cluster only (no Service the ALB routes to names it; NetworkPolicies).
+INTERNAL_PORT_NAME = "internal"
+# The client keys files (digests) from the Secret CLIENT_KEYS_SECRET, read by the service at start.
+CLIENT_KEYS_DIR = "/etc/mlstack/clients"
+API_KEYS_FILE = "api-keys"
+FEEDBACK_KEYS_FILE = "feedback-keys"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 RUN_AS = 10001
@@ -32,10 +38,33 @@ def container_security_context() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
 
-def container_env(port: int, model_uri: str, gpu: bool, region: str) -> list[dict[str, str]]:
+def container_env(
+    port: int,
+    model_uri: str,
+    gpu: bool,
+    region: str,
+    *,
+    internal_port: int,
+    model_sha256: str | None,
+    api_keys: bool,
+    feedback_keys: bool,
+) -> list[dict[str, str]]:
+    """The service's settings (service/mlstack_service/settings.py, MLSTACK_*): the package and its sha256 pin, the
+    public and internal ports, and the keys files when the stack asks for keys."""
+    optional = [
+        *([{"name": "MLSTACK_MODEL_SHA256", "value": model_sha256}] if model_sha256 else []),
+        *([{"name": "MLSTACK_API_KEYS_FILE", "value": f"{CLIENT_KEYS_DIR}/{API_KEYS_FILE}"}] if api_keys else []),
+        *(
+            [{"name": "MLSTACK_FEEDBACK_KEYS_FILE", "value": f"{CLIENT_KEYS_DIR}/{FEEDBACK_KEYS_FILE}"}]
+            if feedback_keys
+            else []
+        ),
+    ]
     return [
         {"name": "MLSTACK_MODEL_URI", "value": model_uri},
+        *optional,
         {"name": "MLSTACK_PORT", "value": str(port)},
+        {"name": "MLSTACK_INTERNAL_PORT", "value": str(internal_port)},
         {"name": "MLSTACK_DEVICE", "value": "cuda" if gpu else "cpu"},
         {"name": "MLSTACK_MODEL_CACHE_DIR", "value": MODEL_CACHE_DIR},
         {"name": "MLSTACK_GRACE_PERIOD_SECONDS", "value": str(SERVICE_GRACE_SECONDS)},
@@ -49,12 +78,15 @@ def pod_template(
     image: str,
     env: list[dict[str, str]],
     port: int,
+    internal_port: int,
+    client_keys_secret: str | None,
     resources: dict[str, dict[str, str]],
     service_account: str,
     node_selector: dict[str, str],
     gpu_taints: list[Taint] | None,
 ) -> dict[str, Any]:
-    """A pod template; `gpu_taints` set means a GPU pod: it requests a GPU and tolerates the GPU pool."""
+    """A pod template; `gpu_taints` set means a GPU pod: it requests a GPU and tolerates the GPU pool.
+    `client_keys_secret`: the Secret whose keys files are mounted read-only at CLIENT_KEYS_DIR."""
     gpu = gpu_taints is not None
     limits = dict(resources["limits"])
     if gpu:
@@ -79,7 +111,10 @@ def pod_template(
             {
                 "name": "model-service",
                 "image": image,
-                "ports": [{"name": CONTAINER_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+                "ports": [
+                    {"name": CONTAINER_PORT_NAME, "containerPort": port, "protocol": "TCP"},
+                    {"name": INTERNAL_PORT_NAME, "containerPort": internal_port, "protocol": "TCP"},
+                ],
                 "env": env,
                 "resources": {"requests": dict(resources["requests"]), "limits": limits},
                 "securityContext": {**container_security_context(), "runAsNonRoot": True},
@@ -99,10 +134,24 @@ def pod_template(
                     "failureThreshold": 3,
                 },
                 "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                "volumeMounts": [
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    *(
+                        [{"name": "client-keys", "mountPath": CLIENT_KEYS_DIR, "readOnly": True}]
+                        if client_keys_secret
+                        else []
+                    ),
+                ],
             }
         ],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+            *(
+                [{"name": "client-keys", "secret": {"secretName": client_keys_secret, "defaultMode": 0o440}}]
+                if client_keys_secret
+                else []
+            ),
+        ],
     }
     if gpu:
         spec["tolerations"] = tolerations_for(gpu_taints or [])

@@ -21,7 +21,7 @@ def test_every_stack_publishes_the_package_metadata_last_and_retains_it(stack_ru
     name, version, files = bundled_package()
     objects = {r.inputs["key"].rsplit("/", 1)[1]: r for r in stack_run.of_type(OBJECT)}
     assert sorted(objects) == sorted(files)
-    (bucket,) = stack_run.of_type("aws:s3/bucket:Bucket")
+    (bucket,) = [b for b in stack_run.of_type("aws:s3/bucket:Bucket") if b.name == "models-bucket"]
     for file_name, resource in objects.items():
         assert resource.inputs["key"] == f"models/{name}/{version}/{file_name}"
         assert resource.inputs["bucket"] == bucket.id
@@ -34,7 +34,7 @@ def test_every_stack_publishes_the_package_metadata_last_and_retains_it(stack_ru
 
 def test_a_model_version_pull_request_keeps_the_bundled_package(run_stack: RunStack) -> None:
     config = stack_config("prod")
-    config["mlstack:service"] = {"modelVersion": "1.1.0"}
+    config["mlstack:service"] = {**config["mlstack:service"], "modelVersion": "1.1.0"}
     run = run_stack("prod", config)
     assert {r.inputs["key"] for r in run.of_type(OBJECT)} == {
         f"models/loan-approval/1.0.0/{f}" for f in bundled_package()[2]

@@ -7,7 +7,7 @@ import pytest
 from infra.monitoring.retrain_relay import WEBHOOK_URL
 from infra.preview.engine import StackRun, run_program
 from tests.conftest import RunStack, stack_config
-from tests.graph import SUBNET, public_subnets
+from tests.graph import SUBNET, environment_of, public_subnets
 from tests.infra.test_namespaces_and_tokens import with_retrain_relay
 
 POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -103,11 +103,14 @@ def test_prometheus_may_scrape_the_port_its_pod_monitor_names(committed_runs: di
     run = committed_runs["prod"]
     (monitor,) = [r for r in run.resources if r.inputs.get("kind") == POD_MONITOR and r.name.endswith("-pod-monitor")]
     labels, port = _service_pods(run)
-    assert monitor.inputs["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    assert monitor.inputs["spec"]["podMetricsEndpoints"][0]["port"] == "internal"
+    internal_port = environment_of(run, stack_config("prod")).config.service.internal_port
     peer = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": monitor.inputs["metadata"]["namespace"]}}
     }
-    assert _admitted_ports(_ingress_rules_for(run, "mlstack", labels), peer) == {port}
+    # Prometheus reaches the internal port (/metrics) and not the public one.
+    assert _admitted_ports(_ingress_rules_for(run, "mlstack", labels), peer) == {internal_port}
+    assert internal_port != port
 
 
 def test_no_rule_admits_the_whole_cluster_or_the_internet(committed_runs: dict[str, StackRun]) -> None:

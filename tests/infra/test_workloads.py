@@ -141,7 +141,7 @@ def test_prod_canaries_through_the_alb_with_the_stack_files_steps(committed_runs
     assert {canary["stableService"], canary["canaryService"]} <= set(services)
     assert alb["servicePort"] == services[canary["stableService"]]["spec"]["ports"][0]["port"]
     # The rule forwards to the action Rollouts writes, named after the stable Service (no rootService).
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][-1]["backend"]["service"]
     assert backend == {"name": canary["stableService"], "port": {"name": "use-annotation"}}
     assert ACTION_ANNOTATION not in ingress["metadata"]["annotations"], "the controller owns the action"
     weights = [step["setWeight"] for step in canary["steps"] if "setWeight" in step]
@@ -172,7 +172,7 @@ def test_staging_is_blue_green_gated_by_the_analysis(committed_runs: dict[str, S
     assert blue_green["autoPromotionEnabled"] is True
     template = one(run, "AnalysisTemplate")["metadata"]["name"]
     assert blue_green["prePromotionAnalysis"]["templates"] == [{"templateName": template}]
-    backend = one(run, "Ingress", "model-service")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    backend = one(run, "Ingress", "model-service")["spec"]["rules"][0]["http"]["paths"][-1]["backend"]["service"]
     assert backend == {"name": blue_green["activeService"], "port": {"number": 80}}
 
 
@@ -314,12 +314,15 @@ def test_probes_are_routes_the_real_service_answers(committed_runs: dict[str, St
         server.stop()
 
 
-def test_batch_cronjob_runs_the_scorer_with_the_service_account(committed_runs: dict[str, StackRun]) -> None:
+def test_batch_cronjob_runs_the_scorer_with_its_own_service_account(committed_runs: dict[str, StackRun]) -> None:
     cron = one(committed_runs["prod"], "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 2
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "model-service"
+    assert pod["serviceAccountName"] == "model-service-batch"
+    assert (
+        pod["serviceAccountName"] != rollout(committed_runs["prod"])["spec"]["template"]["spec"]["serviceAccountName"]
+    )
     batch = pod["containers"][0]
     assert batch["command"] == ["python", "-m", "mlstack_service.batch"]
     args = dict(zip(batch["args"][::2], batch["args"][1::2], strict=True))
@@ -384,13 +387,13 @@ def test_a_rolling_eks_stack_updates_in_place_without_traffic_routing(run_stack:
     config["mlstack:release"] = {"strategy": "rolling", "replicas": 3, "maxReplicas": 6}
     run = run_stack("prod", config)
     assert rollout(run)["spec"]["strategy"] == {"canary": {"maxSurge": 1, "maxUnavailable": 0}}
-    backend = one(run, "Ingress", "model-service")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    backend = one(run, "Ingress", "model-service")["spec"]["rules"][0]["http"]["paths"][-1]["backend"]["service"]
     assert backend == {"name": "model-service", "port": {"number": 80}}
     assert [
         m["metadata"]["name"]
         for m in manifests(run)
         if m["kind"] == "Service" and m["metadata"]["namespace"] == "mlstack"
-    ] == ["model-service"]
+    ] == ["model-service-internal", "model-service"]
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         identity = pod_identity_role(
             name,
             cluster_name=cluster.name,
+            cluster_arn=cluster.cluster.arn,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
             policy=policy_document(autoscaler_policy_statements(env.cluster_name)),
