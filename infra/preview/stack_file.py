@@ -12,6 +12,31 @@ from infra.config.load import STACK_CONFIG_DIR
 UNDECRYPTED_SECRET = "offline-preview-secret"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping, which plain YAML loaders let the last one win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"{key!r} repeated at line {line}")
+        self.key = key
+        self.line = line
+
+
+def load_unique_keys(text: str) -> Any:
+    """YAML `text` as Python values; raises DuplicateKeyError naming a key given twice in one mapping."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def stacks_dir(root: Path) -> Path:
     return root / STACK_CONFIG_DIR
 
@@ -28,7 +53,12 @@ def read_stack_file(root: Path, stack: str) -> tuple[dict[str, Any], list[str]]:
         known = ", ".join(available_stacks(root)) or "none"
         raise StackConfigError(f"{shown}: no such stack file; stacks found: {known}")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = load_unique_keys(path.read_text(encoding="utf-8")) or {}
+    except DuplicateKeyError as error:
+        raise StackConfigError(
+            f"{shown}: line {error.line}: key {error.key!r} appears twice in the same mapping; "
+            "YAML would keep only the last one, so remove one of them"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
