@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from infra.cli.deploy_settings import deploy_settings
 from infra.cli.release import ReleaseError, abort, connect, describe, promote
@@ -23,17 +24,17 @@ from infra.cli.stack_versions import VersionChange, set_model_version
 from infra.cli.verify import verify_account
 from infra.config import StackConfigError
 from infra.config.load import STACK_CONFIG_DIR, parse_stack_config
-from infra.policy.rules import MANDATORY
-from infra.preview.cost.estimate import estimate_cost
+from infra.policy.rules import MANDATORY, Violation
+from infra.preview.cost.estimate import CostEstimate, estimate_cost
 from infra.preview.cost.prices import SNAPSHOT_PATH, PriceSnapshotError, load_snapshot
 from infra.preview.cost.refresh import PRICING_REGION, PriceRefreshError, refresh_snapshot
 from infra.preview.diff import PlanError, load_plan, render_markdown
-from infra.preview.engine import PROGRAM_DIR, run_program
+from infra.preview.engine import PROGRAM_DIR, StackRun, run_program
 from infra.preview.graph import write_graph
 from infra.preview.plan import build_plan, write_plan
-from infra.preview.policy import check_policies
-from infra.preview.readiness import check_readiness
-from infra.preview.stack_file import available_stacks, read_stack_file
+from infra.preview.policy import check_policies, policy_rules_run
+from infra.preview.readiness import READINESS_RULES, check_readiness
+from infra.preview.stack_file import available_stacks, cidr_overlaps, read_stack_file
 from infra.preview.tree import render_cost, render_outputs, render_summary, render_tree, render_violations
 
 EXIT_OK = 0
@@ -76,6 +77,10 @@ def preview(
     tests/fixtures/readiness use it)."""
     root = project_root(Path.cwd())
     out_dir = out_dir or root / "build" / (f"{project}-{stack}" if project else stack)
+    unusable = _unusable_out_dir(out_dir)
+    if unusable:
+        print(f"error: --out {out_dir}: {unusable}", file=sys.stderr)
+        return EXIT_PROGRAM_FAILED
     try:
         if project is None:
             config, secret_keys = read_stack_file(root, stack)
@@ -103,16 +108,17 @@ def preview(
     except PriceSnapshotError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_PROGRAM_FAILED
-    violations = check_policies(run)
-    readiness = check_readiness(run)
-    plan = build_plan(
-        run,
-        cost.to_plan(),
-        [asdict(violation) for violation in violations],
-        [asdict(violation) for violation in readiness],
-    )
-    plan_path = write_plan(run, plan, out_dir)
+    violations, readiness, plan = _checked_plan(run, cost)
+    rules_run = plan["policy"]["rules_run"]
+    try:
+        plan_path = write_plan(run, plan, out_dir)
+    except OSError as error:
+        print(f"error: cannot write the plan to {out_dir}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_PROGRAM_FAILED
     print(f"Preview of stack '{stack}' (offline: nothing was created; [unknown] marks values AWS assigns)\n")
+    if project is None:
+        for warning in cidr_overlaps(root, stack, config):
+            print(f"warning: {warning}\n")
     print(render_tree(run))
     print()
     print(render_summary(run))
@@ -121,12 +127,38 @@ def preview(
     print()
     print(render_cost(cost))
     print()
-    print(render_violations(violations))
-    print(render_violations(readiness, title="Readiness"))
+    print(render_violations(violations, rules_run=rules_run))
+    print(render_violations(readiness, title="Readiness", rules_run=len(READINESS_RULES)))
     if graph:
-        for path in write_graph(run, out_dir):
+        try:
+            diagrams = write_graph(run, out_dir)
+        except OSError as error:
+            print(f"error: cannot write the diagram to {out_dir}: {error.strerror or error}", file=sys.stderr)
+            return EXIT_PROGRAM_FAILED
+        for path in diagrams:
             print(f"\nDiagram: {path}")
     print(f"\nWrote {plan_path} and {plan_path.parent / 'manifests'}/")
+    return _exit_code(violations, readiness)
+
+
+def _checked_plan(run: StackRun, cost: CostEstimate) -> tuple[list[Violation], list[Violation], dict[str, Any]]:
+    """The policy and readiness findings and the plan that records them with how many rules ran."""
+    violations = check_policies(run)
+    # Sorted: the rules walk resources in the order the engine registered them, which varies from run to run.
+    readiness = sorted(check_readiness(run), key=lambda found: (found.policy, found.urn, found.message))
+    plan = build_plan(
+        run,
+        cost.to_plan(),
+        [asdict(violation) for violation in violations],
+        [asdict(violation) for violation in readiness],
+    )
+    plan["policy"]["rules_run"] = policy_rules_run(run)
+    plan["readiness"]["rules_run"] = len(READINESS_RULES)
+    return violations, readiness, plan
+
+
+def _exit_code(violations: list[Violation], readiness: list[Violation]) -> int:
+    """EXIT_POLICY_VIOLATION, with one line naming the first mandatory finding, or EXIT_OK."""
     failures = [("policy", violation) for violation in violations if violation.level == MANDATORY]
     failures += [("readiness rule", violation) for violation in readiness if violation.level == MANDATORY]
     if failures:
@@ -138,6 +170,16 @@ def preview(
         )
         return EXIT_POLICY_VIOLATION
     return EXIT_OK
+
+
+def _unusable_out_dir(out_dir: Path) -> str | None:
+    """Why plan.json and manifests/ cannot go to `out_dir`, checked before the program runs; None when they can."""
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                return f"{folder} is a file, not a folder; name a folder for plan.json and manifests/"
+            return None
+    return None
 
 
 def _other_project(root: Path, project: str) -> Path:

@@ -6,7 +6,7 @@ from typing import Any
 import yaml
 
 from infra.config import StackConfigError
-from infra.config.load import STACK_CONFIG_DIR
+from infra.config.load import STACK_CONFIG_DIR, parse_stack_config
 
 # Offline, a `secure:` value cannot be decrypted; the program sees this stand-in, marked secret.
 UNDECRYPTED_SECRET = "offline-preview-secret"
@@ -77,3 +77,28 @@ def read_stack_file(root: Path, stack: str) -> tuple[dict[str, Any], list[str]]:
         else:
             config[key] = value
     return config, secret_keys
+
+
+def cidr_overlaps(root: Path, stack: str, config: dict[str, Any]) -> list[str]:
+    """Warnings for other stack files whose VPC CIDR overlaps this stack's (a copied file that kept it).
+
+    A warning, not an error: stacks in separate accounts may reuse a range on purpose, but two VPCs that are ever
+    peered, share a Transit Gateway or a VPN need distinct ones, and a copy that kept the range is usually a slip.
+    """
+    own = parse_stack_config(stack, config).config.network.cidr
+    warnings = []
+    for other in available_stacks(root):
+        if other == stack:
+            continue
+        try:
+            other_config, _ = read_stack_file(root, other)
+            theirs = parse_stack_config(other, other_config).config.network.cidr
+        except StackConfigError:
+            continue  # its own preview reports what is wrong with it
+        if own.overlaps(theirs):
+            warnings.append(
+                f"{STACK_CONFIG_DIR}/Pulumi.{stack}.yaml: mlstack:network.cidr {own} overlaps "
+                f"{STACK_CONFIG_DIR}/Pulumi.{other}.yaml's {theirs}; VPCs that are ever peered or joined by a "
+                "Transit Gateway or VPN need distinct ranges, so give this stack its own"
+            )
+    return warnings
