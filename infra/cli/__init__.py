@@ -28,7 +28,7 @@ from infra.policy.rules import MANDATORY, Violation
 from infra.preview.cost.estimate import CostEstimate, estimate_cost
 from infra.preview.cost.prices import SNAPSHOT_PATH, PriceSnapshotError, load_snapshot
 from infra.preview.cost.refresh import PRICING_REGION, PriceRefreshError, refresh_snapshot
-from infra.preview.diff import PlanError, load_plan, render_markdown
+from infra.preview.diff import MAX_FIELDS, MAX_LISTED, PlanError, load_plan, render_markdown
 from infra.preview.engine import PROGRAM_DIR, StackRun, run_program
 from infra.preview.graph import write_graph
 from infra.preview.plan import build_plan, write_plan
@@ -189,9 +189,9 @@ def _other_project(root: Path, project: str) -> Path:
     return program_dir
 
 
-def diff(base: Path, new: Path) -> int:
+def diff(base: Path, new: Path, everything: bool = False) -> int:
     try:
-        print(render_markdown(load_plan(base), load_plan(new)), end="")
+        print(render_markdown(load_plan(base), load_plan(new), everything=everything), end="")
     except PlanError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -385,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     diff_parser.add_argument("base", type=Path, help="the plan.json before the change (e.g. main's)")
     diff_parser.add_argument("new", type=Path, help="the plan.json after it")
+    diff_parser.add_argument(
+        "--all",
+        action="store_true",
+        dest="everything",
+        help=f"list every resource and changed input (default: the first {MAX_LISTED}, {MAX_FIELDS} inputs each)",
+    )
     settings_parser = commands.add_parser(
         "deploy-settings", help="region, secrets provider, image repository and expected model of a stack (deploy CI)"
     )
@@ -400,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         return verify(args.stack)
     if args.command == "diff":
-        return diff(args.base, args.new)
+        return diff(args.base, args.new, args.everything)
     if args.command == "model-version":
         return change_versions(args.stacks, lambda root, stack: set_model_version(root, stack, args.version))
     if args.command == "release":
