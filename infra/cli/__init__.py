@@ -12,6 +12,7 @@ mlstack release status|promote [--full]|abort STACK [--context CONTEXT]
 import argparse
 import json
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
@@ -41,6 +42,12 @@ EXIT_OK = 0
 EXIT_POLICY_VIOLATION = 1
 EXIT_INVALID = 2
 EXIT_PROGRAM_FAILED = 3
+# The standard AWS credential chain boto3 reads; said wherever a command needs an account.
+PROVIDE_CREDENTIALS = (
+    "provide them the usual AWS way: AWS_PROFILE (after `aws sso login --profile NAME`), or AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or a role the machine already has (CI's OIDC role, an instance "
+    "profile)"
+)
 
 
 def project_root(start: Path) -> Path:
@@ -246,7 +253,7 @@ def _stack_prices_needed(root: Path) -> tuple[set[str], set[str]]:
 
 def verify(stack: str) -> int:
     import boto3  # noqa: PLC0415 (only this command talks to AWS)
-    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError  # noqa: PLC0415
 
     root = project_root(Path.cwd())
     try:
@@ -257,6 +264,11 @@ def verify(stack: str) -> int:
         return EXIT_INVALID
     try:
         checks = verify_account(env, boto3.Session())
+    except NoCredentialsError:
+        print(
+            f"error: no AWS credentials to read the account for stack {stack}; {PROVIDE_CREDENTIALS}", file=sys.stderr
+        )
+        return EXIT_PROGRAM_FAILED
     except (BotoCoreError, ClientError) as error:
         print(f"error: cannot read the account for stack {stack} in {env.region}: {error}", file=sys.stderr)
         return EXIT_PROGRAM_FAILED
@@ -274,6 +286,8 @@ def change_versions(stacks: list[str] | None, change_one: Callable[[Path, str], 
             change = change_one(root, stack)
             state = f"{change.before} -> {change.after}" if change.changed else f"already {change.after}"
             print(f"{STACK_CONFIG_DIR}/Pulumi.{stack}.yaml: {change.where}: {state}")
+            if change.changed and change.traffic:
+                print(f"  {change.traffic}")
     except StackConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -330,27 +344,73 @@ def release(action: str, stack: str, context: str | None, full: bool) -> int:
     return EXIT_OK
 
 
+NO_CREDENTIALS = "none: works offline, without AWS credentials"
+AWS_CREDENTIALS = f"AWS credentials; {PROVIDE_CREDENTIALS}"
+
+
+def _command(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    name: str,
+    summary: str,
+    *,
+    credentials: str,
+    exits: dict[int, str],
+    details: str = "",
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does, its defaults (per option), the credentials it needs and its
+    exit codes."""
+    epilog = (
+        textwrap.fill(f"credentials: {credentials}", width=100)
+        + "\n\nexit codes:\n"
+        + "".join(f"  {code}  {meaning}\n" for code, meaning in sorted(exits.items()))
+    )
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=f"{summary}.{' ' + details if details else ''}",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    preview_parser = commands.add_parser(
-        "preview", help="offline preview of a stack: resources, cost, policy and deploy readiness, with no credentials"
+    preview_parser = _command(
+        commands,
+        "preview",
+        "offline preview of a stack: resources, cost, policy and deploy readiness",
+        details="Runs infra/__main__.py under the Pulumi SDK's mocks with stacks/Pulumi.STACK.yaml; "
+        "writes plan.json and manifests/.",
+        credentials=NO_CREDENTIALS,
+        exits={
+            EXIT_OK: "the stack is valid and breaks no mandatory policy or readiness rule",
+            EXIT_POLICY_VIOLATION: "a mandatory policy or readiness rule is violated (the plan is still written)",
+            EXIT_INVALID: "the stack file is wrong (one line: file, key, value, what is allowed)",
+            EXIT_PROGRAM_FAILED: "anything else: the program failed, --out is unusable (--debug: traceback)",
+        },
     )
     preview_parser.add_argument("stack", help="stack name: reads stacks/Pulumi.<stack>.yaml")
-    preview_parser.add_argument("--out", type=Path, help="where plan.json and manifests/ go (default build/STACK)")
+    preview_parser.add_argument("--out", type=Path, help="where plan.json and manifests/ go (default: build/STACK)")
     preview_parser.add_argument("--debug", action="store_true", help="show tracebacks of program failures")
     preview_parser.add_argument(
         "--graph",
         action="store_true",
-        help="also draw the components (Mermaid; SVG with graphviz)",
+        help="also draw the components (Mermaid; SVG with graphviz) (default: off)",
     )
     preview_parser.add_argument(
         "--project", help="another Pulumi project in this repository, e.g. bootstrap (reads bootstrap/stacks/)"
     )
-    version_parser = commands.add_parser(
-        "model-version", help="set service.modelVersion in the stack files (the Rollout releases it)"
+    version_parser = _command(
+        commands,
+        "model-version",
+        "set service.modelVersion in the stack files (the stack's Rollout releases it)",
+        details="Edits the files in place, comments kept, and prints for each stack what deploying the change does "
+        "to live traffic; a version that would make a file invalid writes nothing.",
+        credentials=NO_CREDENTIALS,
+        exits={EXIT_OK: "written (or already that version)", EXIT_INVALID: "not an X.Y.Z version, or no such stack"},
     )
-    version_parser.add_argument("version", help="the published model package version, e.g. 1.1.0")
+    version_parser.add_argument("version", help="the published model package version, X.Y.Z, e.g. 1.1.0")
     version_parser.add_argument(
         "--stack", action="append", dest="stacks", help="a stack to change (repeatable; default: every stack file)"
     )
@@ -363,25 +423,70 @@ def main(argv: list[str] | None = None) -> int:
         ("promote", "go on past the current pause (blue-green: switch now), like kubectl argo rollouts promote"),
         ("abort", "stop the release: all traffic back to the stable version, like kubectl argo rollouts abort"),
     ):
-        action_parser = release_commands.add_parser(action, help=text)
+        action_parser = _command(
+            release_commands,
+            action,
+            text,
+            credentials="a kubeconfig that reaches the stack's cluster (`aws eks update-kubeconfig --name "
+            "mlstack-STACK`), and the AWS credentials it uses; " + PROVIDE_CREDENTIALS,
+            exits={
+                EXIT_OK: "done",
+                EXIT_INVALID: "the stack file is wrong or the stack is not on EKS",
+                EXIT_PROGRAM_FAILED: "the cluster or the Rollout cannot be reached or changed",
+            },
+        )
         action_parser.add_argument("stack", help="stack name: its cluster is mlstack-STACK")
         action_parser.add_argument("--context", help="kubeconfig context (default: the one for the stack's cluster)")
         if action == "promote":
             action_parser.add_argument(
-                "--full", action="store_true", help="skip the remaining steps, pauses and analysis"
+                "--full", action="store_true", help="skip the remaining steps, pauses and analysis (default: off)"
             )
     cost_parser = commands.add_parser("cost", help="the price snapshot behind the preview's cost estimate")
     cost_commands = cost_parser.add_subparsers(dest="cost_command", required=True)
-    refresh_parser = cost_commands.add_parser("refresh", help="rebuild the snapshot from the AWS Price List API")
-    refresh_parser.add_argument("--region", action="append", dest="regions", help="default: snapshot's + stacks'")
-    refresh_parser.add_argument("--instance-type", action="append", dest="instance_types")
-    refresh_parser.add_argument("--out", type=Path, default=SNAPSHOT_PATH, help="default: the committed snapshot")
-    verify_parser = commands.add_parser(
-        "verify", help="check a live account against the stack: ECR, S3, security groups, EKS, IMDSv2 (read-only)"
+    refresh_parser = _command(
+        cost_commands,
+        "refresh",
+        "rebuild the price snapshot from the AWS Price List API",
+        details="Writes nothing unless every price was found.",
+        credentials=f"AWS credentials allowed pricing:GetProducts; {PROVIDE_CREDENTIALS}",
+        exits={
+            EXIT_OK: "written",
+            EXIT_INVALID: "the current snapshot or a stack file is wrong",
+            EXIT_PROGRAM_FAILED: "the Price List API could not be read or lacked a price",
+        },
+    )
+    refresh_parser.add_argument(
+        "--region", action="append", dest="regions", help="repeatable (default: the snapshot's and the stacks')"
+    )
+    refresh_parser.add_argument(
+        "--instance-type",
+        action="append",
+        dest="instance_types",
+        help="repeatable (default: the snapshot's and the stacks')",
+    )
+    refresh_parser.add_argument(
+        "--out", type=Path, default=SNAPSHOT_PATH, help="default: the committed snapshot, %(default)s"
+    )
+    verify_parser = _command(
+        commands,
+        "verify",
+        "check a live account against the stack: ECR, S3, security groups, EKS, IMDSv2 (read-only)",
+        credentials=f"read-only AWS credentials in the stack's account; {PROVIDE_CREDENTIALS}",
+        exits={
+            EXIT_OK: "every check passed",
+            EXIT_POLICY_VIOLATION: "a check failed (a missing resource is a failure)",
+            EXIT_INVALID: "the stack file is wrong",
+            EXIT_PROGRAM_FAILED: "the account could not be read: no credentials, access denied, no network",
+        },
     )
     verify_parser.add_argument("stack", help="stack name: reads stacks/Pulumi.<stack>.yaml for region and names")
-    diff_parser = commands.add_parser(
-        "diff", help="Markdown for a pull request: resources added, changed and removed, and the monthly cost delta"
+    diff_parser = _command(
+        commands,
+        "diff",
+        "Markdown for a pull request: resources added, changed (old → new, replace or in place) and removed, "
+        "and the monthly cost delta",
+        credentials=NO_CREDENTIALS,
+        exits={EXIT_OK: "printed", EXIT_INVALID: "a plan file cannot be read or is not an mlstack plan.json"},
     )
     diff_parser.add_argument("base", type=Path, help="the plan.json before the change (e.g. main's)")
     diff_parser.add_argument("new", type=Path, help="the plan.json after it")
@@ -391,12 +496,21 @@ def main(argv: list[str] | None = None) -> int:
         dest="everything",
         help=f"list every resource and changed input (default: the first {MAX_LISTED}, {MAX_FIELDS} inputs each)",
     )
-    settings_parser = commands.add_parser(
-        "deploy-settings", help="region, secrets provider, image repository and expected model of a stack (deploy CI)"
+    settings_parser = _command(
+        commands,
+        "deploy-settings",
+        "region, secrets provider, image repository and expected model of a stack, for the deploy workflow",
+        details="Prints KEY=value lines for $GITHUB_OUTPUT.",
+        credentials=NO_CREDENTIALS,
+        exits={
+            EXIT_OK: "printed",
+            EXIT_INVALID: "the stack file is wrong",
+            EXIT_PROGRAM_FAILED: "the program failed",
+        },
     )
     settings_parser.add_argument("stack", help="stack name: reads stacks/Pulumi.<stack>.yaml")
     settings_parser.add_argument(
-        "--targets-file", type=Path, help="write the URNs that create the image repository, one a line"
+        "--targets-file", type=Path, help="write the URNs that create the image repository, one a line (default: none)"
     )
     args = parser.parse_args(argv)
     if args.command == "preview":
