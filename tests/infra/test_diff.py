@@ -78,7 +78,10 @@ def test_a_field_that_forces_replacement_is_marked() -> None:
 
 def test_renaming_a_kubernetes_object_replaces_it_but_a_new_image_does_not() -> None:
     deployment = "kubernetes:apps/v1:Deployment"
-    before = {"metadata": {"name": "a"}, "spec": {"template": {"spec": {"containers": [{"image": "x:1"}]}}}}
+    before: dict[str, Any] = {
+        "metadata": {"name": "a"},
+        "spec": {"template": {"spec": {"containers": [{"image": "x:1"}]}}},
+    }
     after = copy.deepcopy(before)
     after["spec"]["template"]["spec"]["containers"][0]["image"] = "x:2"
     text = render_markdown(_plan([_resource(deployment, "d", before)]), _plan([_resource(deployment, "d", after)]))
