@@ -82,8 +82,10 @@ unit: system-deps bootstrap $(POLICY_VENV)/.bootstrapped
 
 test: system-deps lint typecheck unit
 
+# GNU make ends with its own status 2 whenever a recipe fails, so the preview's own code (1 policy or readiness,
+# 2 stack file, 3 anything else) is printed on the way out.
 preview: bootstrap
-	$(BIN)/mlstack preview $(STACK) --out build/$(STACK)
+	@$(BIN)/mlstack preview $(STACK) --out build/$(STACK) || { code=$$?; echo "make: mlstack preview exited $$code" >&2; exit $$code; }
 
 preview-bootstrap: bootstrap
 	$(BIN)/mlstack preview account --project bootstrap --out build/bootstrap-account

@@ -19,6 +19,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from infra.config import StackConfigError
 from infra.config.load import NAMESPACE, parse_stack_config
+from infra.config.models import StackConfig
 from infra.preview.stack_file import read_stack_file, stacks_dir
 
 
@@ -28,6 +29,7 @@ class VersionChange:
     where: str
     before: str
     after: str
+    traffic: str = ""  # what deploying the change does to live traffic, for the person who makes it
 
     @property
     def changed(self) -> bool:
@@ -69,7 +71,34 @@ def set_model_version(root: Path, stack: str, version: str) -> VersionChange:
     before = edit.current.service.model_version
     edit.block(f"{NAMESPACE}:service")["modelVersion"] = _quoted(version)
     edit.save()
-    return VersionChange(stack, "service.modelVersion", before, version)
+    return VersionChange(stack, "service.modelVersion", before, version, traffic_change(edit.current, before, version))
+
+
+def traffic_change(config: StackConfig, before: str, after: str) -> str:
+    """What a deploy of the new version does to live traffic, in the stack's own release settings."""
+    if config.compute.mode == "ec2":
+        return (
+            f"on deploy the host is replaced new-one-first (instance refresh): all traffic moves from {before} to "
+            f"{after} once the new host answers ready"
+        )
+    release = config.release
+    if release.strategy == "canary" and release.canary is not None:
+        steps = " → ".join(
+            f"{step.weight}%" + (f" (hold {step.pause})" if step.pause else "") for step in release.canary.steps
+        )
+        last = "" if release.canary.steps[-1].weight == 100 else " → 100%"
+        return (
+            f"on deploy a canary: {after} takes {steps}{last} of requests, each step gated by analysis; "
+            f"a failed analysis sends all traffic back to {before}"
+        )
+    if release.strategy == "blue-green":
+        switch = (
+            "switches all traffic at once when the analysis passes"
+            if release.blue_green is None or release.blue_green.auto_promotion
+            else "switches all traffic at once on `mlstack release promote`"
+        )
+        return f"on deploy {after} starts beside {before} behind the preview Service (no live traffic), then {switch}"
+    return f"on deploy a rolling update: pods move from {before} to {after} a few at a time, all serving live traffic"
 
 
 def _quoted(value: str) -> DoubleQuotedScalarString:

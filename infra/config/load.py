@@ -4,7 +4,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from infra.config.aws_catalog import aws_regions, suggestion
 from infra.config.defaults import TIER_DEFAULTS, with_tier_defaults
 from infra.config.errors import StackConfigError
 from infra.config.models import ConfigRuleError, StackConfig
@@ -68,6 +69,11 @@ def parse_stack_config(stack: str, config: dict[str, Any]) -> Environment:
     if not isinstance(region, str) or not REGION_PATTERN.match(region):
         shown = "missing" if region is None else f"{region!r} is not an AWS region"
         raise StackConfigError(f"{source}: {REGION_KEY}: {shown}; set it to a region such as us-east-1")
+    if region not in aws_regions():
+        raise StackConfigError(
+            f"{source}: {REGION_KEY}: {region!r} is not an AWS region (botocore's endpoint catalogue)"
+            f"{suggestion(region, aws_regions())}"
+        )
 
     values = {
         key.split(":", 1)[1]: _decode(value)
@@ -134,8 +140,8 @@ def _describe(detail: ErrorDetails) -> str:
         return f"{_key_path(location)}: unknown key; {hint}allowed keys: {', '.join(allowed)}"
     if detail["type"] == "missing":
         return f"{_key_path(location)}: required key is missing"
-    if detail["type"] in ("greater_than_equal", "less_than_equal"):
-        message = _range_of(location)
+    if detail["type"] in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        message = _range_of(location, detail.get("ctx", {}))
     else:
         message = detail["msg"].removeprefix("Value error, ")
         if message.startswith("Input should"):  # pydantic's own wording, mid-sentence here
@@ -155,15 +161,26 @@ def _show(value: Any) -> str:
 
 
 def _model_at(location: list[str]) -> type[BaseModel] | None:
-    """The model that validates the object at `location` (camelCase keys), if it is one."""
+    """The model that validates the object at `location` (camelCase keys, list indexes), if it is one."""
     model: type[BaseModel] = StackConfig
     for part in location:
+        if part.isdigit():  # an item of a list of models: the model found for the list's key already
+            continue
         field = _field(model, part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        found = _model_in(field.annotation) if field else None
+        if found is None:
             return None
-        model = annotation
+        model = found
     return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model inside an annotation: `Model`, `Model | None`, `list[Model]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, list) or type(annotation).__name__ == "UnionType":
+        return next((model for arg in get_args(annotation) if (model := _model_in(arg)) is not None), None)
+    return None
 
 
 def _field(model: type[BaseModel], key: str) -> FieldInfo | None:
@@ -178,18 +195,22 @@ def _allowed_keys(location: list[str]) -> list[str]:
     return sorted(field.alias or name for name, field in model.model_fields.items())
 
 
-def _range_of(location: list[str]) -> str:
-    """'must be from 1 to 6', read from the field's own constraints so message and rule agree."""
+def _range_of(location: list[str], violated: dict[str, Any]) -> str:
+    """'must be from 1 to 6', read from the field's own constraints so message and rule agree; the bound pydantic
+    reports as violated stands in when the field cannot be found."""
     model = _model_at(location[:-1])
     field = _field(model, location[-1]) if model else None
-    bounds = {
-        name: getattr(item, name)
-        for item in (field.metadata if field else [])
-        for name in ("ge", "le")
-        if getattr(item, name, None) is not None
-    }
-    if {"ge", "le"} <= set(bounds):
-        return f"must be from {bounds['ge']} to {bounds['le']}"
-    if "ge" in bounds:
-        return f"must be {bounds['ge']} or more"
-    return f"must be {bounds.get('le')} or less"
+    bounds: dict[str, Any] = {name: violated[name] for name in ("ge", "gt", "le", "lt") if name in violated}
+    for item in field.metadata if field else []:
+        bounds.update(
+            {name: getattr(item, name) for name in ("ge", "gt", "le", "lt") if getattr(item, name, None) is not None}
+        )
+    lower = f"{bounds['ge']}" if "ge" in bounds else (f"above {bounds['gt']}" if "gt" in bounds else None)
+    upper = f"{bounds['le']}" if "le" in bounds else (f"below {bounds['lt']}" if "lt" in bounds else None)
+    if lower and upper:
+        return (
+            f"must be from {lower} to {upper}" if "ge" in bounds and "le" in bounds else f"must be {lower} and {upper}"
+        )
+    if lower:
+        return f"must be {lower} or more" if "ge" in bounds else f"must be {lower}"
+    return f"must be {upper} or less" if "le" in bounds else f"must be {upper}"

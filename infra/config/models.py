@@ -5,12 +5,14 @@ unknown keys so that a typo fails the preview instead of silently falling back t
 """
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from infra.compute.gpu_instances import GPU_INSTANCE_FAMILIES, GPU_INSTANCE_TYPES
+from infra.config.aws_catalog import ec2_instance_types, suggestion
 from infra.network.cidr import SUBNET_MAX_PREFIX, VPC_MAX_PREFIX, VPC_MIN_PREFIX, plan_subnets
 from infra.versions import DEFAULT_KUBERNETES_VERSION, EKS_ADDON_VERSIONS
 
@@ -43,6 +45,10 @@ LOG_RETENTION_DAYS = (
     3288,
     3653,
 )
+# An Application Load Balancer needs a subnet of at least /27 (with 8 free addresses) in each of its zones.
+ALB_SUBNET_MAX_PREFIX = 27
+# Model package versions are X.Y.Z, as the retrain pipeline publishes them (service/mlstack_service/publish.py).
+MODEL_VERSION_PATTERN = r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$"
 MAX_AZ_COUNT = 6
 PROD_MIN_AZ_COUNT = 2
 TAG_VALUE_PATTERN = r"^[A-Za-z0-9 _.:/=+\-@]{1,256}$"
@@ -103,6 +109,13 @@ def _parse_allowed_cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6
         ) from None
 
 
+def check_instance_type(name: str) -> str:
+    """Refuse a name EC2 does not know (botocore's EC2 model), suggesting the closest ones."""
+    if name not in ec2_instance_types():
+        raise ValueError(f"not an EC2 instance type{suggestion(name, ec2_instance_types())}")
+    return name
+
+
 def _parse_cidr_list(value: object) -> object:
     """Each item of a list of CIDRs, with an error naming what a CIDR looks like; anything else is left to pydantic."""
     return [_parse_allowed_cidr(item) for item in value] if isinstance(value, list) else value
@@ -126,7 +139,7 @@ class NetworkConfig(ConfigModel):
     nat_strategy: NatStrategy
     private_subnet_prefix: Annotated[int | None, Field(ge=VPC_MIN_PREFIX + 1, le=SUBNET_MAX_PREFIX)] = None
     public_subnet_prefix: Annotated[int | None, Field(ge=VPC_MIN_PREFIX + 1, le=SUBNET_MAX_PREFIX)] = None
-    allowed_cidrs: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], Field(min_length=1)]
+    allowed_cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
     extra_ingress: list[ExtraIngress] = Field(default_factory=list)
     flow_logs: FlowLogsConfig
 
@@ -137,12 +150,37 @@ class NetworkConfig(ConfigModel):
 
     _allowed_cidrs = field_validator("allowed_cidrs", mode="before")(_parse_cidr_list)
 
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _someone_may_connect(
+        cls, cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        if not cidrs:
+            raise ValueError(
+                "the list is empty, so nobody could reach the load balancer; list the ranges that may, "
+                "e.g. [203.0.113.0/24], or [0.0.0.0/0, ::/0] for everyone"
+            )
+        return cidrs
+
     @model_validator(mode="after")
     def _subnets_fit(self) -> "NetworkConfig":
         try:
-            plan_subnets(self.cidr, self.az_count, self.private_subnet_prefix, self.public_subnet_prefix)
+            subnets = plan_subnets(self.cidr, self.az_count, self.private_subnet_prefix, self.public_subnet_prefix)
         except ValueError as error:
             raise ConfigRuleError("cidr", str(error)) from None
+        public_prefix = subnets.public[0].prefixlen
+        if public_prefix > ALB_SUBNET_MAX_PREFIX:
+            key = "publicSubnetPrefix" if self.public_subnet_prefix is not None else "cidr"
+            fix = (
+                f"set publicSubnetPrefix to {ALB_SUBNET_MAX_PREFIX} or less"
+                if key == "publicSubnetPrefix"
+                else f"use a larger VPC CIDR than {self.cidr} or set publicSubnetPrefix: {ALB_SUBNET_MAX_PREFIX}"
+            )
+            raise ConfigRuleError(
+                key,
+                f"the load-balancer (public) subnets would be /{public_prefix}, but an Application Load Balancer "
+                f"needs at least a /{ALB_SUBNET_MAX_PREFIX} in each zone; {fix}",
+            )
         return self
 
 
@@ -168,6 +206,8 @@ class Ec2HostConfig(ConfigModel):
     instance_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")] = "t3.large"
     root_volume_gb: Annotated[int, Field(ge=20, le=1000)] = 30
 
+    _known_type = field_validator("instance_type")(check_instance_type)
+
 
 CapacityType = Literal["ON_DEMAND", "SPOT"]
 ControlPlaneLog = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -184,8 +224,15 @@ class NodePoolConfig(ConfigModel):
     desired_size: Annotated[int, Field(ge=0, le=100)]
     disk_size_gb: Annotated[int, Field(ge=20, le=2000)] = 50
 
+    @field_validator("instance_types")
+    @classmethod
+    def _known_types(cls, types: list[str]) -> list[str]:
+        return [check_instance_type(name) for name in types]
+
     @model_validator(mode="after")
     def _sizes_in_order(self) -> "NodePoolConfig":
+        if self.min_size > self.max_size:
+            raise ConfigRuleError("maxSize", f"{self.max_size} is below minSize {self.min_size}")
         if not self.min_size <= self.desired_size <= self.max_size:
             raise ConfigRuleError(
                 "desiredSize",
@@ -278,7 +325,7 @@ class ServiceConfig(ConfigModel):
 
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
     model_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")] = "loan-approval"
-    model_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "1.0.0"
+    model_version: str = "1.0.0"
     # The served package's sha256 (mlstack_service.package.package_sha256); the pods refuse any other package.
     # Defaults to the bundled package's digest when the bundled version is served.
     model_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
@@ -310,6 +357,16 @@ class ServiceConfig(ConfigModel):
                 '(README "Security model")',
             )
         return self
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _semantic_version(cls, version: object) -> object:
+        if not isinstance(version, str) or not re.match(MODEL_VERSION_PATTERN, version):
+            raise ValueError(
+                "model versions are X.Y.Z, as the retrain pipeline publishes them (e.g. 1.0.0, 1.1.0); "
+                "quote it in YAML so 1.10 stays a string"
+            )
+        return version
 
 
 ReleaseStrategy = Literal["rolling", "blue-green", "canary"]

@@ -288,7 +288,10 @@ def nat_per_az(resource: Resource, stack: Stack) -> Iterable[str]:
     zones = {subnet.inputs.get("availabilityZone") for subnet in stack.of_type(SUBNET)} - {None}
     gateways = len(stack.of_type(NAT_GATEWAY))
     if gateways < len(zones):
-        yield f"{gateways} NAT gateway(s) for {len(zones)} availability zones; prod needs one per zone"
+        yield (
+            f"{gateways} NAT gateway(s) for {len(zones)} availability zones; prod needs one per zone: "
+            "set mlstack:network.natStrategy: per-az"
+        )
 
 
 def min_service_replicas(resource: Resource, stack: Stack) -> Iterable[str]:

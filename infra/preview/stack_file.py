@@ -6,10 +6,35 @@ from typing import Any
 import yaml
 
 from infra.config import StackConfigError
-from infra.config.load import STACK_CONFIG_DIR
+from infra.config.load import STACK_CONFIG_DIR, parse_stack_config
 
 # Offline, a `secure:` value cannot be decrypted; the program sees this stand-in, marked secret.
 UNDECRYPTED_SECRET = "offline-preview-secret"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping, which plain YAML loaders let the last one win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"{key!r} repeated at line {line}")
+        self.key = key
+        self.line = line
+
+
+def load_unique_keys(text: str) -> Any:
+    """YAML `text` as Python values; raises DuplicateKeyError naming a key given twice in one mapping."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 def stacks_dir(root: Path) -> Path:
@@ -28,7 +53,12 @@ def read_stack_file(root: Path, stack: str) -> tuple[dict[str, Any], list[str]]:
         known = ", ".join(available_stacks(root)) or "none"
         raise StackConfigError(f"{shown}: no such stack file; stacks found: {known}")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = load_unique_keys(path.read_text(encoding="utf-8")) or {}
+    except DuplicateKeyError as error:
+        raise StackConfigError(
+            f"{shown}: line {error.line}: key {error.key!r} appears twice in the same mapping; "
+            "YAML would keep only the last one, so remove one of them"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -47,3 +77,28 @@ def read_stack_file(root: Path, stack: str) -> tuple[dict[str, Any], list[str]]:
         else:
             config[key] = value
     return config, secret_keys
+
+
+def cidr_overlaps(root: Path, stack: str, config: dict[str, Any]) -> list[str]:
+    """Warnings for other stack files whose VPC CIDR overlaps this stack's (a copied file that kept it).
+
+    A warning, not an error: stacks in separate accounts may reuse a range on purpose, but two VPCs that are ever
+    peered, share a Transit Gateway or a VPN need distinct ones, and a copy that kept the range is usually a slip.
+    """
+    own = parse_stack_config(stack, config).config.network.cidr
+    warnings = []
+    for other in available_stacks(root):
+        if other == stack:
+            continue
+        try:
+            other_config, _ = read_stack_file(root, other)
+            theirs = parse_stack_config(other, other_config).config.network.cidr
+        except StackConfigError:
+            continue  # its own preview reports what is wrong with it
+        if own.overlaps(theirs):
+            warnings.append(
+                f"{STACK_CONFIG_DIR}/Pulumi.{stack}.yaml: mlstack:network.cidr {own} overlaps "
+                f"{STACK_CONFIG_DIR}/Pulumi.{other}.yaml's {theirs}; VPCs that are ever peered or joined by a "
+                "Transit Gateway or VPN need distinct ranges, so give this stack its own"
+            )
+    return warnings

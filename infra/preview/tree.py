@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from infra.policy.rules import Violation
-from infra.preview.cost.estimate import ASSUMPTIONS, CostEstimate
+from infra.preview.cost.estimate import ASSUMPTIONS, CostEstimate, LineItem
 from infra.preview.engine import RecordedResource, StackRun
 from infra.preview.plan import PlanRenderer
 
@@ -145,27 +145,45 @@ def render_outputs(outputs: dict[str, Any]) -> str:
 
 
 def render_cost(cost: CostEstimate) -> str:
-    """Line items with their monthly cost, the total, the assumptions and whatever could not be priced."""
+    """Line items with quantity x unit price and their monthly cost, the total (and at the autoscaling ceiling),
+    the assumptions and whatever could not be priced."""
     lines = [f"Estimated monthly cost ({cost.currency}, {cost.region}, prices as of {cost.prices_as_of}):"]
     width = max((len(item.item) for item in cost.items), default=10)
-    for item in cost.items:
+    rates = [_rate(item) for item in cost.items]
+    rate_width = max((len(rate) for rate in rates), default=0)
+    for item, rate in zip(cost.items, rates, strict=True):
         amount = "unpriced" if item.monthly is None else f"{item.monthly:>10,.2f}"
-        note = f"  ({item.note})" if item.note else ""
-        lines.append(f"  {item.item:<{width}}  {amount:>10}{note}")
+        notes = [item.note] if item.note else []
+        if item.monthly_at_max is not None:
+            notes.append(f"up to {item.monthly_at_max:,.2f} at its maximum of {item.max_count}")
+        note = f"  ({'; '.join(notes)})" if notes else ""
+        lines.append(f"  {item.item:<{width}}  {rate:>{rate_width}}  {amount:>10}{note}")
+    blank = " " * rate_width
     if cost.monthly_total is None:
-        lines.append(f"  {'Total':<{width}}  {'not known':>10}  (priced items add up to {cost.priced_subtotal:,.2f})")
+        lines.append(
+            f"  {'Total':<{width}}  {blank}  {'not known':>10}  (priced items add up to {cost.priced_subtotal:,.2f})"
+        )
     else:
-        lines.append(f"  {'Total':<{width}}  {cost.monthly_total:>10,.2f}")
+        lines.append(f"  {'Total':<{width}}  {blank}  {cost.monthly_total:>10,.2f}")
+    if cost.total_at_max is not None:
+        lines.append(f"  {'Total with every pool at its maximum':<{width}}  {blank}  {cost.total_at_max:>10,.2f}")
     lines += [f"  ! {problem}" for problem in cost.unpriced]
     lines.append("  Assumptions:")
     lines += [f"    - {assumption}" for assumption in ASSUMPTIONS]
     return "\n".join(lines)
 
 
-def render_violations(violations: list[Violation], title: str = "Policy") -> str:
+def _rate(item: LineItem) -> str:
+    """How the monthly amount was reached, e.g. 2,190 instance-hours x 0.192."""
+    price = "?" if item.unit_price is None else f"{item.unit_price:,.5g}"
+    return f"{item.quantity:,.6g} {item.unit} x {price}"
+
+
+def render_violations(violations: list[Violation], title: str = "Policy", rules_run: int | None = None) -> str:
+    ran = f"{rules_run} rules ran, " if rules_run is not None else ""
     if not violations:
-        return f"{title}: no violations"
-    lines = [f"{title}: {len(violations)} violation(s)"]
+        return f"{title}: {ran}no violations"
+    lines = [f"{title}: {ran}{len(violations)} violation(s)"]
     for violation in violations:
         name = violation.urn.rsplit("::", 1)[-1]
         lines.append(f"  [{violation.level}] {violation.policy}: {name}: {violation.message}")

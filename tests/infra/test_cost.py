@@ -83,14 +83,15 @@ def test_an_unknown_region_or_instance_type_is_reported_not_priced_at_zero(
     assert all(item.monthly is None for item in nowhere.items)
     assert nowhere.unpriced[0].startswith("region ap-south-2: not in the price snapshot")
     config = stack_config("staging")
-    config["mlstack:compute"] = {"mode": "eks", "eks": {"cpuPool": {"instanceTypes": ["m9z.huge"]}}}
+    # A real EC2 type (the config refuses made-up ones) that the committed snapshot does not price.
+    config["mlstack:compute"] = {"mode": "eks", "eks": {"cpuPool": {"instanceTypes": ["c7i.large"]}}}
     odd = _estimate(run_stack("staging", config))
-    (pool,) = _items(odd, "Node pool pools-cpu: 2 x m9z.huge")
+    (pool,) = _items(odd, "Node pool pools-cpu: 2 x c7i.large")
     assert pool.monthly is None
     assert pool.unit_price is None
     assert odd.monthly_total is None
     assert odd.priced_subtotal > 0
-    assert any("instance type m9z.huge is not in the price snapshot for us-west-2" in p for p in odd.unpriced)
+    assert any("instance type c7i.large is not in the price snapshot for us-west-2" in p for p in odd.unpriced)
 
 
 def test_spot_pools_take_the_stated_discount(run_stack: RunStack) -> None:
@@ -189,3 +190,31 @@ def test_a_version_without_a_known_support_calendar_is_unpriced(committed_runs: 
     assert not _items(cost, "EKS control plane")
     assert cost.monthly_total is None
     assert any("Kubernetes 1.99" in reason for reason in cost.unpriced)
+
+
+def test_each_line_shows_quantity_times_unit_price_and_autoscaling_pools_their_ceiling(
+    committed_runs: dict[str, StackRun],
+) -> None:
+    from infra.preview.tree import render_cost  # noqa: PLC0415
+
+    cost = _estimate(committed_runs["prod"])
+    (gpu,) = _items(cost, "Node pool pools-gpu: 1 x g5.xlarge")
+    price = SNAPSHOT.regions["us-east-1"]["ec2_instance_hour"]["g5.xlarge"]
+    # prod's GPU pool: desired 1, maximum 4 (the stack's tier default).
+    assert (gpu.max_count, gpu.monthly_at_max) == (4, round(4 * 730 * price, 2))
+    (nat, *_) = _items(cost, "NAT gateway")
+    assert nat.monthly_at_max is None
+    text = render_cost(cost)
+    gpu_line = next(line for line in text.splitlines() if "pools-gpu: 1 x g5.xlarge" in line)
+    assert f"730 instance-hours x {price:g}" in gpu_line
+    assert f"up to {4 * 730 * price:,.2f} at its maximum of 4" in gpu_line
+    assert cost.total_at_max is not None
+    assert cost.monthly_total is not None
+    assert cost.total_at_max > cost.monthly_total
+    assert "Total with every pool at its maximum" in text
+
+
+def test_line_items_come_in_a_fixed_order(committed_runs: dict[str, StackRun]) -> None:
+    run = committed_runs["prod"]
+    shuffled = dataclasses.replace(run, resources=list(reversed(run.resources)))
+    assert _estimate(shuffled).to_plan() == _estimate(run).to_plan()

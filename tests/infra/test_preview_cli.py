@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from infra.cli import EXIT_PROGRAM_FAILED, preview
+from infra.policy.rules import RULES
+from infra.preview.readiness import READINESS_RULES
 from tests.conftest import REPO_ROOT
 
 MLSTACK = [sys.executable, "-m", "infra.cli"]
@@ -99,11 +101,13 @@ def test_plan_json_has_the_contracted_shape(tmp_path: Path) -> None:
         assert set(resource["dependencies"]) <= urns, f"{resource['urn']} depends on something not in the plan"
     # The contracted keys, plus what a reviewer needs to trust the figure: region, assumptions, what went unpriced.
     assert set(plan["cost"]) == {
-        "currency", "monthly_total", "items", "prices_as_of", "region", "assumptions", "unpriced", "priced_subtotal"
+        "currency", "monthly_total", "items", "prices_as_of", "region", "assumptions", "unpriced", "priced_subtotal",
+        "monthly_total_at_max",
     }  # fmt: skip
     assert plan["cost"]["monthly_total"] == round(sum(item["monthly"] for item in plan["cost"]["items"]), 2)
-    assert plan["policy"] == {"violations": []}
-    assert plan["readiness"] == {"violations": []}
+    prod_rules = [rule for rule in RULES if rule.tiers is None or "prod" in rule.tiers]
+    assert plan["policy"] == {"violations": [], "rules_run": len(prod_rules)}
+    assert plan["readiness"] == {"violations": [], "rules_run": len(READINESS_RULES)}
     (vpc,) = _of_type(plan, "aws:ec2/vpc:Vpc")
     assert vpc["inputs"]["cidrBlock"] == "10.30.0.0/16"
     # Ids AWS assigns on create are not known before it; the plan must not pass invented ones off as real.
@@ -114,6 +118,14 @@ def test_plan_json_has_the_contracted_shape(tmp_path: Path) -> None:
     rule = _of_type(plan, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")[0]
     assert isinstance(rule["inputs"]["fromPort"], int)
     assert (tmp_path / "manifests").is_dir()
+    # Two previews of the same stack are byte-identical (the engine registers resources in a varying order).
+    again = tmp_path / "again"
+    assert _mlstack(REPO_ROOT, "preview", "prod", "--out", str(again)).returncode == 0
+    assert (again / "plan.json").read_bytes() == (tmp_path / "plan.json").read_bytes()
+    manifests = sorted(path.name for path in (tmp_path / "manifests").iterdir())
+    assert manifests == sorted(path.name for path in (again / "manifests").iterdir())
+    for name in manifests:
+        assert (again / "manifests" / name).read_bytes() == (tmp_path / "manifests" / name).read_bytes(), name
 
 
 def test_a_new_environment_is_a_new_file(tmp_path: Path) -> None:

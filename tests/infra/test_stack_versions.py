@@ -23,10 +23,17 @@ def test_every_strategy_takes_the_version_in_service_model_version(
 ) -> None:
     before = {stack: (project / "stacks" / f"Pulumi.{stack}.yaml").read_text() for stack in ("dev", "staging", "prod")}
     assert main(["model-version", "1.1.0"]) == 0
+    # Each change says what its deploy does to live traffic, in the stack's own release settings.
     assert capsys.readouterr().out.splitlines() == [
         "stacks/Pulumi.dev.yaml: service.modelVersion: 1.0.0 -> 1.1.0",
+        "  on deploy the host is replaced new-one-first (instance refresh): all traffic moves from 1.0.0 to 1.1.0 "
+        "once the new host answers ready",
         "stacks/Pulumi.prod.yaml: service.modelVersion: 1.0.0 -> 1.1.0",
+        "  on deploy a canary: 1.1.0 takes 5% (hold 5m) → 25% (hold 10m) → 50% (hold 10m) → 100% of requests, "
+        "each step gated by analysis; a failed analysis sends all traffic back to 1.0.0",
         "stacks/Pulumi.staging.yaml: service.modelVersion: 1.0.0 -> 1.1.0",
+        "  on deploy 1.1.0 starts beside 1.0.0 behind the preview Service (no live traffic), then switches all "
+        "traffic at once when the analysis passes",
     ]
     for stack, text in before.items():
         after = (project / "stacks" / f"Pulumi.{stack}.yaml").read_text()
@@ -46,6 +53,8 @@ def test_a_version_that_would_break_the_stack_file_changes_nothing(
     assert main(["model-version", "no spaces please", "--stack", "dev"]) == 2
     error = capsys.readouterr().err
     assert "stacks/Pulumi.dev.yaml: mlstack:service.modelVersion: 'no spaces please' is not allowed" in error
+    assert main(["model-version", "banana", "--stack", "dev"]) == 2
+    assert "'banana' is not allowed: model versions are X.Y.Z" in capsys.readouterr().err
     assert (project / "stacks" / "Pulumi.dev.yaml").read_text() == before
     assert main(["model-version", "1.1.0", "--stack", "qa"]) == 2
     assert "stacks/Pulumi.qa.yaml: no such stack file" in capsys.readouterr().err

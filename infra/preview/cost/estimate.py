@@ -53,6 +53,9 @@ class LineItem:
     unit_price: float | None
     monthly: float | None
     note: str = ""
+    # A pool that autoscales: what it costs a month with every instance its maximum size allows.
+    monthly_at_max: float | None = None
+    max_count: int | None = None
 
 
 @dataclass
@@ -68,6 +71,16 @@ class CostEstimate:
         return round(sum(item.monthly for item in self.items if item.monthly is not None), 2)
 
     @property
+    def total_at_max(self) -> float | None:
+        """The total with every autoscaling pool at its maximum size; None when nothing autoscales or unpriced."""
+        if self.monthly_total is None or all(item.monthly_at_max is None for item in self.items):
+            return None
+        return round(
+            sum(item.monthly_at_max if item.monthly_at_max is not None else item.monthly or 0.0 for item in self.items),
+            2,
+        )
+
+    @property
     def monthly_total(self) -> float | None:
         """None while anything is unpriced: a partial sum would read as the whole bill."""
         return None if self.unpriced else self.priced_subtotal
@@ -78,6 +91,7 @@ class CostEstimate:
             "monthly_total": self.monthly_total,
             "priced_subtotal": self.priced_subtotal,
             "items": [asdict(item) for item in self.items],
+            "monthly_total_at_max": self.total_at_max,
             "prices_as_of": self.prices_as_of,
             "region": self.region,
             "assumptions": ASSUMPTIONS,
@@ -102,10 +116,22 @@ class _Estimator:
         self._add(item, resource, quantity, unit, price, note=note)
 
     def _add(
-        self, item: str, resource: RecordedResource, quantity: float, unit: str, price: float | None, *, note: str = ""
+        self,
+        item: str,
+        resource: RecordedResource,
+        quantity: float,
+        unit: str,
+        price: float | None,
+        *,
+        note: str = "",
+        max_quantity: float | None = None,
+        max_count: int | None = None,
     ) -> None:
         monthly = None if price is None else round(quantity * price, 2)
-        self.estimate.items.append(LineItem(item, resource.urn, round(quantity, 3), unit, price, monthly, note))
+        at_max = None if price is None or max_quantity is None else round(max_quantity * price, 2)
+        self.estimate.items.append(
+            LineItem(item, resource.urn, round(quantity, 3), unit, price, monthly, note, at_max, max_count)
+        )
 
     def instance_price(self, instance_type: str, resource: RecordedResource) -> float | None:
         if self.prices is None:
@@ -123,7 +149,16 @@ class _Estimator:
             return self.run.by_urn(urn)
         return None
 
-    def instances(self, label: str, resource: RecordedResource, count: int, instance_type: str, spot: bool) -> None:
+    def instances(
+        self,
+        label: str,
+        resource: RecordedResource,
+        count: int,
+        instance_type: str,
+        *,
+        spot: bool,
+        max_count: int | None = None,
+    ) -> None:
         price = self.instance_price(instance_type, resource)
         note = ""
         if spot and price is not None:
@@ -132,6 +167,7 @@ class _Estimator:
         if count == 0:
             note = "scales from zero: nothing runs at the desired size"
         kind = "spot" if spot else "on-demand"
+        scales = max_count is not None and max_count > count
         self._add(
             f"{label}: {count} x {instance_type} ({kind})",
             resource,
@@ -139,6 +175,8 @@ class _Estimator:
             "instance-hours",
             price,
             note=note,
+            max_quantity=max_count * self.hours if scales and max_count is not None else None,
+            max_count=max_count if scales else None,
         )
         template = self.launch_template(resource)
         gigabytes = sum(
@@ -146,12 +184,14 @@ class _Estimator:
             for mapping in ((template.inputs.get("blockDeviceMappings") or []) if template else [])
         )
         if gigabytes:
-            self.add(
+            self._add(
                 f"{label}: root volumes ({count} x {gigabytes:g} GB gp3)",
                 resource,
                 count * gigabytes,
                 "GB-month",
-                "ebs_gp3_gb_month",
+                None if self.prices is None else self.prices.get("ebs_gp3_gb_month"),
+                max_quantity=max_count * gigabytes if scales and max_count is not None else None,
+                max_count=max_count if scales else None,
             )
 
     def run_all(self) -> CostEstimate:
@@ -166,11 +206,14 @@ class _Estimator:
             "aws:cloudwatch/logGroup:LogGroup": self._log_group,
             HELM_RELEASE: self._helm_release,
         }
-        for resource in self.run.resources:
-            handler = handlers.get(resource.type)
-            if handler is not None:
-                handler(resource)
+        # In a fixed order (handler, then URN): the engine registers resources in whatever order their inputs
+        # resolve, and plan.json must come out byte-identical from two previews of the same stack.
+        order = list(handlers)
+        wanted = [resource for resource in self.run.resources if resource.type in handlers]
+        for resource in sorted(wanted, key=lambda resource: (order.index(resource.type), resource.urn)):
+            handlers[resource.type](resource)
         self._load_balancers_from_ingresses()
+        self.estimate.unpriced.sort()
         return self.estimate
 
     def _cluster(self, resource: RecordedResource) -> None:
@@ -206,14 +249,19 @@ class _Estimator:
         scaling = resource.inputs.get("scalingConfig") or {}
         types = resource.inputs.get("instanceTypes") or []
         spot = resource.inputs.get("capacityType") == "SPOT"
-        self.instances(f"Node pool {resource.name}", resource, int(scaling.get("desiredSize") or 0), types[0], spot)
+        desired = int(scaling.get("desiredSize") or 0)
+        ceiling = int(scaling.get("maxSize") or desired)
+        self.instances(f"Node pool {resource.name}", resource, desired, types[0], spot=spot, max_count=ceiling)
 
     def _auto_scaling_group(self, resource: RecordedResource) -> None:
         template = self.launch_template(resource)
         instance_type = template.inputs.get("instanceType") if template else None
         if instance_type:
             count = int(resource.inputs.get("desiredCapacity") or resource.inputs.get("minSize") or 0)
-            self.instances(f"EC2 hosts {resource.name}", resource, count, str(instance_type), spot=False)
+            ceiling = int(resource.inputs.get("maxSize") or count)
+            self.instances(
+                f"EC2 hosts {resource.name}", resource, count, str(instance_type), spot=False, max_count=ceiling
+            )
 
     def _nat_gateway(self, resource: RecordedResource) -> None:
         self.add(
@@ -239,7 +287,7 @@ class _Estimator:
     def _load_balancers_from_ingresses(self) -> None:
         """The AWS Load Balancer Controller makes one ALB per Ingress of class alb, or per group of them."""
         seen: set[str] = set()
-        for ingress in self.run.of_type(INGRESS):
+        for ingress in sorted(self.run.of_type(INGRESS), key=lambda ingress: ingress.urn):
             if (ingress.inputs.get("spec") or {}).get("ingressClassName") != "alb":
                 continue
             annotations = (ingress.inputs.get("metadata") or {}).get("annotations") or {}
