@@ -125,7 +125,7 @@ def test_only_a_reviewed_environment_publishes_a_model_to_prod() -> None:
 def test_deploys_run_the_policy_pack() -> None:
     deploy = _load("deploy-stack.yml")
     ups = [step["run"] for job in _jobs(deploy) for step in job["steps"] if "pulumi up" in step.get("run", "")]
-    assert len(ups) == 2
+    assert len(ups) == 3  # the EKS registry closure, the dev host, the EKS apply
     for run in ups:
         assert "--policy-pack infra/policy" in run, run
 
@@ -285,7 +285,8 @@ def test_the_smoke_test_checks_commit_and_model_after_the_rollout_from_an_admitt
     smoke = _step(apply, "Smoke test the commit and the model the stack serves")
     assert "/v2\" | jq -r '.build.commit'" in smoke["run"]
     assert '[ "$served" = "$GITHUB_SHA" ]' in smoke["run"]
-    assert "/v2/models/${MODEL_NAME}" in smoke["run"]
+    # The model check uses a route that needs no API key and answers only for the served version.
+    assert 'ready="${url}/v2/models/${MODEL_NAME}/versions/${MODEL_VERSION}/ready"' in smoke["run"]
     assert smoke["env"]["MODEL_VERSION"] == "${{ steps.settings.outputs.model_version }}"
     cleanup = _step(apply, "Remove this runner from the stack's load balancers")
     assert cleanup["if"].startswith("always()")

@@ -56,6 +56,9 @@ def test_versioned_route_and_requested_outputs(server: ServerProcess) -> None:
     wrong_version = server.client.post("/v2/models/loan-approval/versions/9.9/infer", json=infer_body(1))
     assert wrong_version.status_code == 404
     assert "version '9.9'" in wrong_version.json()["error"]
+    # The deploy's smoke test relies on this: the versioned ready route answers only for the served version.
+    assert server.client.get("/v2/models/loan-approval/versions/1.0.0/ready").status_code == 200
+    assert server.client.get("/v2/models/loan-approval/versions/9.9.9/ready").status_code == 404
 
 
 def test_request_ids_are_honoured_or_generated(server: ServerProcess) -> None:
