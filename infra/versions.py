@@ -214,7 +214,6 @@ ARGO_ROLLOUTS_CHART = ChartPin(
     "v1.9.0",
     Provenance("argoproj/argo-helm", "8796aeaa82428f96c3a20293f75a1a805f99d32b", "charts/argo-rollouts/Chart.yaml"),
 )
-ARGO_ROLLOUTS_VERSION = ARGO_ROLLOUTS_CHART.app_version
 # Pins that could not be verified upstream, by name and why; the provenance test lists them. None today.
 UNVERIFIED: dict[str, str] = {}
 
