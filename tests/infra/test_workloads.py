@@ -14,7 +14,7 @@ from infra.preview.plan import PlanRenderer, kubernetes_manifests
 from infra.versions import ARGO_ROLLOUTS_CHART
 from tests.conftest import COMMITTED_STACKS, RunStack, stack_config
 from tests.graph import environment_of
-from tests.service.conftest import infer_body, start_server
+from tests.service.conftest import infer_body, start_server, wait_for
 
 ROLLOUT = "kubernetes:argoproj.io/v1alpha1:Rollout"
 ANALYSIS_TEMPLATE = "kubernetes:argoproj.io/v1alpha1:AnalysisTemplate"
@@ -250,10 +250,12 @@ def test_the_analysis_reads_series_the_real_service_exports(
         for metric in one(committed_runs["prod"], "AnalysisTemplate")["spec"]["metrics"]
     )
     used = set(re.findall(r"\b(mlstack_[a-z0-9_]+)\{", queries))
-    server = start_server(tmp_path)
+    # Drift gauges appear once a refresh has seen the minimum sample: one row and a fast refresh here.
+    server = start_server(tmp_path, drift_min_samples="1", drift_refresh_seconds="0.1")
     try:
         assert server.client.post("/v2/models/loan-approval/infer", json=infer_body(4)).status_code == 200
-        exported = server.client.get("/metrics").text
+        wait_for(lambda: "mlstack_prediction_drift_psi{" in server.internal.get("/metrics").text, 10, "a drift refresh")
+        exported = server.internal.get("/metrics").text
     finally:
         server.stop()
     assert used >= {"mlstack_requests_total", "mlstack_request_duration_seconds_bucket", "mlstack_prediction_drift_psi"}
