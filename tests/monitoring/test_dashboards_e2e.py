@@ -74,6 +74,9 @@ def _metric_names(expr: str) -> set[str]:
         "pod",
         "deployment",
         "feature",
+        # Labels named in on (...) / by (...) clauses of the kube-state-metrics joins.
+        "namespace",
+        "replicaset",
     }
     return {re.sub(r"_(bucket|sum|count)$", "", name) for name in names}
 
