@@ -3,6 +3,7 @@ permissions checked against what the three stacks' plans create."""
 
 import fnmatch
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,11 @@ def test_mlstack_previews_the_bootstrap_project(
     assert plan["project"] == "mlstack-bootstrap"
     assert plan["outputs"]["secretsProvider"] == "awskms://alias/mlstack-pulumi?region=us-east-1"
     assert plan["outputs"]["stateBackendUrl"] == "s3://[unknown]?region=us-east-1"
-    assert "Policy: no violations" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # The deploy role creates what the stacks create, so some of its writes are on "*": advisory findings a
+    # reviewer sees; no mandatory rule fails.
+    assert re.search(r"Policy: \d+ rules ran", out)
+    assert "[mandatory]" not in out
 
 
 def test_an_unknown_project_is_one_line_error(

@@ -198,16 +198,23 @@ def test_each_line_shows_quantity_times_unit_price_and_autoscaling_pools_their_c
     from infra.preview.tree import render_cost  # noqa: PLC0415
 
     cost = _estimate(committed_runs["prod"])
-    (gpu,) = _items(cost, "Node pool pools-gpu: 1 x g5.xlarge")
+    (gpu,) = _items(cost, "Node pool pools-gpu: 0 x g5.xlarge")
     price = SNAPSHOT.regions["us-east-1"]["ec2_instance_hour"]["g5.xlarge"]
-    # prod's GPU pool: desired 1, maximum 4 (the stack's tier default).
-    assert (gpu.max_count, gpu.monthly_at_max) == (4, round(4 * 730 * price, 2))
+    # prod's GPU pool: scaled from zero (desired 0), maximum 4 (the stack's tier default).
+    assert (gpu.monthly, gpu.max_count, gpu.monthly_at_max) == (0, 4, round(4 * 730 * price, 2))
     (nat, *_) = _items(cost, "NAT gateway")
     assert nat.monthly_at_max is None
     text = render_cost(cost)
-    gpu_line = next(line for line in text.splitlines() if "pools-gpu: 1 x g5.xlarge" in line)
-    assert f"730 instance-hours x {price:g}" in gpu_line
-    assert f"up to {4 * 730 * price:,.2f} at its maximum of 4" in gpu_line
+    gpu_line = next(line for line in text.splitlines() if "pools-gpu: 0 x g5.xlarge" in line)
+    assert f"0 instance-hours x {price:g}" in gpu_line
+    assert f"scales from zero: nothing runs at the desired size; up to {4 * 730 * price:,.2f} at its maximum of 4" in (
+        gpu_line
+    )
+    assert _items(cost, "Node pool pools-cpu: 3 x m6i.xlarge")
+    cpu_price = SNAPSHOT.regions["us-east-1"]["ec2_instance_hour"]["m6i.xlarge"]
+    cpu_line = next(line for line in text.splitlines() if "pools-cpu: 3 x m6i.xlarge" in line)
+    assert f"2,190 instance-hours x {cpu_price:g}" in cpu_line
+    assert f"up to {10 * 730 * cpu_price:,.2f} at its maximum of 10" in cpu_line
     assert cost.total_at_max is not None
     assert cost.monthly_total is not None
     assert cost.total_at_max > cost.monthly_total
