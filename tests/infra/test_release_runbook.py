@@ -72,10 +72,16 @@ def test_first_deploy(run_stack: RunStack, monkeypatch: pytest.MonkeyPatch) -> N
         "CronJob",
         "HorizontalPodAutoscaler",
         "Ingress",
+        "NetworkPolicy",  # default deny, the service's ingress allows, essential egress (DNS, 443)
+        "NetworkPolicy",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Rollout",
+        "Secret",  # the API clients' key digests
+        "Service",  # stable, canary, internal (metrics and feedback)
         "Service",
         "Service",
+        "ServiceAccount",  # the service's and the batch job's
         "ServiceAccount",
     ]
     assert container(rollout(run))["image"].endswith(f":{COMMIT_A}")

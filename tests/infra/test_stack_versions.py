@@ -1,5 +1,6 @@
 """`mlstack model-version`: a new model version is one reviewed line, service.modelVersion, in every strategy."""
 
+import difflib
 import shutil
 from pathlib import Path
 
@@ -37,9 +38,15 @@ def test_every_strategy_takes_the_version_in_service_model_version(
     ]
     for stack, text in before.items():
         after = (project / "stacks" / f"Pulumi.{stack}.yaml").read_text()
-        # Comments, order and layout kept; the one addition is the version, quoted so YAML keeps it a string.
-        assert after.startswith(text), stack
-        assert after[len(text) :] == '  mlstack:service:\n    modelVersion: "1.1.0"\n', stack
+        # Comments, order and layout kept; the one addition is the version, quoted so YAML keeps it a string, in the
+        # stack's service block (a new one at the end where the file had none).
+        diff = list(difflib.ndiff(text.splitlines(), after.splitlines()))
+        assert [line for line in diff if line.startswith("- ")] == [], stack
+        expected = ['    modelVersion: "1.1.0"']
+        if "  mlstack:service:\n" not in text:
+            expected.insert(0, "  mlstack:service:")
+            assert after.startswith(text), stack
+        assert [line[2:] for line in diff if line.startswith("+ ")] == expected, stack
     assert main(["model-version", "1.1.0", "--stack", "prod"]) == 0
     assert capsys.readouterr().out.strip() == "stacks/Pulumi.prod.yaml: service.modelVersion: already 1.1.0"
     assert main(["model-version", "1.2.0", "--stack", "prod"]) == 0
@@ -65,7 +72,7 @@ def test_image_tags_are_not_in_stack_files_any_more(project: Path, capsys: pytes
         main(["image-tag", "3f2a9c1", "--stack", "prod"])
     assert exited.value.code == 2
     assert "invalid choice: 'image-tag'" in capsys.readouterr().err
-    config = project / "stacks" / "Pulumi.prod.yaml"
+    config = project / "stacks" / "Pulumi.dev.yaml"  # a stack file with no service block of its own
     config.write_text(config.read_text() + '  mlstack:service:\n    imageTag: "0.1.0"\n')
-    assert main(["model-version", "1.1.0", "--stack", "prod"]) == 2
+    assert main(["model-version", "1.1.0", "--stack", "dev"]) == 2
     assert "mlstack:service.imageTag: unknown key" in capsys.readouterr().err

@@ -61,11 +61,16 @@ def _build(plan: StackRun, *, tampered: bool = False, launch: bool = True) -> Ac
     for encryption in plan.of_type(
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
     ):
+        # SSE-KMS names its key; SSE-S3 (the ALB access-log bucket: ALB logs support nothing else) names none.
         rules = [
             {
                 "ApplyServerSideEncryptionByDefault": {
                     "SSEAlgorithm": rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"],
-                    "KMSMasterKeyID": rule["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"],
+                    **(
+                        {"KMSMasterKeyID": rule["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"]}
+                        if "kmsMasterKeyId" in rule["applyServerSideEncryptionByDefault"]
+                        else {}
+                    ),
                 }
             }
             for rule in encryption.inputs["rules"]
