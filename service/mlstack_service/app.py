@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from mlstack_service.auth import ApiKeys, RateLimiter, presented_key
-from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker, SourceSampler
+from mlstack_service.drift import DriftBudget, DriftMonitor, DriftTracking, FeedbackTracker, SourceSampler
 from mlstack_service.errors import (
     BadRequestError,
     InferenceError,
@@ -118,6 +118,9 @@ class InferenceApp:
                 settings.drift_window,
                 min_samples=settings.drift_min_samples,
                 ranges=[(feature.min, feature.max) for feature in self.metadata.features],
+                budget=DriftBudget(
+                    settings.drift_false_alarm_days, settings.drift_hold_minutes, settings.drift_max_accuracy_drop
+                ),
             )
             feedback = FeedbackTracker(
                 settings.feedback_max_pending,

@@ -9,26 +9,20 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from mlstack_service import drift_stats as stats
 from mlstack_service.errors import BadRequestError, ServiceError
 from mlstack_service.package import ReferenceProfile
 
-EPSILON = 1e-4  # keeps empty bins from dividing by zero in PSI
+DECISION_TESTS = ("approval_rate", "score_distribution", "estimated_accuracy")
 
 
 class UnknownPredictionError(ServiceError):
     status = 404
-
-
-def population_stability_index(expected: NDArray[np.float64], actual: NDArray[np.float64]) -> float:
-    """PSI between two distributions over the same bins: sum((a - e) * ln(a / e))."""
-    e = np.clip(expected, EPSILON, None)
-    a = np.clip(actual, EPSILON, None)
-    return float(np.sum((a - e) * np.log(a / e)))
 
 
 class RingBuffer:
@@ -67,6 +61,42 @@ class RingBuffer:
         return self.data[: self.filled]
 
 
+@dataclass(frozen=True)
+class DriftBudget:
+    """At most one false alarm per `false_alarm_days` of no-drift traffic, per alert, where an alert fires only
+    after its verdict has held for `hold_minutes`.
+
+    An alert that fires inside the look interval [j*h, (j+1)*h) (h = hold_minutes) held its verdict at j*h, so
+    P(a false alarm starts in that interval) <= P(verdict at j*h) <= alpha; over D days there are D*1440/h intervals,
+    so the expected number of false alarms is at most D*1440/h * alpha. alpha = h / (D * 1440) makes that one,
+    whatever the traffic and however the windows overlap. The alpha of one alert is split evenly (Bonferroni) over
+    its tests: each feature's for the feature alert, the three decision tests for the retraining one.
+    Defaults: 60 / (90 * 1440) = 4.6e-4 per alert; 3.9e-5 per feature (12 of them); 1.5e-4 per decision test.
+    """
+
+    false_alarm_days: float = 90.0
+    hold_minutes: float = 60.0
+    max_accuracy_drop: float = 0.03
+
+    @property
+    def alpha(self) -> float:
+        return self.hold_minutes / (self.false_alarm_days * 1440.0)
+
+
+@dataclass
+class TestResult:
+    statistic: float  # KS: Stephens' lambda; chi-square: Pearson's statistic; z tests: z
+    critical: float  # the statistic's value at the test's share of the alpha
+    p_value: float
+    min_rows: int  # rows the test needs before its verdict counts
+    detected: bool
+
+    @property
+    def ratio(self) -> float:
+        """statistic / critical: 1 or more is a detection (once min_rows are in); how features are ranked."""
+        return self.statistic / self.critical if self.critical > 0 else 0.0
+
+
 @dataclass
 class DriftState:
     psi: dict[str, float]
@@ -76,14 +106,64 @@ class DriftState:
     window_fill: float
     rows: int = 0  # rows in the window when these statistics were computed
     out_of_range_share: dict[str, float] | None = None  # per feature: share of the window outside its declared range
+    features: dict[str, TestResult] = field(default_factory=dict)
+    decisions: dict[str, TestResult] = field(default_factory=dict)
+    estimated_accuracy: float = math.nan
+
+    @property
+    def prediction_drift_detected(self) -> bool:
+        return any(result.detected for result in self.decisions.values())
+
+
+@dataclass
+class FeatureBins:
+    """One feature's (or the scores') reference bins and the test that compares live counts with them."""
+
+    test: str  # "ks" or "chi2"
+    edges: NDArray[np.float64]
+    shares: NDArray[np.float64]
+    cdf: NDArray[np.float64]  # the reference CDF at each edge
+    totals: NDArray[np.int64]  # live rows per bin since start: the counters the fleet's rules add up
+
+    @classmethod
+    def of(cls, test: str, edges: list[float], proportions: list[float]) -> "FeatureBins":
+        shares = np.asarray(proportions, dtype=np.float64)
+        shares = shares / shares.sum()
+        return cls(
+            test,
+            np.asarray(edges, dtype=np.float64),
+            shares,
+            np.cumsum(shares)[:-1],
+            np.zeros(len(shares), dtype=np.int64),
+        )
+
+    def min_rows(self) -> int:
+        if self.test == "ks":
+            return 1
+        return math.ceil(stats.MIN_EXPECTED / float(self.shares[self.shares > 0].min()))
+
+    def judge(self, counts: NDArray[np.int64], reference_rows: float, alpha: float) -> TestResult:
+        n = float(counts.sum())
+        min_rows = self.min_rows()
+        if self.test == "ks":
+            statistic = stats.ks_lambda(stats.ks_distance(counts, self.cdf), n, reference_rows)
+            critical, p_value = stats.ks_critical(alpha), stats.kolmogorov_sf(statistic)
+        else:
+            df = max(1, len(self.shares) - 1)
+            statistic = stats.chi2_homogeneity(counts, self.shares, reference_rows)
+            critical, p_value = stats.chi2_critical(alpha, df), stats.chi2_sf(statistic, df)
+        return TestResult(statistic, critical, p_value, min_rows, n >= min_rows and statistic >= critical)
 
 
 class DriftMonitor:
-    """Compares a sliding window of live requests with the model package's reference profile.
+    """Compares a sliding window of live requests with the model package's reference profile, and counts every
+    admitted row into per-bin counters that never reset (the fleet's rules judge their sum over a time window).
 
-    Statistics over a handful of rows are noise (a dozen rows give a PSI of 6 or 7), so they count only once the
-    window holds `min_samples` rows: `ready` says whether the last refresh had that many. Values outside the
-    ranges the model declares (`ranges`: per feature, (min, max)) are counted per feature, never refused.
+    Each feature is tested by its kind (drift_stats): continuous ones by KS, discrete and categorical ones by a
+    chi-square over exact-value bins; decisions by the approval rate, the score distribution (KS) and the CBPE
+    estimated accuracy. Verdicts hold the false-alarm `budget` at any fill. Statistics count only once the window holds
+    `min_samples` rows: `ready` says whether the last refresh had that many. Values outside the ranges the model
+    declares (`ranges`: per feature, (min, max)) are counted per feature, never refused.
     """
 
     def __init__(
@@ -95,21 +175,40 @@ class DriftMonitor:
         *,
         min_samples: int = 1,
         ranges: list[tuple[float, float]] | None = None,
+        budget: DriftBudget | None = None,
     ) -> None:
         self.feature_names = feature_names
         self.class_names = class_names
         self.min_samples = min_samples
+        self.budget = budget or DriftBudget()
+        self.reference_rows = float(profile.rows)
         bounds = np.asarray(ranges or [(-np.inf, np.inf)] * len(feature_names), dtype=np.float32)
         self._lower, self._upper = bounds[:, 0], bounds[:, 1]
         self.out_of_range = np.zeros(len(feature_names), dtype=np.int64)  # rows ever seen outside, per feature
         self._features = RingBuffer(window, len(feature_names))
         self._scores = RingBuffer(window, 0)
-        self._edges = [self._open_edges(profile.features[name].bin_edges) for name in feature_names]
-        self._expected = [np.asarray(profile.features[name].proportions, dtype=np.float64) for name in feature_names]
-        self._expected_cdf = [np.concatenate([[0.0], np.cumsum(p)]) for p in self._expected]
-        self._inner_edges = [np.asarray(profile.features[name].bin_edges, dtype=np.float64) for name in feature_names]
-        self._score_edges = self._open_edges(profile.predictions.score_bin_edges)
-        self._score_expected = np.asarray(profile.predictions.score_proportions, dtype=np.float64)
+        self.bins = {
+            name: FeatureBins.of(
+                profile.features[name].test, profile.features[name].bin_edges, profile.features[name].proportions
+            )
+            for name in feature_names
+        }
+        self.kinds = {name: profile.features[name].kind for name in feature_names}
+        predictions = profile.predictions
+        self.score_bins = FeatureBins.of("ks", predictions.score_bin_edges, predictions.score_proportions)
+        self.reference_positive_rate = (
+            predictions.positive_rate
+            if predictions.positive_rate is not None
+            else predictions.class_proportions.get(class_names[1], 0.5)
+        )
+        self.reference_estimated_accuracy = predictions.estimated_accuracy
+        self.reference_confidence_std = predictions.confidence_std
+        self.feature_alpha = self.budget.alpha / len(feature_names)
+        self.decision_alpha = self.budget.alpha / len(DECISION_TESTS)
+        # Counters since start, of admitted rows: all rows, rows scored positive, and the sum of confidences.
+        self.rows_total = 0
+        self.positive_total = 0
+        self.confidence_total = 0.0
         self.state = DriftState(
             dict.fromkeys(feature_names, 0.0),
             dict.fromkeys(feature_names, 0.0),
@@ -118,51 +217,89 @@ class DriftMonitor:
             0.0,
         )
 
-    @staticmethod
-    def _open_edges(edges: list[float]) -> NDArray[np.float64]:
-        """The reference bins, with the outer edges opened so live values outside the training range still count."""
-        opened = np.asarray(edges, dtype=np.float64).copy()
-        opened[0], opened[-1] = -np.inf, np.inf
-        return opened
-
     def record(self, rows: NDArray[np.float32], positive_scores: NDArray[np.float32]) -> None:
-        """Rows and their scores (one request's, or a batch's) into the window: two slice copies and a count."""
+        """Rows and their scores (a batch of requests') into the window and the per-bin counters."""
         self._features.extend(rows)
         self._scores.extend(positive_scores)
         self.out_of_range += np.count_nonzero((rows < self._lower) | (rows > self._upper), axis=0)
+        for index, bins in enumerate(self.bins.values()):
+            bins.totals += stats.bin_counts(rows[:, index].astype(np.float64), bins.edges)
+        scores = positive_scores.astype(np.float64)
+        self.score_bins.totals += stats.bin_counts(scores, self.score_bins.edges)
+        self.rows_total += len(scores)
+        self.positive_total += int(np.count_nonzero(scores >= 0.5))
+        self.confidence_total += float(np.maximum(scores, 1 - scores).sum())
 
     def refresh(self) -> DriftState:
         window = self._features.rows()
         if len(window) == 0:
             return self.state
-        psi, ks = {}, {}
-        for index, name in enumerate(self.feature_names):
-            column = window[:, index].astype(np.float64)
-            counts, _ = np.histogram(column, bins=self._edges[index])
-            actual = counts / len(column)
-            psi[name] = population_stability_index(self._expected[index], actual)
-            # Kolmogorov-Smirnov at the reference's bin edges, where the reference CDF is known exactly.
-            live_cdf = np.searchsorted(np.sort(column), self._inner_edges[index], side="right") / len(column)
-            ks[name] = float(np.max(np.abs(live_cdf - self._expected_cdf[index])))
+        n = len(window)
+        psi, ks, results = {}, {}, {}
+        for index, (name, bins) in enumerate(self.bins.items()):
+            counts = stats.bin_counts(window[:, index].astype(np.float64), bins.edges)
+            psi[name] = stats.psi(bins.shares, counts)
+            ks[name] = stats.ks_distance(counts, bins.cdf)
+            results[name] = bins.judge(counts, self.reference_rows, self.feature_alpha)
         scores = self._scores.rows().astype(np.float64)
-        score_counts, _ = np.histogram(scores, bins=self._score_edges)
+        score_counts = stats.bin_counts(scores, self.score_bins.edges)
         positive = float(np.mean(scores >= 0.5))
-        outside = np.count_nonzero((window < self._lower) | (window > self._upper), axis=0) / len(window)
+        estimated_accuracy = float(np.maximum(scores, 1 - scores).mean())
+        decisions = {
+            "approval_rate": self._approval_test(positive, n),
+            "score_distribution": self.score_bins.judge(score_counts, self.reference_rows, self.decision_alpha),
+        }
+        accuracy = self._accuracy_test(estimated_accuracy, n)
+        if accuracy is not None:
+            decisions["estimated_accuracy"] = accuracy
+        outside = np.count_nonzero((window < self._lower) | (window > self._upper), axis=0) / n
         self.state = DriftState(
             psi=psi,
             ks=ks,
-            prediction_psi=population_stability_index(self._score_expected, score_counts / len(scores)),
+            prediction_psi=stats.psi(self.score_bins.shares, score_counts),
             class_share={self.class_names[0]: 1 - positive, self.class_names[1]: positive},
             window_fill=self._features.filled / self._features.capacity,
-            rows=len(window),
+            rows=n,
             out_of_range_share=dict(zip(self.feature_names, outside.tolist(), strict=True)),
+            features=results,
+            decisions=decisions,
+            estimated_accuracy=estimated_accuracy,
         )
         return self.state
+
+    def _approval_test(self, positive: float, n: int) -> TestResult:
+        """Two-sided two-proportion z test of the live approval rate against the training predictions'."""
+        p0 = min(max(self.reference_positive_rate, 1e-6), 1 - 1e-6)
+        z = abs(positive - p0) / math.sqrt(p0 * (1 - p0) * (1 / n + 1 / self.reference_rows))
+        critical = stats.normal_critical(self.decision_alpha / 2)
+        min_rows = math.ceil(stats.MIN_EXPECTED_CLASS / min(p0, 1 - p0))
+        return TestResult(z, critical, 2 * stats.normal_sf(z), min_rows, n >= min_rows and z >= critical)
+
+    def _accuracy_test(self, estimated: float, n: int) -> TestResult | None:
+        """One-sided z test that the CBPE estimated accuracy fell, counted only when it fell by `max_accuracy_drop`
+        too (a significant but tiny fall is not worth a retraining). None for a profile without the reference."""
+        reference, spread = self.reference_estimated_accuracy, self.reference_confidence_std
+        if reference is None or not spread:
+            return None
+        z = (reference - estimated) / (spread * math.sqrt(1 / n + 1 / self.reference_rows))
+        critical = stats.normal_critical(self.decision_alpha)
+        drop = reference - estimated
+        statistic = min(z, critical * drop / self.budget.max_accuracy_drop)  # ratio >= 1 only when both hold
+        min_rows = math.ceil(stats.MIN_EXPECTED_CLASS / max(1e-6, 1 - reference))
+        return TestResult(statistic, critical, stats.normal_sf(z), min_rows, n >= min_rows and statistic >= critical)
 
     @property
     def ready(self) -> bool:
         """Whether the last refresh saw enough rows for its statistics to mean something."""
         return self.state.rows >= self.min_samples
+
+    def feature_detected(self, name: str) -> bool:
+        result = self.state.features.get(name)
+        return bool(self.ready and result is not None and result.detected)
+
+    @property
+    def prediction_detected(self) -> bool:
+        return self.ready and self.state.prediction_drift_detected
 
     def size_bytes(self) -> int:
         return int(self._features.data.nbytes + self._scores.data.nbytes)

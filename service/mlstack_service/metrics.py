@@ -5,14 +5,16 @@ them into Prometheus families when /metrics is scraped. Every update and every s
 loop's thread, so no locks are needed.
 """
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterator
 
+import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mlstack_service.drift import DriftTracking
+from mlstack_service.drift import DriftMonitor, DriftTracking
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -141,18 +143,19 @@ class ServiceMetrics(Collector):
         for feature, count in zip(monitor.feature_names, monitor.out_of_range.tolist(), strict=True):
             out_of_range.add_metric([feature, *model], count)
         yield out_of_range
-        # Below the minimum sample size the statistics are noise: the families are exported without samples,
-        # so nothing can alert on them (a dozen rows give a PSI of 6 or 7).
+        # Below the minimum sample size the statistics are withheld (a dozen rows give a PSI of 6 or 7); the verdicts
+        # are exported always, 0 until the window holds the minimum and the test its own minimum.
         ready = monitor.ready
+        yield from _drift_verdicts(monitor, model)
         for name, documentation, values in (
             (
                 "mlstack_feature_drift_psi",
-                "Population stability index of each feature: live window vs training.",
+                "Population stability index of each feature (an effect size, smoothed): live window vs training.",
                 state.psi,
             ),
             (
                 "mlstack_feature_drift_ks",
-                "Kolmogorov-Smirnov statistic of each feature: live window vs training.",
+                "Kolmogorov-Smirnov distance of each feature at its profile's bin edges: live window vs training.",
                 state.ks,
             ),
             (
@@ -165,6 +168,7 @@ class ServiceMetrics(Collector):
             for feature, value in values.items() if ready else ():
                 family.add_metric([feature, *model], value)
             yield family
+        yield from _drift_counters(monitor, model)
         share = GaugeMetricFamily(
             "mlstack_predicted_class_share",
             "Share of each class among predictions in the drift window.",
@@ -187,7 +191,16 @@ class ServiceMetrics(Collector):
                 "Rows the drift window must hold before drift statistics are exported.",
                 monitor.min_samples,
             ),
-            ("mlstack_drift_psi_threshold", "PSI above which a feature counts as drifted.", self.drift_threshold),
+            (
+                "mlstack_drift_psi_threshold",
+                "PSI a dashboard marks as large (an effect size; verdicts come from the tests).",
+                self.drift_threshold,
+            ),
+            (
+                "mlstack_drift_false_alarm_alpha",
+                "Chance of a false verdict per look that each drift alert is allowed (split over its tests).",
+                monitor.budget.alpha,
+            ),
             (
                 "mlstack_rolling_accuracy",
                 "Accuracy over the last labelled predictions (NaN before any label).",
@@ -200,3 +213,149 @@ class ServiceMetrics(Collector):
             gauge = GaugeMetricFamily(name, documentation, labels=MODEL_LABELS)
             gauge.add_metric(model, value)
             yield gauge
+
+
+def _drift_verdicts(monitor: DriftMonitor, model: list[str]) -> Iterator[Metric]:
+    """Each test's verdict, statistic, critical value, p-value and minimum rows, over this replica's window."""
+    state = monitor.state
+    ready = monitor.ready
+    detected = GaugeMetricFamily(
+        "mlstack_feature_drift_detected",
+        "1 when the feature's test rejects 'same distribution as training' within the false-alarm budget.",
+        labels=("feature", *MODEL_LABELS),
+    )
+    for feature in monitor.feature_names:
+        detected.add_metric([feature, *model], float(monitor.feature_detected(feature)))
+    yield detected
+    prediction = GaugeMetricFamily(
+        "mlstack_prediction_drift_detected",
+        "1 when the approval rate, the score distribution or the estimated accuracy moved beyond the budget.",
+        labels=MODEL_LABELS,
+    )
+    prediction.add_metric(model, float(monitor.prediction_detected))
+    yield prediction
+    for prefix, key, results, what in (
+        ("mlstack_feature_drift", "feature", state.features, "the feature's test (KS lambda or chi-square)"),
+        ("mlstack_prediction_drift", "test", state.decisions, "the decision test (z or KS lambda)"),
+    ):
+        labels = (key, *MODEL_LABELS)
+        families = {
+            "statistic": GaugeMetricFamily(f"{prefix}_statistic", f"Statistic of {what}.", labels=labels),
+            "critical": GaugeMetricFamily(
+                f"{prefix}_critical_value", f"Value of {what} at its share of the false-alarm budget.", labels=labels
+            ),
+            "p_value": GaugeMetricFamily(f"{prefix}_p_value", f"p-value of {what}.", labels=labels),
+            "min_rows": GaugeMetricFamily(
+                f"{prefix}_min_rows", f"Rows {what} needs before its verdict counts.", labels=labels
+            ),
+        }
+        for name, result in results.items():
+            families["critical"].add_metric([name, *model], result.critical)
+            families["min_rows"].add_metric([name, *model], result.min_rows)
+            if ready:
+                families["statistic"].add_metric([name, *model], result.statistic)
+                families["p_value"].add_metric([name, *model], result.p_value)
+        yield from families.values()
+    estimated = GaugeMetricFamily(
+        "mlstack_estimated_accuracy",
+        "Accuracy expected from the window's calibrated scores (CBPE: mean of max(p, 1 - p)); blind to concept drift.",
+        labels=MODEL_LABELS,
+    )
+    if ready:
+        estimated.add_metric(model, state.estimated_accuracy)
+    yield estimated
+
+
+def _edge_label(edge: float) -> str:
+    return repr(float(edge))
+
+
+def _drift_counters(monitor: DriftMonitor, model: list[str]) -> Iterator[Metric]:
+    """Per-bin counters since start, and the reference they are compared with: what the fleet's recording rules sum
+    over their time window (monitoring/rules/drift.rules.yml). KS features and the scores count cumulatively (rows at
+    or below each inner edge, like a histogram's `le`); chi-square features count per bin (`le`: the bin's upper edge).
+    Series per replica: at most 2 x (20 bins x continuous features + 50 bins x discrete ones + 20 score bins)."""
+    by_feature = ("feature", "le", *MODEL_LABELS)
+    cumulative = CounterMetricFamily(
+        "mlstack_drift_feature_cumulative_rows",
+        "Rows whose feature is at or below each inner bin edge of the reference profile (continuous features).",
+        labels=by_feature,
+    )
+    per_bin = CounterMetricFamily(
+        "mlstack_drift_feature_bin_rows",
+        "Rows per exact-value bin of the reference profile, by the bin's upper edge (discrete and categorical).",
+        labels=by_feature,
+    )
+    reference_cdf = GaugeMetricFamily(
+        "mlstack_drift_reference_cdf", "Share of training rows at or below each inner bin edge.", labels=by_feature
+    )
+    reference_share = GaugeMetricFamily(
+        "mlstack_drift_reference_share", "Share of training rows in each exact-value bin.", labels=by_feature
+    )
+    for feature, bins in monitor.bins.items():
+        if bins.test == "ks":
+            running = np.cumsum(bins.totals)[:-1]
+            for edge, count, share in zip(bins.edges.tolist(), running.tolist(), bins.cdf.tolist(), strict=True):
+                cumulative.add_metric([feature, _edge_label(edge), *model], count)
+                reference_cdf.add_metric([feature, _edge_label(edge), *model], share)
+        else:
+            uppers = [_edge_label(edge) for edge in bins.edges.tolist()] + ["+Inf"]
+            for upper, count, share in zip(uppers, bins.totals.tolist(), bins.shares.tolist(), strict=True):
+                per_bin.add_metric([feature, upper, *model], count)
+                reference_share.add_metric([feature, upper, *model], share)
+    yield from (cumulative, per_bin, reference_cdf, reference_share)
+    scores = monitor.score_bins
+    score_cumulative = CounterMetricFamily(
+        "mlstack_drift_score_cumulative_rows",
+        "Rows whose positive-class score is at or below each inner edge of the training scores' bins.",
+        labels=("le", *MODEL_LABELS),
+    )
+    score_reference = GaugeMetricFamily(
+        "mlstack_drift_reference_score_cdf",
+        "Share of training predictions at or below each inner score bin edge.",
+        labels=("le", *MODEL_LABELS),
+    )
+    running = np.cumsum(scores.totals)[:-1]
+    for edge, count, share in zip(scores.edges.tolist(), running.tolist(), scores.cdf.tolist(), strict=True):
+        score_cumulative.add_metric([_edge_label(edge), *model], count)
+        score_reference.add_metric([_edge_label(edge), *model], share)
+    yield from (score_cumulative, score_reference)
+    for name, documentation, value in (
+        ("mlstack_drift_rows", "Rows admitted into drift tracking.", monitor.rows_total),
+        ("mlstack_drift_positive_rows", "Admitted rows scored positive (approved).", monitor.positive_total),
+        (
+            "mlstack_drift_estimated_correct_rows",
+            "Sum over admitted rows of max(p, 1 - p): the correct predictions CBPE expects.",
+            monitor.confidence_total,
+        ),
+    ):
+        counter = CounterMetricFamily(name, documentation, labels=MODEL_LABELS)
+        counter.add_metric(model, value)
+        yield counter
+    reference = monitor.reference_estimated_accuracy
+    for name, documentation, value in (
+        ("mlstack_drift_reference_rows", "Training rows behind the reference profile.", monitor.reference_rows),
+        (
+            "mlstack_drift_reference_positive_rate",
+            "Share of training predictions scored positive.",
+            monitor.reference_positive_rate,
+        ),
+        (
+            "mlstack_drift_reference_estimated_accuracy",
+            "CBPE estimated accuracy of the training predictions.",
+            math.nan if reference is None else reference,
+        ),
+        (
+            "mlstack_drift_reference_confidence_std",
+            "Standard deviation of max(p, 1 - p) over the training predictions.",
+            monitor.reference_confidence_std or math.nan,
+        ),
+        (
+            "mlstack_drift_max_accuracy_drop",
+            "A fall of the estimated accuracy smaller than this never counts as drift.",
+            monitor.budget.max_accuracy_drop,
+        ),
+    ):
+        gauge = GaugeMetricFamily(name, documentation, labels=MODEL_LABELS)
+        gauge.add_metric(model, value)
+        yield gauge

@@ -2,7 +2,9 @@
 
 model.onnx              the model
 metadata.json           name, version, features (names, types, valid ranges), sha256 of model.onnx, training summary
-reference_profile.json  per-feature bins and proportions of the training data, and the training predictions
+reference_profile.json  per-feature kind, bins and proportions of the training data, and the training predictions'
+                        profile (score bins, approval rate, estimated accuracy); format 2 (format 1, without kinds,
+                        still loads: its features count as continuous)
 
 The package's own digest (`package_sha256`) covers all three files, so the pin a stack sets (MLSTACK_MODEL_SHA256)
 holds the metadata and the reference profile too, not only the model: `metadata.json`'s hash of model.onnx is written
@@ -17,14 +19,18 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 PROFILE_FILE = "reference_profile.json"
 PACKAGE_FILES = (MODEL_FILE, METADATA_FILE, PROFILE_FILE)
 HASH_CHUNK_BYTES = 1 << 20
+PROFILE_FORMAT = 2
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# continuous: ordered values with few ties (KS); discrete: ordered whole numbers such as counts or terms (exact-value
+# bins, chi-square); categorical: codes without an order (exact-value bins, chi-square).
+FeatureKind = Literal["continuous", "discrete", "categorical"]
 
 
 class PackageError(Exception):
@@ -39,6 +45,8 @@ class Feature(BaseModel):
     min: float
     max: float
     description: str = ""
+    # Declared here, the kind wins over the rule training infers it by (train.py's infer_kind).
+    kind: FeatureKind | None = None
 
 
 class ModelMetadata(BaseModel):
@@ -61,20 +69,52 @@ class ModelMetadata(BaseModel):
 
 
 class FeatureProfile(BaseModel):
+    """Bins closed on the right, Prometheus-style: (-inf, e0], (e0, e1], ..., (e_last, +inf): one more proportion
+    than edges. Format 1 stored the outer edges too (as many edges as proportions + 1); they are dropped on load."""
+
+    kind: FeatureKind = "continuous"
     bin_edges: list[float]
-    proportions: list[float]
+    proportions: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_more_bin_than_edges(self) -> "FeatureProfile":
+        if len(self.bin_edges) == len(self.proportions) + 1:  # format 1: outer edges included
+            object.__setattr__(self, "bin_edges", self.bin_edges[1:-1])
+        if len(self.proportions) != len(self.bin_edges) + 1:
+            raise ValueError(f"{len(self.proportions)} proportions need {len(self.proportions) - 1} inner bin edges")
+        if any(b <= a for a, b in zip(self.bin_edges, self.bin_edges[1:], strict=False)):
+            raise ValueError("bin edges must increase")
+        return self
+
+    @property
+    def test(self) -> Literal["ks", "chi2"]:
+        return "ks" if self.kind == "continuous" else "chi2"
 
 
 class PredictionProfile(BaseModel):
     class_proportions: dict[str, float]
     score_bin_edges: list[float]
     score_proportions: list[float]
+    # Format 2: the training predictions' approval rate (score >= 0.5) and the CBPE estimated accuracy
+    # (mean of max(p, 1 - p)) with its standard deviation per row; absent in format 1.
+    positive_rate: float | None = None
+    estimated_accuracy: float | None = None
+    confidence_std: float | None = None
+
+    @model_validator(mode="after")
+    def _one_more_bin_than_edges(self) -> "PredictionProfile":
+        if len(self.score_bin_edges) == len(self.score_proportions) + 1:  # format 1: outer edges included
+            object.__setattr__(self, "score_bin_edges", self.score_bin_edges[1:-1])
+        if len(self.score_proportions) != len(self.score_bin_edges) + 1:
+            raise ValueError("score_proportions need one more entry than the inner score_bin_edges")
+        return self
 
 
 class ReferenceProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rows: int
+    format: Literal[1, 2] = 1
+    rows: int = Field(gt=0)
     features: dict[str, FeatureProfile]
     predictions: PredictionProfile
 

@@ -63,7 +63,18 @@ class Settings(BaseSettings):
         ge=1,
         description="rows the drift window must hold before drift statistics are exported (and can alert)",
     )
-    drift_psi_threshold: float = Field(0.2, gt=0, description="PSI above which a feature counts as drifted")
+    drift_psi_threshold: float = Field(
+        0.2, gt=0, description="PSI shown beside the verdicts as an effect size (dashboards); verdicts come from tests"
+    )
+    drift_false_alarm_days: float = Field(
+        90.0, gt=0, le=3650, description="at most one false drift alarm per this many days of no-drift traffic"
+    )
+    drift_hold_minutes: float = Field(
+        60.0, gt=0, le=1440, description="how long a verdict must hold before its alert fires (the look interval)"
+    )
+    drift_max_accuracy_drop: float = Field(
+        0.03, gt=0, lt=1, description="a fall of the estimated accuracy smaller than this never counts as drift"
+    )
     drift_source_share: float = Field(
         0.05,
         gt=0,

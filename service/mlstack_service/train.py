@@ -10,6 +10,7 @@ Deterministic: the same seed and library versions give a byte-identical package 
 """
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -27,7 +28,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlstack_service.dataset import DatasetError, load_dataset
-from mlstack_service.package import ModelPackage, PackageError, package_sha256, write_package
+from mlstack_service.drift_stats import bin_counts
+from mlstack_service.package import (
+    PROFILE_FORMAT,
+    FeatureKind,
+    ModelPackage,
+    PackageError,
+    package_sha256,
+    write_package,
+)
 from mlstack_service.publish import PublishError, ensure_unpublished, next_version, publish_package
 from mlstack_service.synthetic import FEATURE_NAMES, FEATURES, generate_applications
 
@@ -36,7 +45,13 @@ MODEL_VERSION = "1.0.0"
 SEED = 20261128
 TRAINING_ROWS = 20_000
 HOLDOUT_FRACTION = 0.2
-PROFILE_BINS = 10
+PROFILE_BINS = 20  # quantile bins per continuous feature and for the scores: the KS is evaluated at their edges
+# A feature whose training values are all whole numbers, with at most this many distinct ones, is discrete.
+MAX_DISCRETE_VALUES = 50
+# Exact-value bins rarer than this in training are merged into their neighbour (in value order), so that a chi-square
+# test over them is valid from MIN_EXPECTED / share rows on (drift_stats.MIN_EXPECTED).
+MIN_BIN_SHARE = 0.02
+CALIBRATION_BINS = 10
 INPUT_NAME = "input"
 CLASS_NAMES = ["rejected", "approved"]
 # Opsets every onnxruntime since 1.16 runs.
@@ -63,29 +78,94 @@ def export_onnx(model: Pipeline) -> bytes:
     return serialized
 
 
+def infer_kind(column: NDArray[np.float64], declared: FeatureKind | None = None) -> FeatureKind:
+    """The declared kind; else discrete when every value is a whole number and there are at most
+    MAX_DISCRETE_VALUES distinct ones (counts, terms in months, codes); else continuous."""
+    if declared is not None:
+        return declared
+    whole = bool(np.all(np.isfinite(column)) and np.all(column == np.round(column)))
+    return "discrete" if whole and len(np.unique(column)) <= MAX_DISCRETE_VALUES else "continuous"
+
+
+def _quantile_edges(column: NDArray[np.float64]) -> NDArray[np.float64]:
+    inner = np.quantile(column, np.linspace(0, 1, PROFILE_BINS + 1)[1:-1])
+    return np.unique(np.round(inner, 6))
+
+
+def _value_edges(column: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Edges halfway between exact values, so each value has its own bin (ties cannot straddle an edge); values
+    rarer than MIN_BIN_SHARE join the next ones (the last group joins the one before)."""
+    values, counts = np.unique(column, return_counts=True)
+    shares = counts / counts.sum()
+    groups: list[list[int]] = [[]]
+    running = 0.0
+    for index, share in enumerate(shares.tolist()):
+        groups[-1].append(index)
+        running += share
+        if running >= MIN_BIN_SHARE:
+            groups.append([])
+            running = 0.0
+    if not groups[-1]:
+        groups.pop()
+    elif len(groups) > 1:
+        groups[-2].extend(groups.pop())
+    edges = [(values[left[-1]] + values[right[0]]) / 2 for left, right in itertools.pairwise(groups)]
+    return np.round(np.asarray(edges, dtype=np.float64), 6)
+
+
+def _shares(column: NDArray[np.float64], edges: NDArray[np.float64]) -> list[float]:
+    counts = bin_counts(column, edges)
+    return [round(float(count) / len(column), 6) for count in counts]
+
+
 def reference_profile(
-    features: NDArray[np.float32], scores: NDArray[np.float64], labels: NDArray[np.int64]
+    features: NDArray[np.float32],
+    scores: NDArray[np.float64],
+    predicted: NDArray[np.int64],
+    declared: dict[str, FeatureKind] | None = None,
 ) -> dict[str, Any]:
-    """Decile bins per feature and the distribution of predictions, for drift detection."""
-    profile: dict[str, Any] = {"rows": len(features), "features": {}}
+    """What drift detection compares live traffic with: each feature's kind and bins, and the training predictions'
+    score bins, approval rate and CBPE estimated accuracy (the mean of max(p, 1 - p))."""
+    profile: dict[str, Any] = {"format": PROFILE_FORMAT, "rows": len(features), "features": {}}
     for index, name in enumerate(FEATURE_NAMES):
         column = features[:, index].astype(np.float64)
-        edges = np.unique(np.quantile(column, np.linspace(0, 1, PROFILE_BINS + 1)))
-        counts, _ = np.histogram(column, bins=edges)
+        kind = infer_kind(column, (declared or {}).get(name))
+        edges = _quantile_edges(column) if kind == "continuous" else _value_edges(column)
         profile["features"][name] = {
-            "bin_edges": [round(float(edge), 6) for edge in edges],
-            "proportions": [round(float(count) / len(column), 6) for count in counts],
+            "kind": kind,
+            "bin_edges": [float(edge) for edge in edges],
+            "proportions": _shares(column, edges),
         }
-    score_edges = np.linspace(0, 1, PROFILE_BINS + 1)
-    score_counts, _ = np.histogram(scores, bins=score_edges)
+    score_edges = _quantile_edges(scores)
+    confidence = np.maximum(scores, 1 - scores)
     profile["predictions"] = {
         "class_proportions": {
-            name: round(float(np.mean(labels == index)), 6) for index, name in enumerate(CLASS_NAMES)
+            name: round(float(np.mean(predicted == index)), 6) for index, name in enumerate(CLASS_NAMES)
         },
-        "score_bin_edges": [round(float(edge), 6) for edge in score_edges],
-        "score_proportions": [round(float(count) / len(scores), 6) for count in score_counts],
+        "score_bin_edges": [float(edge) for edge in score_edges],
+        "score_proportions": _shares(scores, score_edges),
+        "positive_rate": round(float(np.mean(scores >= 0.5)), 6),
+        "estimated_accuracy": round(float(confidence.mean()), 6),
+        "confidence_std": round(float(confidence.std()), 6),
     }
     return profile
+
+
+def calibration(scores: NDArray[np.float64], labels: NDArray[np.int64]) -> dict[str, float]:
+    """How far predicted probabilities are from observed frequencies on the holdout (expected calibration error over
+    CALIBRATION_BINS equal-width bins), and what CBPE estimates there against what was realized. CBPE is only as good
+    as this calibration; a logistic regression is calibrated by its loss, which this records rather than assumes."""
+    bins = np.minimum((scores * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
+    error = 0.0
+    for index in range(CALIBRATION_BINS):
+        chosen = bins == index
+        if chosen.any():
+            error += chosen.mean() * abs(scores[chosen].mean() - labels[chosen].mean())
+    return {
+        "expected_calibration_error": round(float(error), 4),
+        "estimated_accuracy": round(float(np.maximum(scores, 1 - scores).mean()), 4),
+        "realized_accuracy": round(float(np.mean((scores >= 0.5) == labels)), 4),
+    }
 
 
 def build_package(
@@ -134,6 +214,7 @@ def build_package(
                 "accuracy": round(float(accuracy_score(labels[split:], holdout_scores >= 0.5)), 4),
                 "log_loss": round(float(log_loss(labels[split:], holdout_scores)), 4),
                 "roc_auc": round(float(roc_auc_score(labels[split:], holdout_scores)), 4),
+                "calibration": calibration(holdout_scores, labels[split:]),
             },
             "feature_summary": {
                 name: {

@@ -322,7 +322,10 @@ def test_ring_buffer_keeps_the_newest_rows() -> None:
 
 
 def test_psi_and_ks_of_a_small_window_match_a_computation_by_hand() -> None:
-    """Bins [0, 1), [1, 2), [2, 3] hold 50%, 25% and 25% of the training rows; the live window holds four rows."""
+    """Bins (-inf, 1], (1, 2], (2, inf) hold 50%, 25% and 25% of the training rows; the live window holds four rows.
+
+    The profile is in format 1 (outer edges included, no kinds), as packages trained before format 2 are: it loads,
+    its feature counts as continuous."""
     profile = ReferenceProfile(
         rows=4,
         features={"x": FeatureProfile(bin_edges=[0.0, 1.0, 2.0, 3.0], proportions=[0.5, 0.25, 0.25])},
@@ -334,13 +337,15 @@ def test_psi_and_ks_of_a_small_window_match_a_computation_by_hand() -> None:
     live = np.array([[0.2], [1.1], [1.7], [2.9]], dtype=np.float32)  # 25%, 50%, 25% of the rows per bin
     monitor.record(live, np.array([0.1, 0.6, 0.7, 0.8], dtype=np.float32))
     state = monitor.refresh()
-    # PSI = sum((live - train) * ln(live / train)) over the bins.
-    expected_psi = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.5 - 0.25) * math.log(0.5 / 0.25) + 0.0
+    assert monitor.kinds == {"x": "continuous"}
+    # PSI = sum((live - train) * ln(live / train)) over the bins, each live count smoothed by half a row.
+    live_shares = [1.5 / 5.5, 2.5 / 5.5, 1.5 / 5.5]
+    expected_psi = sum((a - e) * math.log(a / e) for a, e in zip(live_shares, [0.5, 0.25, 0.25], strict=True))
     assert state.psi["x"] == pytest.approx(expected_psi)
     # CDFs at the edges 0, 1, 2, 3: training 0, .5, .75, 1; live 0, .25, .75, 1.
     assert state.ks["x"] == pytest.approx(0.25)
-    # Scores: one below 0.5 and three above, against half and half.
-    assert state.prediction_psi == pytest.approx((0.25 - 0.5) * math.log(0.5) + (0.75 - 0.5) * math.log(1.5))
+    # Scores: one below 0.5 and three above, against half and half (smoothed: 1.5 / 5 and 3.5 / 5).
+    assert state.prediction_psi == pytest.approx((0.3 - 0.5) * math.log(0.6) + (0.7 - 0.5) * math.log(1.4))
     assert state.class_share == {"no": 0.25, "yes": 0.75}
 
 

@@ -27,7 +27,7 @@ def test_the_reference_profile_is_a_distribution_per_feature() -> None:
     assert set(profile.features) == set(FEATURE_NAMES)
     for name, feature in profile.features.items():
         assert sum(feature.proportions) == pytest.approx(1.0, abs=1e-4), name
-        assert len(feature.bin_edges) == len(feature.proportions) + 1
+        assert len(feature.bin_edges) + 1 == len(feature.proportions)  # inner edges; the outer bins are open
         assert feature.bin_edges == sorted(feature.bin_edges)
     assert sum(profile.predictions.class_proportions.values()) == pytest.approx(1.0, abs=1e-4)
 
