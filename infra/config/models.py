@@ -512,6 +512,24 @@ class RetrainConfig(ConfigModel):
     cooldown_hours: Annotated[float, Field(ge=0, le=720)] = 6
 
 
+class DriftConfig(ConfigModel):
+    """Drift verdicts: each replica's (service MLSTACK_DRIFT_*) and the fleet's (monitoring/rules/drift.rules.yml).
+
+    At most one false alarm per `falseAlarmDays` of no-drift traffic per alert, where an alert fires after its verdict
+    held `holdMinutes` (README "Drift detection" has the arithmetic). The fleet judges the rows of the last `window`.
+    """
+
+    # A Prometheus duration: the fleet's verdicts count the rows of this span, all replicas and restarts included.
+    window: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,3}(h|d|w)$")] = "7d"
+    # Rows a window (a replica's or the fleet's) must hold before any verdict or drift statistic counts; at most the
+    # service's window (MLSTACK_DRIFT_WINDOW, 10000).
+    min_samples: Annotated[int, Field(ge=20, le=10_000)] = 1_000
+    false_alarm_days: Annotated[float, Field(ge=1, le=3650)] = 90
+    hold_minutes: Annotated[int, Field(ge=5, le=1440)] = 60
+    # A fall of the estimated accuracy (CBPE) smaller than this never starts a retraining.
+    max_accuracy_drop: Annotated[float, Field(gt=0, lt=0.5)] = 0.03
+
+
 class MonitoringConfig(ConfigModel):
     """Prometheus, Alertmanager and Grafana (kube-prometheus-stack on EKS)."""
 
@@ -523,6 +541,7 @@ class MonitoringConfig(ConfigModel):
     runbook_base_url: Annotated[str | None, Field(pattern=r"^https://[^\s?#]+[^\s?#/]$")] = None
     slo: SloConfig = Field(default_factory=SloConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
 
 class StackConfig(ConfigModel):

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from infra.config.models import MonitoringConfig, SloConfig
+from infra.monitoring.drift_rules import DRIFT_RULES_FILE, drift_rules
 
 MONITORING_DIR = Path(__file__).resolve().parents[2] / "monitoring"
 RULES_DIR = MONITORING_DIR / "rules"
@@ -59,11 +60,12 @@ def slo_rules(slo: SloConfig) -> str:
 
 
 def rule_files(monitoring: MonitoringConfig) -> dict[str, str]:
-    """Every rule file a Prometheus loads: the repository's, with the stack's SLOs in place of the defaults and its
-    runbook links on the stack's base URL."""
+    """Every rule file a Prometheus loads: the repository's, with the stack's SLOs and drift settings in place of the
+    defaults and its runbook links on the stack's base URL."""
     base_url = runbook_base_url(monitoring)
     files = {path.name: with_runbook_base(path.read_text(), base_url) for path in sorted(RULES_DIR.glob("*.rules.yml"))}
     files[SLO_RULES_FILE] = slo_rules(monitoring.slo)
+    files[DRIFT_RULES_FILE] = with_runbook_base(drift_rules(monitoring.drift), base_url)
     return files
 
 

@@ -273,6 +273,7 @@ class ModelService(pulumi.ComponentResource):
                     model_sha256=model_sha256_pin(self._env),
                     api_keys=service.authentication == "api-keys",
                     feedback_keys=bool(service.feedback_clients),
+                    drift=self._env.config.monitoring.drift,
                 ),
                 port=service.port,
                 internal_port=service.internal_port,

@@ -3,6 +3,7 @@
 from typing import Any
 
 from infra.compute.taints import Taint, tolerations_for
+from infra.config.models import DriftConfig
 
 CONTAINER_PORT_NAME = "http"
 # /metrics and feedback: reachable in the cluster only (no Service the ALB routes to names it; NetworkPolicies).
@@ -48,9 +49,12 @@ def container_env(
     model_sha256: str | None,
     api_keys: bool,
     feedback_keys: bool,
+    drift: DriftConfig | None = None,
 ) -> list[dict[str, str]]:
     """The service's settings (service/mlstack_service/settings.py, MLSTACK_*): the package and its sha256 pin, the
-    public and internal ports, and the keys files when the stack asks for keys."""
+    public and internal ports, the keys files when the stack asks for keys, and the stack's drift budget (the same
+    `monitoring.drift` the fleet's rules are rendered from, so a replica's verdicts and the fleet's agree)."""
+    drift = drift or DriftConfig()
     optional = [
         *([{"name": "MLSTACK_MODEL_SHA256", "value": model_sha256}] if model_sha256 else []),
         *([{"name": "MLSTACK_API_KEYS_FILE", "value": f"{CLIENT_KEYS_DIR}/{API_KEYS_FILE}"}] if api_keys else []),
@@ -68,6 +72,10 @@ def container_env(
         {"name": "MLSTACK_DEVICE", "value": "cuda" if gpu else "cpu"},
         {"name": "MLSTACK_MODEL_CACHE_DIR", "value": MODEL_CACHE_DIR},
         {"name": "MLSTACK_GRACE_PERIOD_SECONDS", "value": str(SERVICE_GRACE_SECONDS)},
+        {"name": "MLSTACK_DRIFT_MIN_SAMPLES", "value": str(drift.min_samples)},
+        {"name": "MLSTACK_DRIFT_FALSE_ALARM_DAYS", "value": str(drift.false_alarm_days)},
+        {"name": "MLSTACK_DRIFT_HOLD_MINUTES", "value": str(drift.hold_minutes)},
+        {"name": "MLSTACK_DRIFT_MAX_ACCURACY_DROP", "value": str(drift.max_accuracy_drop)},
         {"name": "AWS_REGION", "value": region},
     ]
 

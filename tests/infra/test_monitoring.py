@@ -268,8 +268,8 @@ def test_drift_alerts_reach_the_retrain_relay_when_a_repository_is_configured(ru
     assert route["matchers"] == ['action="retrain"']
     (receiver,) = [r for r in config["receivers"] if r["name"] == "retrain"]
     assert receiver["webhook_configs"][0]["url"] == WEBHOOK_URL
-    rules = yaml.safe_load((RULES_DIR / "model-service.rules.yml").read_text())
-    drift = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "ModelDataDrift"]
+    rules = yaml.safe_load((RULES_DIR / "drift.rules.yml").read_text())
+    drift = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "ModelDecisionDrift"]
     assert drift[0]["labels"]["action"] == "retrain", "the route matches what the alert carries"
     version = environment_of(run, _with_retrain("prod")).config.compute.eks.version  # type: ignore[union-attr]
     relay_manifests = [

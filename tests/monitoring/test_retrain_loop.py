@@ -110,7 +110,7 @@ def _webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _alert(model: str, feature: str, status: str = "firing") -> dict[str, Any]:
-    labels = {"alertname": "ModelDataDrift", "action": "retrain", "model_name": model, "feature": feature}
+    labels = {"alertname": "ModelDecisionDrift", "action": "retrain", "model_name": model, "feature": feature}
     return {"status": status, "labels": labels, "annotations": {"summary": f"{feature} drifted"}, "startsAt": "x"}
 
 
@@ -216,7 +216,7 @@ def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
     ]
     with prometheus_daemon(binary, flags, tmp_path / "alertmanager.log", 30) as url:
         labels = {
-            "alertname": "ModelDataDrift",
+            "alertname": "ModelDecisionDrift",
             "action": "retrain",
             "severity": "ticket",
             "model_name": "loan-approval",
@@ -233,7 +233,7 @@ def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
         assert payload["model_name"] == "loan-approval"
         assert payload["source"].startswith("http")
         # Only the alert labelled for retraining took this route; the latency page did not.
-        assert [(a["alertname"], a["feature"]) for a in payload["alerts"]] == [("ModelDataDrift", "credit_score")]
+        assert [(a["alertname"], a["feature"]) for a in payload["alerts"]] == [("ModelDecisionDrift", "credit_score")]
 
 
 def test_the_relay_refuses_bad_settings_naming_them_without_the_token() -> None:
