@@ -133,6 +133,7 @@ class ServiceMetrics(Collector):
         if self.drift is None:
             return
         self.drift.flush()  # what the counts below read includes the latest requests
+        self.drift.monitor.count_pending()
         monitor, feedback = self.drift.monitor, self.drift.feedback
         state = monitor.state
         out_of_range = CounterMetricFamily(

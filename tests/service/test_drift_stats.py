@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mlstack_service import drift_stats
+from mlstack_service import drift_report, drift_stats
 from mlstack_service.drift import DriftBudget, DriftMonitor
 from mlstack_service.package import PackageError, load_package
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
@@ -111,3 +111,33 @@ def test_a_profile_of_an_unknown_format_is_refused_with_its_name(tmp_path: Path)
     profile_path.write_text(json.dumps(profile))
     with pytest.raises(PackageError, match=r"reference_profile.json: format: Input should be 1 or 2"):
         load_package(str(package), package)
+
+
+def test_the_drift_report_prints_the_rows_each_scenario_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert drift_report.main(["--trials", "1"]) == 0
+    lines = {line[:42].strip(): line[42:].split() for line in capsys.readouterr().out.splitlines()[3:]}
+    assert set(lines) == {scenario.name for scenario in drift_report.SCENARIOS}
+    for name, scenario in ((s.name, s) for s in drift_report.SCENARIOS):
+        assert lines[name][0] != ">", f"{scenario.feature} is flagged within 10,000 rows"
+    assert lines["every applicant 6 years older"][-3] == ">"  # decisions never move for an age shift
+    assert lines["delinquent applicants +3 delinquencies"][-3] != ">"
+
+
+@pytest.mark.parametrize("batches", [[70, 70, 70], [30, 250, 10], [100, 100]])
+def test_the_per_bin_counters_count_every_row_once_however_the_window_wraps(batches: list[int]) -> None:
+    profile = load_package(str(EXAMPLE_PACKAGE), EXAMPLE_PACKAGE).profile
+    rows, _ = generate_applications(sum(batches), seed=3)
+    scores = np.linspace(0, 1, len(rows), dtype=np.float32)
+    monitor = DriftMonitor(profile, FEATURE_NAMES, CLASSES, window=100)
+    start = 0
+    for size in batches:
+        monitor.record(rows[start : start + size], scores[start : start + size])
+        start += size
+    monitor.count_pending()
+    assert monitor.rows_total == len(rows)
+    assert monitor.positive_total == int(np.count_nonzero(scores >= 0.5))
+    for index, (name, bins) in enumerate(monitor.bins.items()):
+        expected = drift_stats.bin_counts(rows[:, index].astype(np.float64), bins.edges)
+        assert bins.totals.tolist() == expected.tolist(), name
+    monitor.count_pending()  # counting again adds nothing
+    assert monitor.rows_total == len(rows)
