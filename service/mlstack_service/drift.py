@@ -224,23 +224,22 @@ class DriftMonitor:
         )
 
     def record(self, rows: NDArray[np.float32], positive_scores: NDArray[np.float32]) -> None:
-        """Rows and their scores (a batch of requests') into the window. Their per-bin counts wait for the next
-        refresh or scrape (`count_pending`), which bins many flushes' rows in one pass: binning per flush cost about
-        3 us a row, in one pass of 10,000 rows 2 us, and off the flush that follows a request."""
-        if self._uncounted + len(rows) > self._features.capacity:  # the window would drop rows not yet counted
-            self.count_pending()
-            if len(rows) > self._features.capacity:
-                self._count(rows, positive_scores)
-                self._uncounted = -len(rows)  # extend() keeps only the last `capacity` of these: all counted
+        """Rows and their scores (a batch of requests') into the window: two slice copies and a count."""
         self._features.extend(rows)
         self._scores.extend(positive_scores)
         self._uncounted += len(rows)
         self.out_of_range += np.count_nonzero((rows < self._lower) | (rows > self._upper), axis=0)
 
     def count_pending(self) -> None:
-        """Rows recorded since the last count into the per-bin counters (they are still the window's newest)."""
-        if self._uncounted > 0:
-            self._count(self._features.latest(self._uncounted), self._scores.latest(self._uncounted))
+        """The window's rows recorded since the last count into the per-bin counters, at each refresh and scrape.
+
+        When more than a window's worth arrived in between, only the newest window-full is counted: the counters then
+        hold a sample of the traffic (a window every `refresh_seconds`, 1,000 rows/s per replica with the defaults),
+        which the fleet's tests judge like any sample, as `mlstack_drift_rows_total` counts the same rows. Binning
+        every row cost about 1.2 us, a third more CPU per row on 64-row requests (README, bench)."""
+        count = min(self._uncounted, self._features.filled)
+        if count > 0:
+            self._count(self._features.latest(count), self._scores.latest(count))
         self._uncounted = 0
 
     def _count(self, rows: NDArray[np.float32], positive_scores: NDArray[np.float32]) -> None:

@@ -123,21 +123,29 @@ def test_the_drift_report_prints_the_rows_each_scenario_needs(capsys: pytest.Cap
     assert lines["delinquent applicants +3 delinquencies"][-3] != ">"
 
 
-@pytest.mark.parametrize("batches", [[70, 70, 70], [30, 250, 10], [100, 100]])
-def test_the_per_bin_counters_count_every_row_once_however_the_window_wraps(batches: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("batches", "counted"),
+    [
+        ([[70], [20, 10], [100]], 200),  # each count finds at most a window-full: every row counted once
+        ([[30, 250, 10]], 100),  # more than a window between two counts: the newest window-full is the sample
+    ],
+)
+def test_the_per_bin_counters_count_the_windows_new_rows_once(batches: list[list[int]], counted: int) -> None:
     profile = load_package(str(EXAMPLE_PACKAGE), EXAMPLE_PACKAGE).profile
-    rows, _ = generate_applications(sum(batches), seed=3)
+    rows, _ = generate_applications(sum(map(sum, batches)), seed=3)
     scores = np.linspace(0, 1, len(rows), dtype=np.float32)
     monitor = DriftMonitor(profile, FEATURE_NAMES, CLASSES, window=100)
-    start = 0
-    for size in batches:
-        monitor.record(rows[start : start + size], scores[start : start + size])
-        start += size
-    monitor.count_pending()
-    assert monitor.rows_total == len(rows)
-    assert monitor.positive_total == int(np.count_nonzero(scores >= 0.5))
+    start, chosen = 0, []
+    for between_counts in batches:
+        for size in between_counts:
+            monitor.record(rows[start : start + size], scores[start : start + size])
+            start += size
+        chosen.append(np.arange(max(0, start - 100), start)[-min(sum(between_counts), 100) :])
+        monitor.count_pending()
+        monitor.count_pending()  # counting again adds nothing
+    sample = np.concatenate(chosen)
+    assert monitor.rows_total == len(sample) == counted
+    assert monitor.positive_total == int(np.count_nonzero(scores[sample] >= 0.5))
     for index, (name, bins) in enumerate(monitor.bins.items()):
-        expected = drift_stats.bin_counts(rows[:, index].astype(np.float64), bins.edges)
+        expected = drift_stats.bin_counts(rows[sample, index].astype(np.float64), bins.edges)
         assert bins.totals.tolist() == expected.tolist(), name
-    monitor.count_pending()  # counting again adds nothing
-    assert monitor.rows_total == len(rows)
