@@ -89,7 +89,7 @@ class DriftBudget:
 
 
 @dataclass
-class TestResult:
+class Verdict:
     statistic: float  # KS: Stephens' lambda; chi-square: Pearson's statistic; z tests: z
     critical: float  # the statistic's value at the test's share of the alpha
     p_value: float
@@ -111,8 +111,8 @@ class DriftState:
     window_fill: float
     rows: int = 0  # rows in the window when these statistics were computed
     out_of_range_share: dict[str, float] | None = None  # per feature: share of the window outside its declared range
-    features: dict[str, TestResult] = field(default_factory=dict)
-    decisions: dict[str, TestResult] = field(default_factory=dict)
+    features: dict[str, Verdict] = field(default_factory=dict)
+    decisions: dict[str, Verdict] = field(default_factory=dict)
     estimated_accuracy: float = math.nan
 
     @property
@@ -147,7 +147,7 @@ class FeatureBins:
             return 1
         return math.ceil(stats.MIN_EXPECTED / float(self.shares[self.shares > 0].min()))
 
-    def judge(self, counts: NDArray[np.int64], reference_rows: float, alpha: float) -> TestResult:
+    def judge(self, counts: NDArray[np.int64], reference_rows: float, alpha: float) -> Verdict:
         n = float(counts.sum())
         min_rows = self.min_rows()
         if self.test == "ks":
@@ -157,7 +157,7 @@ class FeatureBins:
             df = max(1, len(self.shares) - 1)
             statistic = stats.chi2_homogeneity(counts, self.shares, reference_rows)
             critical, p_value = stats.chi2_critical(alpha, df), stats.chi2_sf(statistic, df)
-        return TestResult(statistic, critical, p_value, min_rows, n >= min_rows and statistic >= critical)
+        return Verdict(statistic, critical, p_value, min_rows, n >= min_rows and statistic >= critical)
 
 
 class DriftMonitor:
@@ -289,15 +289,15 @@ class DriftMonitor:
         )
         return self.state
 
-    def _approval_test(self, positive: float, n: int) -> TestResult:
+    def _approval_test(self, positive: float, n: int) -> Verdict:
         """Two-sided two-proportion z test of the live approval rate against the training predictions'."""
         p0 = min(max(self.reference_positive_rate, 1e-6), 1 - 1e-6)
         z = abs(positive - p0) / math.sqrt(p0 * (1 - p0) * (1 / n + 1 / self.reference_rows))
         critical = stats.normal_critical(self.decision_alpha / 2)
         min_rows = math.ceil(stats.MIN_EXPECTED_CLASS / min(p0, 1 - p0))
-        return TestResult(z, critical, 2 * stats.normal_sf(z), min_rows, n >= min_rows and z >= critical)
+        return Verdict(z, critical, 2 * stats.normal_sf(z), min_rows, n >= min_rows and z >= critical)
 
-    def _accuracy_test(self, estimated: float, n: int) -> TestResult | None:
+    def _accuracy_test(self, estimated: float, n: int) -> Verdict | None:
         """One-sided z test that the CBPE estimated accuracy fell, counted only when it fell by `max_accuracy_drop`
         too (a significant but tiny fall is not worth a retraining). None for a profile without the reference."""
         reference, spread = self.reference_estimated_accuracy, self.reference_confidence_std
@@ -308,7 +308,7 @@ class DriftMonitor:
         drop = reference - estimated
         statistic = min(z, critical * drop / self.budget.max_accuracy_drop)  # ratio >= 1 only when both hold
         min_rows = math.ceil(stats.MIN_EXPECTED_CLASS / max(1e-6, 1 - reference))
-        return TestResult(statistic, critical, stats.normal_sf(z), min_rows, n >= min_rows and statistic >= critical)
+        return Verdict(statistic, critical, stats.normal_sf(z), min_rows, n >= min_rows and statistic >= critical)
 
     @property
     def ready(self) -> bool:

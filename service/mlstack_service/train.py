@@ -110,7 +110,7 @@ def _value_edges(column: NDArray[np.float64]) -> NDArray[np.float64]:
     elif len(groups) > 1:
         groups[-2].extend(groups.pop())
     edges = [(values[left[-1]] + values[right[0]]) / 2 for left, right in itertools.pairwise(groups)]
-    return np.round(np.asarray(edges, dtype=np.float64), 6)
+    return np.round(np.asarray(edges, dtype=np.float64), 6).astype(np.float64)
 
 
 def _shares(column: NDArray[np.float64], edges: NDArray[np.float64]) -> list[float]:

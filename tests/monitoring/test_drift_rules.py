@@ -262,7 +262,7 @@ def test_the_fleet_rules_judge_all_replicas_rows_like_the_service_and_alert_nami
     )
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: .ci/run installs Debian's prometheus package"
-    result = subprocess.run(
+    completed = subprocess.run(
         [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=300, check=False
     )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-6000:]

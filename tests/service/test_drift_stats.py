@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
+from scipy import stats as scipy_stats  # type: ignore[import-untyped]
 
 from mlstack_service import drift_report, drift_stats
 from mlstack_service.drift import DriftBudget, DriftMonitor
