@@ -41,6 +41,10 @@ PROMQL_FUNCTIONS = {
     "and",
     "on",
     "le",
+    "abs",
+    "sqrt",
+    "bool",
+    "or",
 }
 
 
@@ -54,8 +58,12 @@ def _queries(dashboard: dict[str, Any]) -> list[str]:
 
 
 def _rule_exprs() -> list[str]:
-    document = yaml.safe_load((MONITORING / "rules" / "model-service.rules.yml").read_text())
-    return [rule["expr"] for group in document["groups"] for rule in group["rules"]]
+    return [
+        rule["expr"]
+        for name in ("model-service.rules.yml", "drift.rules.yml")
+        for group in yaml.safe_load((MONITORING / "rules" / name).read_text())["groups"]
+        for rule in group["rules"]
+    ]
 
 
 def _metric_names(expr: str) -> set[str]:
@@ -74,6 +82,7 @@ def _metric_names(expr: str) -> set[str]:
         "pod",
         "deployment",
         "feature",
+        "test",
         # Labels named in on (...) / by (...) clauses of the kube-state-metrics joins.
         "namespace",
         "replicaset",
