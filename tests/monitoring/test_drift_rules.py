@@ -22,6 +22,8 @@ from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.package import ReferenceProfile, load_package
 from mlstack_service.settings import Settings
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
+from tests.conftest import RunStack, stack_config
+from tests.infra.test_workloads import env_of, rollout
 from tests.service.conftest import predictions_in_process
 from tests.service.models import EXAMPLE_PACKAGE
 
@@ -266,3 +268,27 @@ def test_the_fleet_rules_judge_all_replicas_rows_like_the_service_and_alert_nami
         [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=300, check=False
     )
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-6000:]
+
+
+def test_a_stacks_drift_settings_reach_its_pods_and_its_prometheus_rules(run_stack: RunStack) -> None:
+    """The whole program for prod with monitoring.drift set: the Rollout's pods and the PrometheusRule agree."""
+    config = stack_config("prod")
+    config["mlstack:monitoring"] = {
+        **config.get("mlstack:monitoring", {}),
+        "drift": {"minSamples": 400, "window": "14d"},
+    }
+    run = run_stack("prod", config)
+    env = env_of(rollout(run))
+    assert env["MLSTACK_DRIFT_MIN_SAMPLES"] == "400"
+    assert env["MLSTACK_DRIFT_HOLD_MINUTES"] == "60"
+    specs = [resource.inputs["spec"] for resource in run.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")]
+    rules = [
+        rule
+        for spec in specs
+        for group in spec["groups"]
+        if group["name"] == "mlstack-drift"
+        for rule in group["rules"]
+    ]
+    assert any("[14d]" in rule["expr"] for rule in rules)
+    assert any(">= bool 400" in rule["expr"] for rule in rules)
+    assert {rule["alert"] for rule in rules if "alert" in rule} == {"ModelDecisionDrift", "ModelFeatureDrift"}
