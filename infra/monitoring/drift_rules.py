@@ -237,6 +237,8 @@ def _alerts(drift: DriftConfig) -> list[dict[str, Any]]:
                     f"- most drifted features: {_top_features(3)}"
                 ),
                 "runbook_url": "docs/runbooks/ModelDecisionDrift.md",
+                # For machines (the retrain relay's dispatch): the most drifted features, space-separated.
+                "features": _top_features(3),
             },
         },
         {
@@ -255,6 +257,7 @@ def _alerts(drift: DriftConfig) -> list[dict[str, Any]]:
                     f"{_top_features(3)}"
                 ),
                 "runbook_url": "docs/runbooks/ModelFeatureDrift.md",
+                "features": _top_features(3),
             },
         },
     ]

@@ -180,6 +180,13 @@ def load_package(uri: str, cache_dir: Path, expected_sha256: str | None = None) 
     unprofiled = sorted(set(metadata.feature_names) - set(profile.features))
     if unprofiled:
         raise PackageError(f"model package {uri}: {PROFILE_FILE} has no profile for {unprofiled}")
+    for feature in metadata.features:
+        profiled = profile.features[feature.name].kind
+        if feature.kind is not None and feature.kind != profiled and profile.format > 1:
+            raise PackageError(
+                f"model package {uri}: {METADATA_FILE} declares {feature.name} {feature.kind}, but {PROFILE_FILE} "
+                f"profiles it as {profiled}; retrain to profile it as declared"
+            )
     return ModelPackage(root=root, metadata=metadata, profile=profile)
 
 

@@ -192,6 +192,7 @@ def build_package(
     holdout_scores = model.predict_proba(features[split:])[:, 1]
     train_scores = model.predict_proba(features[:split])[:, 1]
     predicted = (train_scores >= 0.5).astype(np.int64)
+    profile = reference_profile(features[:split], train_scores, predicted)
     metadata = {
         "name": MODEL_NAME,
         "version": version,
@@ -200,7 +201,14 @@ def build_package(
         "probabilities_output": "probabilities",
         "class_names": CLASS_NAMES,
         "features": [
-            {"name": spec.name, "type": "float", "min": spec.low, "max": spec.high, "description": spec.description}
+            {
+                "name": spec.name,
+                "type": "float",
+                "min": spec.low,
+                "max": spec.high,
+                "description": spec.description,
+                "kind": profile["features"][spec.name]["kind"],  # how drift detection tests it
+            }
             for spec in FEATURES
         ],
         "training": {
@@ -225,7 +233,6 @@ def build_package(
             },
         },
     }
-    profile = reference_profile(features[:split], train_scores, predicted)
     return write_package(target, export_onnx(model), metadata, profile)
 
 

@@ -158,6 +158,7 @@ def _expected_alerts(fleet: DriftState, model: str) -> list[dict[str, Any]]:
                                 f"- most drifted features: {top}"
                             ),
                             "runbook_url": "docs/runbooks/ModelDecisionDrift.md",
+                            "features": top,
                         },
                     }
                 ],
@@ -183,6 +184,7 @@ def _expected_alerts(fleet: DriftState, model: str) -> list[dict[str, Any]]:
                             f"features: {top}"
                         ),
                         "runbook_url": "docs/runbooks/ModelFeatureDrift.md",
+                        "features": top,
                     },
                 }
                 for name in sorted(features)

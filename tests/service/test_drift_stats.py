@@ -149,3 +149,16 @@ def test_the_per_bin_counters_count_the_windows_new_rows_once(batches: list[list
     for index, (name, bins) in enumerate(monitor.bins.items()):
         expected = drift_stats.bin_counts(rows[sample, index].astype(np.float64), bins.edges)
         assert bins.totals.tolist() == expected.tolist(), name
+
+
+def test_a_kind_declared_in_the_metadata_must_match_the_profile(tmp_path: Path) -> None:
+    package = tmp_path / "package"
+    shutil.copytree(EXAMPLE_PACKAGE, package)
+    metadata_path = package / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    (term,) = [feature for feature in metadata["features"] if feature["name"] == "loan_term_months"]
+    assert term["kind"] == "discrete"  # training writes the kind it profiled
+    term["kind"] = "continuous"
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(PackageError, match=r"declares loan_term_months continuous, but reference_profile\.json"):
+        load_package(str(package), package)
