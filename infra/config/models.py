@@ -505,10 +505,11 @@ class SloConfig(ConfigModel):
 
 
 class RetrainConfig(ConfigModel):
-    """Drift alerts -> Alertmanager -> the retrain relay -> GitHub `repository_dispatch` -> retrain.yml."""
+    """Drift alerts -> Alertmanager -> the retrain relay -> GitHub's workflow dispatch API -> `workflow` at `ref`."""
 
     repository: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] = None
-    event_type: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] = "model-drift"
+    workflow: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}\.ya?ml$")] = "retrain.yml"
+    ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]{1,200}$")] = "main"
     cooldown_hours: Annotated[float, Field(ge=0, le=720)] = 6
 
 

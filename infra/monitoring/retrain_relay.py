@@ -1,8 +1,9 @@
-"""The retrain relay on EKS: Alertmanager's drift alerts become GitHub `repository_dispatch` events.
+"""The retrain relay on EKS: Alertmanager's drift alerts become `workflow_dispatch` runs of retrain.yml.
 
 One small pod from the service image (`python -m mlstack_service.retrain_relay`) in the monitoring namespace,
 reached by Alertmanager through a ClusterIP Service. The GitHub token comes from the stack's
-`mlstack:retrainGithubToken` secret into a Kubernetes Secret, never into the Deployment's spec.
+`mlstack:retrainGithubToken` secret (a fine-grained token with Actions: write only) into a Kubernetes Secret, never
+into the Deployment's spec.
 """
 
 import pulumi
@@ -45,7 +46,8 @@ class RetrainRelay(pulumi.ComponentResource):
         if token is None:
             raise StackConfigError(
                 f"{stack_file(env.name)}: {CONFIG_NAMESPACE}:{TOKEN_KEY}: missing; monitoring.retrain.repository is "
-                f"set, so the relay needs a token allowed to create dispatches: "
+                f"set, so the relay needs a fine-grained GitHub token with Actions: write on "
+                f"{settings.repository} (and no other permission): "
                 f"`pulumi config set --secret {CONFIG_NAMESPACE}:{TOKEN_KEY} ...`"
             )
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=depends_on)
@@ -67,7 +69,8 @@ class RetrainRelay(pulumi.ComponentResource):
         )
         settings_env = {
             "MLSTACK_RELAY_REPOSITORY": settings.repository or "",
-            "MLSTACK_RELAY_EVENT_TYPE": settings.event_type,
+            "MLSTACK_RELAY_WORKFLOW": settings.workflow,
+            "MLSTACK_RELAY_REF": settings.ref,
             "MLSTACK_RELAY_COOLDOWN_SECONDS": str(int(settings.cooldown_hours * 3600)),
             "MLSTACK_RELAY_PORT": str(PORT),
         }
