@@ -129,7 +129,7 @@ else:
             env,
             cluster=cluster,
             registry=registry,
-            depends_on=[monitoring.namespace, controller],
+            depends_on=[monitoring.namespace, controller, *filter(None, [monitoring.retrain_webhook_secret])],
             opts=with_aws,
         )
     NetworkPolicies(

@@ -15,7 +15,7 @@ from infra.config import Environment
 from infra.config.errors import StackConfigError
 from infra.config.load import NAMESPACE as CONFIG_NAMESPACE
 from infra.config.load import stack_file
-from infra.monitoring.kube_prometheus_stack import NAMESPACE
+from infra.monitoring.kube_prometheus_stack import NAMESPACE, RETRAIN_WEBHOOK_SECRET
 from infra.registry.ecr import ContainerRegistry
 from infra.release_state import deployed_image_tag
 from infra.workloads.objects import create
@@ -101,6 +101,12 @@ class RetrainRelay(pulumi.ComponentResource):
                                     {
                                         "name": "MLSTACK_RELAY_GITHUB_TOKEN",
                                         "valueFrom": {"secretKeyRef": {"name": f"{NAME}-github", "key": "token"}},
+                                    },
+                                    {
+                                        # What Alertmanager sends (its credentials_file); the relay answers 401 to
+                                        # any webhook without it, and refuses to start without it.
+                                        "name": "MLSTACK_RELAY_WEBHOOK_TOKEN",
+                                        "valueFrom": {"secretKeyRef": {"name": RETRAIN_WEBHOOK_SECRET, "key": "token"}},
                                     },
                                 ],
                                 "resources": {
