@@ -278,6 +278,17 @@ def required_tags(resource: Resource, stack: Stack) -> Iterable[str]:
         yield f"the AWS provider's default tags lack {missing}, so resources would go untagged"
 
 
+def account_pinned(resource: Resource, stack: Stack) -> Iterable[str]:
+    """The AWS provider names the one account it may act in (`allowedAccountIds`, from the stack's `accountId`)."""
+    raw = resource.inputs.get("allowedAccountIds")
+    accounts = json.loads(raw) if isinstance(raw, str) and raw.startswith("[") else raw
+    if not accounts:
+        yield (
+            "the AWS provider sets no allowedAccountIds, so the stack could be applied to any account the "
+            "credentials reach; set mlstack:accountId in the stack file"
+        )
+
+
 def ecr_scan_on_push(resource: Resource, stack: Stack) -> Iterable[str]:
     if not _truthy((resource.inputs.get("imageScanningConfiguration") or {}).get("scanOnPush")):
         yield "images are not scanned on push"
@@ -922,6 +933,9 @@ RULES: tuple[Rule, ...] = (
     # (ingress.certificateArn), which only its owner can issue; the preview shows the finding until then.
     Rule("tls-in-prod", "Internet-facing load balancers serve HTTPS, and HTTP only redirects", (INGRESS, LISTENER),
          tls_in_prod, tiers=("prod",), level=ADVISORY),
+    # Advisory until the stack file names its account: only its owner knows the account id (README "Security model").
+    Rule("account-pinned", "Prod's AWS provider may act in one named account only", (AWS_PROVIDER,), account_pinned,
+         tiers=("prod",), level=ADVISORY),
     Rule("authenticated-ingress", "Internet-facing Ingresses authenticate every request", (INGRESS,),
          authenticated_ingress, tiers=("prod",)),
     Rule("pod-identity-trust-conditions", "Pod Identity roles trust one account, cluster, namespace, service account",

@@ -65,9 +65,13 @@ CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0f3c1e2a"
 CLUSTER_ARN = "arn:aws:eks:us-east-1:123456789012:cluster/mlstack-prod"
 
 
-def _provider(tier: str, **tags: str) -> Resource:
+def _provider(tier: str, accounts: list[str] | None = None, **tags: str) -> Resource:
     default_tags = json.dumps({"tags": {**TAGS, "tier": tier, **tags}})
-    return Resource(f"urn:{AWS_PROVIDER}::aws", AWS_PROVIDER, "aws", {"defaultTags": default_tags})
+    inputs = {"defaultTags": default_tags}
+    allowed = ["123456789012"] if accounts is None else accounts
+    if allowed:
+        inputs["allowedAccountIds"] = json.dumps(allowed)
+    return Resource(f"urn:{AWS_PROVIDER}::aws", AWS_PROVIDER, "aws", inputs)
 
 
 def _resource(kind: str, name: str, inputs: dict[str, Any], **extra: Any) -> Resource:
@@ -706,6 +710,13 @@ BRANCHES: tuple[Case, ...] = (
         'allows shield:DeleteProtection on every resource ("*")',
     ),
     B(
+        "account-pinned",
+        "a prod provider without allowedAccountIds",
+        "prod",
+        lambda: [_provider("prod", accounts=[])],
+        "set mlstack:accountId",
+    ),
+    B(
         "no-wildcard-write-warning",
         "outside prod, a write on *",
         "staging",
@@ -928,6 +939,7 @@ KEEPING: tuple[Case, ...] = (
             [_allow(["ssmmessages:CreateControlChannel", "ssmmessages:OpenDataChannel", "shield:CreateProtection"])]
         ),
     ),
+    K("account-pinned", "a prod provider pinned to one account", "prod", lambda: [_provider("prod")]),
     K(
         "no-wildcard-write-warning",
         "writes on named resources",
