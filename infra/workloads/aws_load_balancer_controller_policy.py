@@ -150,11 +150,11 @@ def narrowed_policy(document: dict[str, Any], scope: Scope) -> dict[str, Any]:
     if missing:
         # The upstream file changed under the pin: re-derive the table above rather than grant what isn't there.
         raise ValueError(f"the LB controller policy no longer grants {sorted(missing)} on '*' unconditionally")
-    for sid, actions, resources, condition in groups:
-        statement: Statement = {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resources}
+    for sid, group_actions, resources, condition in groups:
+        granted: Statement = {"Sid": sid, "Effect": "Allow", "Action": list(group_actions), "Resource": resources}
         if condition:
-            statement["Condition"] = condition
-        statements.append(statement)
+            granted["Condition"] = condition
+        statements.append(granted)
     narrowed["Statement"] = statements
     return narrowed
 
