@@ -129,7 +129,7 @@ else:
             env,
             cluster=cluster,
             registry=registry,
-            depends_on=[monitoring.namespace, controller],
+            depends_on=[monitoring.namespace, controller, *filter(None, [monitoring.retrain_webhook_secret])],
             opts=with_aws,
         )
     NetworkPolicies(
@@ -142,6 +142,9 @@ else:
         retrain_relay=bool(env.config.monitoring.retrain.repository),
         opts=with_aws,
     )
+    if service.generated_api_keys:
+        # The keys of service.generatedApiClients, for their owner to hand out: `pulumi stack output --show-secrets`.
+        pulumi.export("apiClientKeys", pulumi.Output.secret(pulumi.Output.all(**service.generated_api_keys)))
     pulumi.export("grafanaUrl", monitoring.grafana_url)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     if env.config.batch.enabled:

@@ -320,7 +320,14 @@ def test_preview_comments_on_every_pull_request_it_can_and_summarises_for_forks(
 
 def test_retrain_listens_for_the_relays_event_and_opens_a_pull_request() -> None:
     retrain = _load("retrain.yml")
-    assert retrain["on"]["repository_dispatch"]["types"] == [RetrainConfig().event_type]
+    # Only workflow_dispatch: the relay's token needs Actions: write, not the Contents: write (push) that
+    # repository_dispatch asks for; the workflow the stack config names is this file.
+    assert set(retrain["on"]) == {"workflow_dispatch"}
+    assert RetrainConfig().workflow == "retrain.yml"
+    assert set(retrain["on"]["workflow_dispatch"]["inputs"]) == {"model_name", "reason", "alerts"}
+    # Prod's bucket is written only by a job of the reviewed environment.
+    assert retrain["jobs"]["publish-prod"]["environment"] == "models-prod"
+    assert "environment" not in retrain["jobs"]["retrain"]
     scripts = _scripts(retrain)
     assert "mlstack_service.train" in scripts
     assert "--publish" in scripts

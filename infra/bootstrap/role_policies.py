@@ -113,8 +113,9 @@ def preview_subjects(repository: str) -> list[str]:
 
 
 def retrain_subjects(repository: str, branch: str) -> list[str]:
-    """repository_dispatch and workflow_dispatch run on the default branch; prod's publish runs in the reviewed
-    environment MODEL_PUBLISH_ENVIRONMENT (a job with an environment gets that subject instead of its ref)."""
+    """The relay's workflow_dispatch names the default branch (`monitoring.retrain.ref`); a dispatch on any other
+    branch gets no credentials. Prod's publish runs in the reviewed environment MODEL_PUBLISH_ENVIRONMENT (a job with
+    an environment gets that subject instead of its ref)."""
     return [f"repo:{repository}:ref:refs/heads/{branch}", f"repo:{repository}:environment:{MODEL_PUBLISH_ENVIRONMENT}"]
 
 

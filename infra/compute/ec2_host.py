@@ -28,6 +28,7 @@ from infra.release_state import deployed_image_tag
 from infra.security.iam import attach_managed_policies, policy_document, trust_policy
 from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
+from infra.security.session_manager import session_manager_policy
 from infra.storage.model_bucket import ModelBucket
 from infra.versions import (
     AL2023_AMI_SSM_PARAMETER,
@@ -39,7 +40,9 @@ from infra.versions import (
 
 USER_DATA_TEMPLATE = Path(__file__).with_name("host_user_data.sh")
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "compose.yaml"
-HOST_MANAGED_POLICIES = ("AmazonSSMManagedInstanceCore", "CloudWatchAgentServerPolicy")
+# Session Manager comes from the stack's own policy (infra/security/session_manager.py): AmazonSSMManagedInstanceCore
+# would also let the host read every SSM parameter in the account.
+HOST_MANAGED_POLICIES = ("CloudWatchAgentServerPolicy",)
 READY_PATH = "/v2/health/ready"
 # Only the host itself reaches IMDS: a container's packets cross the docker bridge, one hop more, so no container
 # (Grafana, Prometheus, the model service) can take the instance role's credentials. The host copies the model
@@ -258,6 +261,7 @@ class Ec2Host(pulumi.ComponentResource):
             opts=self._child,
         )
         attach_managed_policies(self._name, role, HOST_MANAGED_POLICIES, self._child)
+        session_manager_policy(self._name, role, self._env.region, self._child)
         aws.iam.RolePolicy(
             f"{self._name}-pull-and-read-models",
             role=role.id,

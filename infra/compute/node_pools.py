@@ -15,14 +15,15 @@ from infra.config.models import NodePoolConfig
 from infra.network.vpc import Network
 from infra.security.iam import attach_managed_policies, trust_policy
 from infra.security.security_groups import SecurityGroups
+from infra.security.session_manager import session_manager_policy
 from infra.versions import CPU_AMI_TYPE, GPU_AMI_TYPE
 
-# What a node needs and no more: join the cluster, pull images, run the VPC CNI, be reachable through SSM.
+# What a node needs and no more: join the cluster, pull images, run the VPC CNI; Session Manager comes from the
+# stack's own policy (infra/security/session_manager.py), not AmazonSSMManagedInstanceCore and its parameter reads.
 NODE_MANAGED_POLICIES = (
     "AmazonEKSWorkerNodePolicy",
     "AmazonEC2ContainerRegistryPullOnly",
     "AmazonEKS_CNI_Policy",
-    "AmazonSSMManagedInstanceCore",
 )
 POOL_LABEL = "mlstack.io/pool"
 
@@ -97,6 +98,7 @@ class NodePools(pulumi.ComponentResource):
             f"{self._name}-node-role", assume_role_policy=trust_policy("ec2.amazonaws.com"), opts=self._child
         )
         attach_managed_policies(f"{self._name}-node", role, NODE_MANAGED_POLICIES, self._child)
+        session_manager_policy(f"{self._name}-node", role, self._env.region, self._child)
         return role
 
     def _create_pool(

@@ -334,10 +334,13 @@ class ServiceConfig(ConfigModel):
     # api-keys: the inference routes need `X-API-Key` (or `Authorization: Bearer`) of a client in apiClients;
     # health and metadata routes stay open for the load balancer. README "Security model".
     authentication: Literal["api-keys", "none"] = "none"
-    # Client name -> sha256 (hex) of its key. Digests only: the keys themselves never enter the stack.
+    # Client name -> sha256 (hex) of its key, for keys made outside the stack. Digests only: such keys never enter it.
     api_clients: dict[Annotated[str, Field(pattern=CLIENT_NAME)], Annotated[str, Field(pattern=SHA256_HEX)]] = Field(
         default_factory=dict
     )
+    # Clients whose keys the stack generates (EKS): each key lives only as a secret in the stack's encrypted state,
+    # the pods get its digest, and the owner reads it with `pulumi stack output --show-secrets apiClientKeys`.
+    generated_api_clients: list[Annotated[str, Field(pattern=CLIENT_NAME)]] = Field(default_factory=list)
     # Who may post feedback (labels) on the internal port, by key digest, and from which namespaces.
     feedback_clients: dict[Annotated[str, Field(pattern=CLIENT_NAME)], Annotated[str, Field(pattern=SHA256_HEX)]] = (
         Field(default_factory=dict)
@@ -350,12 +353,17 @@ class ServiceConfig(ConfigModel):
     def _authentication_has_clients(self) -> "ServiceConfig":
         if self.internal_port == self.port:
             raise ConfigRuleError("internalPort", "must differ from service.port, which the ALB reaches")
-        if self.authentication == "api-keys" and not self.api_clients:
+        if self.authentication == "api-keys" and not (self.api_clients or self.generated_api_clients):
             raise ConfigRuleError(
                 "apiClients",
-                "authentication 'api-keys' needs at least one client: '<name>: <sha256 of its key>' "
-                '(README "Security model")',
+                "authentication 'api-keys' needs at least one client: a name under generatedApiClients (the stack "
+                "makes its key) or '<name>: <sha256 of its key>' under apiClients (README \"Security model\")",
             )
+        twice = sorted(set(self.api_clients) & set(self.generated_api_clients)) or sorted(
+            {name for name in self.generated_api_clients if self.generated_api_clients.count(name) > 1}
+        )
+        if twice:
+            raise ConfigRuleError("generatedApiClients", f"{', '.join(twice)}: a client is listed once, in one list")
         return self
 
     @field_validator("model_version", mode="before")
@@ -505,10 +513,11 @@ class SloConfig(ConfigModel):
 
 
 class RetrainConfig(ConfigModel):
-    """Drift alerts -> Alertmanager -> the retrain relay -> GitHub `repository_dispatch` -> retrain.yml."""
+    """Drift alerts -> Alertmanager -> the retrain relay -> GitHub's workflow dispatch API -> `workflow` at `ref`."""
 
     repository: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] = None
-    event_type: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")] = "model-drift"
+    workflow: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}\.ya?ml$")] = "retrain.yml"
+    ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]{1,200}$")] = "main"
     cooldown_hours: Annotated[float, Field(ge=0, le=720)] = 6
 
 

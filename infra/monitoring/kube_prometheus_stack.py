@@ -34,6 +34,11 @@ RELEASE = "kube-prometheus-stack"
 GRAFANA_SERVICE = f"{RELEASE}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 ALERTMANAGER_SECRET = "alertmanager-mlstack"
+# The bearer token Alertmanager sends the retrain relay and the relay expects: one Secret, mounted into Alertmanager
+# through alertmanagerSpec.secrets (chart 88.5.3 values.yaml: "mounted into /etc/alertmanager/secrets/", one folder
+# per Secret) and read by the relay as MLSTACK_RELAY_WEBHOOK_TOKEN.
+RETRAIN_WEBHOOK_SECRET = "retrain-relay-webhook"
+RETRAIN_WEBHOOK_TOKEN_FILE = f"/etc/alertmanager/secrets/{RETRAIN_WEBHOOK_SECRET}/token"
 DASHBOARD_LABEL = "grafana_dashboard"
 # The model service's container port that serves /metrics, by name: the one place to re-point the scrape.
 METRICS_PORT = INTERNAL_PORT_NAME
@@ -120,7 +125,12 @@ def kube_prometheus_stack_values(env: Environment) -> dict[str, Any]:
                 },
             }
         },
-        "alertmanager": {"alertmanagerSpec": {"configSecret": ALERTMANAGER_SECRET}},
+        "alertmanager": {
+            "alertmanagerSpec": {
+                "configSecret": ALERTMANAGER_SECRET,
+                **({"secrets": [RETRAIN_WEBHOOK_SECRET]} if env.config.monitoring.retrain.repository else {}),
+            }
+        },
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "searchNamespace": NAMESPACE}},
@@ -193,13 +203,29 @@ class Monitoring(pulumi.ComponentResource):
             string_data={"admin-user": "admin", "admin-password": password.result},
             opts=in_namespace,
         )
+        self.retrain_webhook_secret: pulumi.Resource | None = None
+        if retrain_webhook_url:
+            # Made here, before Alertmanager's pods that mount it; the relay (RetrainRelay) reads the same Secret.
+            webhook_token = random.RandomPassword(
+                f"{name}-retrain-webhook-token", length=48, special=False, opts=pulumi.ResourceOptions(parent=self)
+            )
+            self.retrain_webhook_secret = create(
+                k8s.core.v1.Secret,
+                f"{name}-retrain-webhook-secret",
+                metadata={"name": RETRAIN_WEBHOOK_SECRET, "namespace": NAMESPACE},
+                string_data={"token": webhook_token.result},
+                opts=in_namespace,
+            )
+        credentials_file = RETRAIN_WEBHOOK_TOKEN_FILE if retrain_webhook_url else None
         create(
             k8s.core.v1.Secret,
             f"{name}-alertmanager-secret",
             metadata={"name": ALERTMANAGER_SECRET, "namespace": NAMESPACE},
             string_data={
                 "alertmanager.yaml": pulumi.Output.secret(
-                    receivers.apply(lambda r: yaml.safe_dump(alertmanager_config(r, retrain_webhook_url)))
+                    receivers.apply(
+                        lambda r: yaml.safe_dump(alertmanager_config(r, retrain_webhook_url, credentials_file))
+                    )
                 )
             },
             opts=in_namespace,

@@ -1,8 +1,9 @@
-"""The retrain relay on EKS: Alertmanager's drift alerts become GitHub `repository_dispatch` events.
+"""The retrain relay on EKS: Alertmanager's drift alerts become `workflow_dispatch` runs of retrain.yml.
 
 One small pod from the service image (`python -m mlstack_service.retrain_relay`) in the monitoring namespace,
 reached by Alertmanager through a ClusterIP Service. The GitHub token comes from the stack's
-`mlstack:retrainGithubToken` secret into a Kubernetes Secret, never into the Deployment's spec.
+`mlstack:retrainGithubToken` secret (a fine-grained token with Actions: write only) into a Kubernetes Secret, never
+into the Deployment's spec.
 """
 
 import pulumi
@@ -14,7 +15,7 @@ from infra.config import Environment
 from infra.config.errors import StackConfigError
 from infra.config.load import NAMESPACE as CONFIG_NAMESPACE
 from infra.config.load import stack_file
-from infra.monitoring.kube_prometheus_stack import NAMESPACE
+from infra.monitoring.kube_prometheus_stack import NAMESPACE, RETRAIN_WEBHOOK_SECRET
 from infra.registry.ecr import ContainerRegistry
 from infra.release_state import deployed_image_tag
 from infra.workloads.objects import create
@@ -45,7 +46,8 @@ class RetrainRelay(pulumi.ComponentResource):
         if token is None:
             raise StackConfigError(
                 f"{stack_file(env.name)}: {CONFIG_NAMESPACE}:{TOKEN_KEY}: missing; monitoring.retrain.repository is "
-                f"set, so the relay needs a token allowed to create dispatches: "
+                f"set, so the relay needs a fine-grained GitHub token with Actions: write on "
+                f"{settings.repository} (and no other permission): "
                 f"`pulumi config set --secret {CONFIG_NAMESPACE}:{TOKEN_KEY} ...`"
             )
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=depends_on)
@@ -67,7 +69,8 @@ class RetrainRelay(pulumi.ComponentResource):
         )
         settings_env = {
             "MLSTACK_RELAY_REPOSITORY": settings.repository or "",
-            "MLSTACK_RELAY_EVENT_TYPE": settings.event_type,
+            "MLSTACK_RELAY_WORKFLOW": settings.workflow,
+            "MLSTACK_RELAY_REF": settings.ref,
             "MLSTACK_RELAY_COOLDOWN_SECONDS": str(int(settings.cooldown_hours * 3600)),
             "MLSTACK_RELAY_PORT": str(PORT),
         }
@@ -98,6 +101,12 @@ class RetrainRelay(pulumi.ComponentResource):
                                     {
                                         "name": "MLSTACK_RELAY_GITHUB_TOKEN",
                                         "valueFrom": {"secretKeyRef": {"name": f"{NAME}-github", "key": "token"}},
+                                    },
+                                    {
+                                        # What Alertmanager sends (its credentials_file); the relay answers 401 to
+                                        # any webhook without it, and refuses to start without it.
+                                        "name": "MLSTACK_RELAY_WEBHOOK_TOKEN",
+                                        "valueFrom": {"secretKeyRef": {"name": RETRAIN_WEBHOOK_SECRET, "key": "token"}},
                                     },
                                 ],
                                 "resources": {

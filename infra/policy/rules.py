@@ -98,9 +98,13 @@ class Rule:
     check: Callable[[Resource, Stack], Iterable[str]]
     tiers: tuple[str, ...] | None = None  # None: every tier
     level: str = MANDATORY
+    skip_tiers: tuple[str, ...] = ()  # tiers where a stricter twin of this rule runs instead
+
+    def runs_for(self, tier: str | None) -> bool:
+        return (self.tiers is None or tier in self.tiers) and tier not in self.skip_tiers
 
     def evaluate(self, stack: Stack) -> list[Violation]:
-        if self.tiers is not None and stack.tier not in self.tiers:
+        if not self.runs_for(stack.tier):
             return []
         return [
             Violation(self.name, self.level, resource.urn, message)
@@ -272,6 +276,17 @@ def required_tags(resource: Resource, stack: Stack) -> Iterable[str]:
     missing = [key for key in REQUIRED_TAGS if not tags.get(key)]
     if missing:
         yield f"the AWS provider's default tags lack {missing}, so resources would go untagged"
+
+
+def account_pinned(resource: Resource, stack: Stack) -> Iterable[str]:
+    """The AWS provider names the one account it may act in (`allowedAccountIds`, from the stack's `accountId`)."""
+    raw = resource.inputs.get("allowedAccountIds")
+    accounts = json.loads(raw) if isinstance(raw, str) and raw.startswith("[") else raw
+    if not accounts:
+        yield (
+            "the AWS provider sets no allowedAccountIds, so the stack could be applied to any account the "
+            "credentials reach; set mlstack:accountId in the stack file"
+        )
 
 
 def ecr_scan_on_push(resource: Resource, stack: Stack) -> Iterable[str]:
@@ -721,6 +736,19 @@ READ_VERBS = ("get", "list", "describe")
 # Read-only actions whose names start with none of the verbs above (their access level is Read in the Service
 # Authorization Reference).
 READ_ONLY_ACTIONS = frozenset({"ecr:batchgetimage", "ecr:batchchecklayeravailability"})
+# Write actions that support no resource-level permissions: the Service Authorization Reference lists no resource
+# type for them, so a policy can only grant them on "*". Each is allowed on "*" here, and nothing else is.
+WRITES_WITHOUT_RESOURCE_TYPES: Mapping[str, str] = {
+    # list_awsshield.html, CreateProtection: "Resource types: (none)"; the LB controller's upstream policy grants it
+    # for the shield-advanced-protection annotation.
+    "shield:createprotection": "AWS Shield CreateProtection",
+    # list_ssmmessages.html: none of the four channel actions has a resource type; the SSM agent opens Session
+    # Manager's channels with them (AWS managed policy AmazonSSMManagedInstanceCore v2, statement 2).
+    "ssmmessages:createcontrolchannel": "Session Manager control channel",
+    "ssmmessages:createdatachannel": "Session Manager data channel",
+    "ssmmessages:opencontrolchannel": "Session Manager control channel",
+    "ssmmessages:opendatachannel": "Session Manager data channel",
+}
 # Condition keys that bound which resources a statement reaches, so a `*` under them is not every resource: tags the
 # resource carries or is created with, the VPC an EC2 resource is in, the one service a service-linked role is for,
 # the service a KMS key is used through. Under `Null`, a key bounds only when it must be present ("false").
@@ -774,8 +802,8 @@ def no_wildcard_write(resource: Resource, stack: Stack) -> Iterable[str]:
     Write: any action but Get*/List*/Describe* and the explicitly read-only (READ_ONLY_ACTIONS); `NotAction` counts
     as write. Every resource: `Resource` "*" (or an ARN whose resource part is "*") or any `NotResource`. A statement
     is bounded when a condition scopes it by tag, by VPC, by the service a service-linked role is for, or by the
-    service a KMS key is used through (SCOPING_CONDITION_KEYS). No action is allow-listed: none this stack grants
-    needs an unbounded `*` that a tag or VPC condition or an ARN could not bound.
+    service a KMS key is used through (SCOPING_CONDITION_KEYS). The only writes allowed on "*" unbounded are those
+    the Service Authorization Reference gives no resource type (WRITES_WITHOUT_RESOURCE_TYPES, each cited).
     """
     for where, document in _policy_documents(resource):
         for index, statement in enumerate(_statements(document)):
@@ -789,7 +817,11 @@ def no_wildcard_write(resource: Resource, stack: Stack) -> Iterable[str]:
             if "NotAction" in statement:
                 writes = [f"everything but {_as_list(statement['NotAction'])}"]
             else:
-                writes = [str(action) for action in _as_list(statement.get("Action")) if is_write_action(str(action))]
+                writes = [
+                    str(action)
+                    for action in _as_list(statement.get("Action"))
+                    if is_write_action(str(action)) and str(action).lower() not in WRITES_WITHOUT_RESOURCE_TYPES
+                ]
             if writes:
                 sid = statement.get("Sid") or f"#{index}"
                 yield f'{where} statement {sid} allows {", ".join(writes)} on every resource ("*")'
@@ -901,14 +933,20 @@ RULES: tuple[Rule, ...] = (
     # (ingress.certificateArn), which only its owner can issue; the preview shows the finding until then.
     Rule("tls-in-prod", "Internet-facing load balancers serve HTTPS, and HTTP only redirects", (INGRESS, LISTENER),
          tls_in_prod, tiers=("prod",), level=ADVISORY),
+    # Advisory until the stack file names its account: only its owner knows the account id (README "Security model").
+    Rule("account-pinned", "Prod's AWS provider may act in one named account only", (AWS_PROVIDER,), account_pinned,
+         tiers=("prod",), level=ADVISORY),
     Rule("authenticated-ingress", "Internet-facing Ingresses authenticate every request", (INGRESS,),
          authenticated_ingress, tiers=("prod",)),
     Rule("pod-identity-trust-conditions", "Pod Identity roles trust one account, cluster, namespace, service account",
          (ROLE,), pod_identity_trust),
-    # Advisory: the AWS Load Balancer Controller's upstream policy (iam_policy.json at the pinned tag) grants some
-    # writes on "*" (security groups, listeners, rules, WAF); each is listed for review until narrowed and verified.
+    # Mandatory in prod, a warning elsewhere (the account bootstrap included, whose deploy role creates what a stack
+    # holds before any ARN exists).
     Rule("no-wildcard-write", "No write action allowed on every resource",
-         (ROLE, ROLE_POLICY, MANAGED_POLICY, USER_POLICY, GROUP_POLICY), no_wildcard_write, level=ADVISORY),
+         (ROLE, ROLE_POLICY, MANAGED_POLICY, USER_POLICY, GROUP_POLICY), no_wildcard_write, tiers=("prod",)),
+    Rule("no-wildcard-write-warning", "No write action allowed on every resource (a warning outside prod)",
+         (ROLE, ROLE_POLICY, MANAGED_POLICY, USER_POLICY, GROUP_POLICY), no_wildcard_write, level=ADVISORY,
+         skip_tiers=("prod",)),
     Rule("no-public-metrics", "/metrics is not reachable through an internet-facing Ingress", (INGRESS,),
          no_public_metrics),
 )  # fmt: skip

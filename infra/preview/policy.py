@@ -28,4 +28,4 @@ def check_policies(run: StackRun) -> list[Violation]:
 def policy_rules_run(run: StackRun) -> int:
     """How many policy rules apply to the stack's tier (and so ran)."""
     tier = stack_from_run(run).tier
-    return sum(1 for rule in RULES if rule.tiers is None or tier in rule.tiers)
+    return sum(1 for rule in RULES if rule.runs_for(tier))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 from infra.compute.addons.helm import pinned_release
 from infra.compute.eks_cluster import EksCluster
@@ -13,6 +14,7 @@ from infra.config import Environment
 from infra.network.vpc import Network
 from infra.security.pod_identity import pod_identity_role
 from infra.versions import AWS_LOAD_BALANCER_CONTROLLER_CHART, AWS_LOAD_BALANCER_CONTROLLER_POLICY
+from infra.workloads.aws_load_balancer_controller_policy import Scope, narrowed_policy
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "aws-load-balancer-controller"
@@ -72,13 +74,25 @@ class LoadBalancerController(pulumi.ComponentResource):
     ) -> None:
         super().__init__("mlstack:workloads:LoadBalancerController", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        upstream = json.loads(POLICY_FILE.read_text())
+        # Upstream, with its tag conditions naming this cluster and its writes on "*" narrowed to this account,
+        # region and VPC (aws_load_balancer_controller_policy.py says which, and from where).
+        policy = pulumi.Output.all(account.account_id, network.vpc_id).apply(
+            lambda ids: json.dumps(
+                narrowed_policy(
+                    scoped_policy(upstream, env.cluster_name),
+                    Scope(partition="aws", region=env.region, account_id=ids[0], vpc_id=ids[1]),
+                )
+            )
+        )
         identity = pod_identity_role(
             name,
             cluster_name=cluster.name,
             cluster_arn=cluster.cluster.arn,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
-            policy=json.dumps(scoped_policy(json.loads(POLICY_FILE.read_text()), env.cluster_name)),
+            policy=policy,
             opts=child,
         )
         self.release = pinned_release(

@@ -24,6 +24,7 @@ from infra.compute.node_pools import POOL_LABEL, NodePools
 from infra.config import Environment
 from infra.registry.ecr import ContainerRegistry
 from infra.release_state import service_image_tag
+from infra.security.api_client_keys import GeneratedClientKeys
 from infra.security.iam import policy_document
 from infra.security.kms import EncryptionKeys
 from infra.security.pod_identity import pod_identity_role
@@ -96,6 +97,7 @@ class ModelService(pulumi.ComponentResource):
     service_url: pulumi.Output[str]
     role: aws.iam.Role
     provider: pulumi.ProviderResource
+    generated_api_keys: dict[str, pulumi.Output[str]]
 
     def __init__(
         self,
@@ -186,10 +188,19 @@ class ModelService(pulumi.ComponentResource):
         )
 
     def _create_client_keys(self) -> k8s.core.v1.Secret | None:
-        """The keys files the service checks callers against (digests of keys, never keys), when it needs any."""
+        """The keys files the service checks callers against (digests of keys, never keys), when it needs any.
+
+        API clients are those the stack file lists with their key's digest, plus those it names for the stack to
+        generate a key for (GeneratedClientKeys; the keys leave the stack only as the secret output apiClientKeys).
+        """
         service = self._env.config.service
-        files = {
-            **({API_KEYS_FILE: client_keys_file(service.api_clients)} if service.authentication == "api-keys" else {}),
+        generated = GeneratedClientKeys(
+            f"{self._name}-api-key", service.generated_api_clients, pulumi.ResourceOptions(parent=self)
+        )
+        self.generated_api_keys = generated.keys
+        api_keys_file = generated.digests.apply(lambda digests: client_keys_file({**service.api_clients, **digests}))
+        files: dict[str, pulumi.Input[str]] = {
+            **({API_KEYS_FILE: api_keys_file} if service.authentication == "api-keys" else {}),
             **({FEEDBACK_KEYS_FILE: client_keys_file(service.feedback_clients)} if service.feedback_clients else {}),
         }
         if not files:

@@ -1,13 +1,20 @@
-"""Alertmanager -> GitHub: turns a firing drift alert into a `repository_dispatch` that starts retrain.yml.
+"""Alertmanager -> GitHub: turns a firing drift alert into a `workflow_dispatch` run of retrain.yml.
 
     python -m mlstack_service.retrain_relay
 
 Alertmanager's webhook sends its own JSON and cannot shape the body GitHub's dispatch API wants, so this small
-server sits between them. POST /alerts takes an Alertmanager webhook (version 4) that carries the relay's bearer
-token (Alertmanager's `http_config.authorization.credentials_file`); a request without it gets 401. A firing alert
-sends one dispatch, then the relay stays quiet for the cool-down, whatever the alerts' labels say: the cool-down is
-global, so no label a sender chooses (a made-up model name) can start another retraining. Alertmanager repeats a
-firing alert and a retraining run takes a while. A GitHub failure is answered with a 502, so Alertmanager retries.
+server sits between them. It calls "Create a workflow dispatch event" (POST /repos/{owner}/{repo}/actions/workflows/
+{workflow}/dispatches, body `ref` and string `inputs` the workflow declares), which a fine-grained token with
+Actions: write may call and nothing more: the token cannot push code, unlike `repository_dispatch`, whose endpoint
+needs Contents: write (docs.github.com, REST API, "Permissions required for fine-grained personal access tokens":
+the Actions table lists POST .../actions/workflows/{workflow_id}/dispatches as write, the Contents table lists
+POST /repos/{owner}/{repo}/dispatches).
+
+POST /alerts takes an Alertmanager webhook (version 4) that carries the relay's bearer token (Alertmanager's
+`http_config.authorization.credentials_file`); a request without it gets 401. A firing alert sends one dispatch, then
+the relay stays quiet for the cool-down, whatever the alerts' labels say: the cool-down is global, so no label a
+sender chooses (a made-up model name) can start another retraining. Alertmanager repeats a firing alert and a
+retraining run takes a while. A GitHub failure is answered with a 502, so Alertmanager retries.
 """
 
 import asyncio
@@ -31,18 +38,24 @@ from mlstack_service.settings import describe_invalid_settings
 Scope = dict[str, Any]
 MAX_BODY_BYTES = 1 << 20
 GITHUB_TIMEOUT_SECONDS = 10
+INPUT_FIELD_CHARS = 200  # per alert field: 20 alerts stay far below GitHub's 65,535-character limit on inputs
 
 
 class RelaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLSTACK_RELAY_", frozen=True)
 
     repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name on GitHub")
-    github_token: SecretStr = Field(description="a token allowed to create repository dispatches")
+    github_token: SecretStr = Field(
+        description="a fine-grained token with Actions: write on the repository (and nothing else)"
+    )
     webhook_token: SecretStr = Field(
         min_length=16, description="the bearer token Alertmanager must send (its credentials_file holds the same)"
     )
     github_api_url: str = Field("https://api.github.com", description="GitHub's REST API (GitHub Enterprise: yours)")
-    event_type: str = Field("model-drift", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    workflow: str = Field(
+        "retrain.yml", pattern=r"^[A-Za-z0-9_.-]{1,100}\.ya?ml$", description="the workflow file it dispatches"
+    )
+    ref: str = Field("main", pattern=r"^[A-Za-z0-9_./-]{1,200}$", description="the branch the workflow runs on")
     cooldown_seconds: float = Field(6 * 3600, ge=0, description="quiet time after a dispatch, for every model")
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
@@ -148,22 +161,41 @@ class RetrainRelay:
         return 202, {"dispatched": dispatched, "cooling_down": cooling}
 
     def _dispatch_body(self, model: str, alerts: list[dict[str, Any]], source: str) -> dict[str, Any]:
+        """The workflow dispatch body: `ref` and the inputs retrain.yml declares, each a string (GitHub refuses an
+        input the workflow does not declare)."""
+
+        def field(value: Any) -> str:
+            return str(value)[:INPUT_FIELD_CHARS]
+
         summaries = [
             {
-                "alertname": alert.get("labels", {}).get("alertname", ""),
-                "feature": alert.get("labels", {}).get("feature", ""),
-                "summary": alert.get("annotations", {}).get("summary", ""),
-                "starts_at": alert.get("startsAt", ""),
+                "alertname": field(alert.get("labels", {}).get("alertname", "")),
+                # A feature alert names its feature as a label; the decision alert lists the most drifted ones
+                # in its `features` annotation.
+                "feature": field(
+                    alert.get("labels", {}).get("feature") or alert.get("annotations", {}).get("features", "").strip()
+                ),
+                "summary": field(alert.get("annotations", {}).get("summary", "")),
+                "starts_at": field(alert.get("startsAt", "")),
             }
-            for alert in alerts[:20]  # the payload stays small whatever the group's size
+            for alert in alerts[:20]  # the inputs stay small whatever the group's size
         ]
+        names = sorted({summary["alertname"] for summary in summaries if summary["alertname"]})
         return {
-            "event_type": self.settings.event_type,
-            "client_payload": {"model_name": model, "alerts": summaries, "source": source},
+            "ref": self.settings.ref,
+            "inputs": {
+                "model_name": model,
+                "reason": field(f"drift alert: {', '.join(names) or 'unnamed'}"),
+                "alerts": orjson.dumps({"source": field(source), "alerts": summaries}).decode(),
+            },
         }
 
     def _post_dispatch(self, payload: dict[str, Any]) -> None:
-        url = f"{self.settings.github_api_url.rstrip('/')}/repos/{self.settings.repository}/dispatches"
+        settings = self.settings
+        url = (
+            f"{settings.github_api_url.rstrip('/')}/repos/{settings.repository}/actions/workflows/"
+            f"{settings.workflow}/dispatches"
+        )
         request = urllib.request.Request(
             url,
             data=orjson.dumps(payload),
@@ -177,7 +209,7 @@ class RetrainRelay:
         )
         try:
             with urllib.request.urlopen(request, timeout=GITHUB_TIMEOUT_SECONDS) as response:
-                if response.status != 204:
+                if response.status not in (200, 204):  # 200 when GitHub returns the run's details
                     raise GitHubError(f"{url} answered {response.status}, expected 204")
         except urllib.error.HTTPError as error:
             detail = error.read(500).decode(errors="replace")

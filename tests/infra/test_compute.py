@@ -1,6 +1,7 @@
 """Compute per stack file: the dev EC2 host, the EKS clusters, their node pools, add-ons and IAM."""
 
 import base64
+import fnmatch
 import gzip
 import hashlib
 import json
@@ -22,6 +23,7 @@ from infra.compute.ec2_host import (
 from infra.compute.node_pools import NODE_MANAGED_POLICIES
 from infra.config.models import MonitoringConfig
 from infra.preview.engine import RecordedResource, StackRun
+from infra.preview.fake_cloud import FAKE_ACCOUNT_ID
 from infra.preview.tree import render_tree
 from infra.versions import (
     AL2023_AMI_SSM_PARAMETER,
@@ -150,7 +152,6 @@ def test_host_role_carries_only_the_managed_policies_it_needs(committed_runs: di
     (role,) = [role for role in run.of_type("aws:iam/role:Role") if role.name == "host-role"]
     # Stated here, not read from the code: any other policy (AdministratorAccess, a *FullAccess) fails the test.
     assert _attached_policies(run, role) == {
-        "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH: the host opens no port 22
         "CloudWatchAgentServerPolicy",  # the CloudWatch agent ships the containers' logs
     }
     assert set(HOST_MANAGED_POLICIES) == _attached_policies(run, role)
@@ -498,9 +499,52 @@ def test_node_role_carries_only_the_managed_policies_it_needs(eks_run: StackRun)
         "AmazonEKSWorkerNodePolicy",  # the kubelet joins the cluster and describes its instance
         "AmazonEC2ContainerRegistryPullOnly",  # nodes pull the service image from ECR, never push
         "AmazonEKS_CNI_Policy",  # the VPC CNI assigns pod IPs (it runs with the node's role)
-        "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH onto nodes
     }
     assert set(NODE_MANAGED_POLICIES) == _attached_policies(eks_run, role)
+
+
+# AWS managed policies that read every SSM parameter (AmazonSSMManagedInstanceCore v2's first statement grants
+# ssm:GetParameter and ssm:GetParameters on "*").
+PARAMETER_READERS = {"AmazonSSMManagedInstanceCore", "AmazonSSMReadOnlyAccess", "AmazonSSMFullAccess"}
+
+
+def _inline_statements(run: StackRun, role: RecordedResource) -> list[dict[str, Any]]:
+    policies = [p for p in run.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id]
+    return [statement for policy in policies for statement in json.loads(policy.inputs["policy"])["Statement"]]
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize(("stack", "role_name"), [("dev", "host-role"), ("staging", "pools-node-role"),
+                                                  ("prod", "pools-node-role")])  # fmt: skip
+def test_node_and_host_roles_reach_session_manager_but_no_ssm_parameter(
+    committed_runs: dict[str, StackRun], stack: str, role_name: str
+) -> None:
+    run = committed_runs[stack]
+    (role,) = [role for role in run.of_type("aws:iam/role:Role") if role.name == role_name]
+    assert not _attached_policies(run, role) & PARAMETER_READERS
+    statements = _inline_statements(run, role)
+    for statement in statements:
+        for action in _listed(statement["Action"]):
+            reads_parameters = fnmatch.fnmatchcase("ssm:GetParameters", action) or fnmatch.fnmatchcase(
+                "ssm:GetParameter", action
+            )
+            assert not reads_parameters, f"{role_name} may call {action} on {statement['Resource']}"
+    granted = {action for statement in statements for action in _listed(statement["Action"])}
+    # Session Manager's five actions (AWSCloud9SSMInstanceProfile v1 is exactly these) are there.
+    assert {
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+    } <= granted
+    (registration,) = [s for s in statements if s.get("Sid") == "SessionManagerRegistration"]
+    region = stack_config(stack)["aws:region"]
+    for arn in registration["Resource"]:
+        assert arn.split(":")[3:5] == [region, FAKE_ACCOUNT_ID], arn
 
 
 # Managed policies that grant administration or a whole service: no role of any stack may carry one.

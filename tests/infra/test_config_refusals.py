@@ -142,3 +142,18 @@ def test_a_prod_nat_violation_names_the_key_to_change(run_stack: Any) -> None:
     messages = [violation.message for violation in check_policies(run) if violation.policy == "nat-per-az"]
     assert messages
     assert all("mlstack:network.natStrategy: per-az" in message for message in messages)
+
+
+def test_prod_without_any_api_client_is_refused_saying_how_to_add_one() -> None:
+    config = stack_config("prod")
+    del config["mlstack:service"]["generatedApiClients"]
+    message = _error("prod", config)
+    assert "stacks/Pulumi.prod.yaml" in message
+    assert "authentication 'api-keys' needs at least one client" in message
+    assert "generatedApiClients" in message
+
+
+def test_a_client_listed_twice_is_refused() -> None:
+    config = stack_config("prod")
+    config["mlstack:service"]["apiClients"] = {"loan-approval-frontend": "0" * 64}
+    assert "loan-approval-frontend: a client is listed once, in one list" in _error("prod", config)

@@ -254,6 +254,23 @@ def test_drift_alerts_reach_the_retrain_relay_when_a_repository_is_configured(ru
     assert env["MLSTACK_RELAY_REPOSITORY"] == "example-org/mlstack"
     assert env["MLSTACK_RELAY_COOLDOWN_SECONDS"] == "7200"
     assert env["MLSTACK_RELAY_GITHUB_TOKEN"] == {"secretKeyRef": {"name": "retrain-relay-github", "key": "token"}}
+    # The relay refuses to start without the token Alertmanager sends: both read one generated Secret, Alertmanager
+    # as a mounted file (alertmanagerSpec.secrets), the relay as its env, and the relay waits for the Secret.
+    assert env["MLSTACK_RELAY_WEBHOOK_TOKEN"] == {"secretKeyRef": {"name": "retrain-relay-webhook", "key": "token"}}
+    (webhook_secret,) = [
+        r for r in run.of_type("kubernetes:core/v1:Secret") if r.inputs["metadata"]["name"] == "retrain-relay-webhook"
+    ]
+    assert webhook_secret.inputs["metadata"]["namespace"] == deployment.inputs["metadata"]["namespace"]
+    (token,) = [
+        r for r in run.of_type("random:index/randomPassword:RandomPassword") if r.name.endswith("retrain-webhook-token")
+    ]
+    assert token.inputs["length"] >= 32
+    assert unwrap_secret(webhook_secret.inputs["stringData"])["token"] == token.outputs["result"]
+    assert webhook_secret.urn in deployment.dependencies
+    (release,) = [
+        r for r in run.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "kube-prometheus-stack"
+    ]
+    assert release.inputs["values"]["alertmanager"]["alertmanagerSpec"]["secrets"] == ["retrain-relay-webhook"]
     assert container["command"] == ["python", "-m", "mlstack_service.retrain_relay"]
     assert "ghp_not-a-real-token" not in str(renderer.value([r.inputs for r in run.resources]))
     (service,) = [s for s in run.of_type("kubernetes:core/v1:Service") if s.inputs["metadata"]["name"] == NAME]
@@ -268,6 +285,10 @@ def test_drift_alerts_reach_the_retrain_relay_when_a_repository_is_configured(ru
     assert route["matchers"] == ['action="retrain"']
     (receiver,) = [r for r in config["receivers"] if r["name"] == "retrain"]
     assert receiver["webhook_configs"][0]["url"] == WEBHOOK_URL
+    assert receiver["webhook_configs"][0]["http_config"]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/etc/alertmanager/secrets/retrain-relay-webhook/token",
+    }
     rules = yaml.safe_load((RULES_DIR / "drift.rules.yml").read_text())
     drift = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "ModelDecisionDrift"]
     assert drift[0]["labels"]["action"] == "retrain", "the route matches what the alert carries"
@@ -280,6 +301,7 @@ def test_drift_alerts_reach_the_retrain_relay_when_a_repository_is_configured(ru
     assert sorted(m["kind"] for m in relay_manifests) == [
         "Deployment",
         "NetworkPolicy",
+        "Secret",
         "Secret",
         "Service",
         "ServiceAccount",

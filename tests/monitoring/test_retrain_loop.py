@@ -1,5 +1,6 @@
 """The retraining loop up to GitHub: a drift alert in a real Alertmanager, routed by the config the stack deploys,
-reaches the real relay process, which sends a `repository_dispatch` to a recording stand-in for GitHub's API."""
+reaches the real relay process, which dispatches retrain.yml (`workflow_dispatch`) through a recording stand-in for
+GitHub's API."""
 
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from infra.monitoring.kube_prometheus_stack import alertmanager_config
+from tests.conftest import REPO_ROOT
 from tests.monitoring.daemons import prometheus_daemon
 from tests.service.conftest import free_port, post_and_close, wait_for
 
@@ -26,6 +28,24 @@ TOKEN = "test-token-not-a-secret"
 WEBHOOK_TOKEN = "webhook-token-not-a-secret"
 AUTHORIZED = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 REPOSITORY = "example-org/mlstack"
+RETRAIN_WORKFLOW = REPO_ROOT / ".github" / "workflows" / "retrain.yml"
+
+
+def _declared_inputs() -> dict[str, Any]:
+    """The inputs retrain.yml's workflow_dispatch declares (PyYAML reads the key `on` as True)."""
+    document = yaml.safe_load(RETRAIN_WORKFLOW.read_text())
+    inputs: dict[str, Any] = document[True]["workflow_dispatch"]["inputs"]
+    return inputs
+
+
+def _inputs(dispatch: "Dispatch") -> dict[str, str]:
+    """The dispatch's inputs, checked the way GitHub checks them: every one declared by the workflow, each a
+    string (GitHub answers 422 otherwise)."""
+    assert set(dispatch.body) == {"ref", "inputs"}, dispatch.body
+    inputs: dict[str, str] = dispatch.body["inputs"]
+    assert set(inputs) <= set(_declared_inputs()), f"undeclared inputs: {set(inputs) - set(_declared_inputs())}"
+    assert all(isinstance(value, str) for value in inputs.values())
+    return inputs
 
 
 @dataclass
@@ -110,8 +130,10 @@ def _webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _alert(model: str, feature: str, status: str = "firing") -> dict[str, Any]:
-    labels = {"alertname": "ModelDecisionDrift", "action": "retrain", "model_name": model, "feature": feature}
-    return {"status": status, "labels": labels, "annotations": {"summary": f"{feature} drifted"}, "startsAt": "x"}
+    # As drift.rules.yml's ModelDecisionDrift sends it: the most drifted features in an annotation, not a label.
+    labels = {"alertname": "ModelDecisionDrift", "action": "retrain", "model_name": model}
+    annotations = {"summary": "decisions drifted", "features": f"{feature} "}
+    return {"status": status, "labels": labels, "annotations": annotations, "startsAt": "x"}
 
 
 def test_a_firing_drift_alert_becomes_one_dispatch_per_cooldown_whatever_its_labels(
@@ -121,11 +143,14 @@ def test_a_firing_drift_alert_becomes_one_dispatch_per_cooldown_whatever_its_lab
     assert first.status_code == 202
     assert first.json() == {"dispatched": ["loan-approval"], "cooling_down": []}
     dispatch = github.received.get(timeout=10)
-    assert dispatch.path == f"/repos/{REPOSITORY}/dispatches"
+    # The workflow dispatch endpoint (Actions: write), not /repos/{owner}/{repo}/dispatches (Contents: write).
+    assert dispatch.path == f"/repos/{REPOSITORY}/actions/workflows/retrain.yml/dispatches"
     assert dispatch.headers["authorization"] == f"Bearer {TOKEN}"
-    assert dispatch.body["event_type"] == "model-drift"
-    assert dispatch.body["client_payload"]["model_name"] == "loan-approval"
-    assert dispatch.body["client_payload"]["alerts"][0]["feature"] == "credit_score"
+    assert dispatch.body["ref"] == "main"
+    inputs = _inputs(dispatch)
+    assert inputs["model_name"] == "loan-approval"
+    assert inputs["reason"] == "drift alert: ModelDecisionDrift"
+    assert json.loads(inputs["alerts"])["alerts"][0]["feature"] == "credit_score"
 
     again = httpx.post(f"{relay}/alerts", json=_webhook(_alert("loan-approval", "debt_to_income")), headers=AUTHORIZED)
     assert again.json() == {"dispatched": [], "cooling_down": ["loan-approval"]}
@@ -160,7 +185,7 @@ def test_the_first_of_several_models_firing_together_takes_the_one_dispatch(rela
         f"{relay}/alerts", json=_webhook(_alert("b-model", "x"), _alert("a-model", "y")), headers=AUTHORIZED
     )
     assert answer.json() == {"dispatched": ["a-model"], "cooling_down": ["b-model"]}
-    assert github.received.get(timeout=10).body["client_payload"]["model_name"] == "a-model"
+    assert _inputs(github.received.get(timeout=10))["model_name"] == "a-model"
     assert github.received.empty()
 
 
@@ -220,17 +245,20 @@ def test_alertmanager_routes_a_drift_alert_to_github_through_the_relay(
             "action": "retrain",
             "severity": "ticket",
             "model_name": "loan-approval",
-            "feature": "credit_score",
         }
         latency = {"alertname": "ModelServiceHighLatencyP99", "severity": "page", "model_name": "loan-approval"}
         posted = httpx.post(
             f"{url}/api/v2/alerts",
-            json=[{"labels": labels, "annotations": {"summary": "drift"}}, {"labels": latency}],
+            json=[
+                {"labels": labels, "annotations": {"summary": "drift", "features": "credit_score "}},
+                {"labels": latency},
+            ],
         )
         assert posted.status_code == 200
         dispatch = github.received.get(timeout=60)
-        payload = dispatch.body["client_payload"]
-        assert payload["model_name"] == "loan-approval"
+        inputs = _inputs(dispatch)
+        assert inputs["model_name"] == "loan-approval"
+        payload = json.loads(inputs["alerts"])
         assert payload["source"].startswith("http")
         # Only the alert labelled for retraining took this route; the latency page did not.
         assert [(a["alertname"], a["feature"]) for a in payload["alerts"]] == [("ModelDecisionDrift", "credit_score")]

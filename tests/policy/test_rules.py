@@ -65,9 +65,13 @@ CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0f3c1e2a"
 CLUSTER_ARN = "arn:aws:eks:us-east-1:123456789012:cluster/mlstack-prod"
 
 
-def _provider(tier: str, **tags: str) -> Resource:
+def _provider(tier: str, accounts: list[str] | None = None, **tags: str) -> Resource:
     default_tags = json.dumps({"tags": {**TAGS, "tier": tier, **tags}})
-    return Resource(f"urn:{AWS_PROVIDER}::aws", AWS_PROVIDER, "aws", {"defaultTags": default_tags})
+    inputs = {"defaultTags": default_tags}
+    allowed = ["123456789012"] if accounts is None else accounts
+    if allowed:
+        inputs["allowedAccountIds"] = json.dumps(allowed)
+    return Resource(f"urn:{AWS_PROVIDER}::aws", AWS_PROVIDER, "aws", inputs)
 
 
 def _resource(kind: str, name: str, inputs: dict[str, Any], **extra: Any) -> Resource:
@@ -649,48 +653,75 @@ BRANCHES: tuple[Case, ...] = (
         lambda: _trust(POD_IDENTITY, _without("aws:SourceAccount")),
         "no condition on the account (aws:SourceAccount)",
     ),
-    B("no-wildcard-write", "role policy, Resource *", "dev", lambda: _policy([_allow("s3:PutObject")]), "s3:PutObject"),
+    B(
+        "no-wildcard-write",
+        "role policy, Resource *",
+        "prod",
+        lambda: _policy([_allow("s3:PutObject")]),
+        "s3:PutObject",
+    ),
     B(
         "no-wildcard-write",
         "managed policy, ARN with * resource",
-        "dev",
+        "prod",
         lambda: _policy([_allow(["s3:GetObject", "s3:DeleteObject"], "arn:aws:s3:::*")], MANAGED_POLICY),
         "s3:DeleteObject",
     ),
     B(
         "no-wildcard-write",
         "role inline policy, service wildcard",
-        "dev",
+        "prod",
         lambda: _policy([_allow("ec2:*")], ROLE),
         "inline statement #0 allows ec2:*",
     ),
     B(
         "no-wildcard-write",
         "user policy, a single statement object",
-        "dev",
+        "prod",
         lambda: _policy(_allow("iam:PassRole", Sid="Pass"), USER_POLICY),
         "statement Pass allows iam:PassRole",
     ),
     B(
         "no-wildcard-write",
         "group policy, NotAction",
-        "dev",
+        "prod",
         lambda: _policy([{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}], GROUP_POLICY),
         "everything but",
     ),
     B(
         "no-wildcard-write",
         "NotResource",
-        "dev",
+        "prod",
         lambda: _policy([{"Effect": "Allow", "Action": "s3:PutObject", "NotResource": "arn:aws:s3:::logs/*"}]),
         "s3:PutObject",
     ),
     B(
         "no-wildcard-write",
         "a tag that must be absent does not bound",
-        "dev",
+        "prod",
         lambda: _policy([_allow("ec2:CreateSecurityGroup", Condition={"Null": {"aws:RequestTag/team": "true"}})]),
         "ec2:CreateSecurityGroup",
+    ),
+    B(
+        "no-wildcard-write",
+        "a write with resource types beside one without",
+        "prod",
+        lambda: _policy([_allow(["shield:CreateProtection", "shield:DeleteProtection"])]),
+        'allows shield:DeleteProtection on every resource ("*")',
+    ),
+    B(
+        "account-pinned",
+        "a prod provider without allowedAccountIds",
+        "prod",
+        lambda: [_provider("prod", accounts=[])],
+        "set mlstack:accountId",
+    ),
+    B(
+        "no-wildcard-write-warning",
+        "outside prod, a write on *",
+        "staging",
+        lambda: _policy([_allow("elasticloadbalancing:CreateListener")]),
+        "elasticloadbalancing:CreateListener",
     ),
     B("no-public-metrics", "Service port a ServiceMonitor scrapes", "dev", _metrics, "ServiceMonitor api"),
     B(
@@ -868,7 +899,7 @@ KEEPING: tuple[Case, ...] = (
     K(
         "no-wildcard-write",
         "reads on *",
-        "dev",
+        "prod",
         lambda: _policy(
             [_allow(["ec2:Describe*", "ecr:GetAuthorizationToken", "s3:ListAllMyBuckets", "ecr:BatchGetImage"])]
         ),
@@ -876,13 +907,13 @@ KEEPING: tuple[Case, ...] = (
     K(
         "no-wildcard-write",
         "writes on named resources",
-        "dev",
+        "prod",
         lambda: _policy([_allow("s3:PutObject", "arn:aws:s3:::models/models/*")], MANAGED_POLICY),
     ),
     K(
         "no-wildcard-write",
         "creates bounded by a request tag",
-        "dev",
+        "prod",
         lambda: _policy(
             [_allow("ec2:CreateSecurityGroup", Condition={"StringEquals": {"aws:RequestTag/cluster": "c"}})], ROLE
         ),
@@ -890,7 +921,7 @@ KEEPING: tuple[Case, ...] = (
     K(
         "no-wildcard-write",
         "security-group rules bounded to the stack's VPC",
-        "dev",
+        "prod",
         lambda: _policy(
             [
                 _allow(
@@ -902,8 +933,23 @@ KEEPING: tuple[Case, ...] = (
     ),
     K(
         "no-wildcard-write",
-        "a deny on *",
+        "writes AWS gives no resource type (Session Manager's channels, Shield's CreateProtection)",
+        "prod",
+        lambda: _policy(
+            [_allow(["ssmmessages:CreateControlChannel", "ssmmessages:OpenDataChannel", "shield:CreateProtection"])]
+        ),
+    ),
+    K("account-pinned", "a prod provider pinned to one account", "prod", lambda: [_provider("prod")]),
+    K(
+        "no-wildcard-write-warning",
+        "writes on named resources",
         "dev",
+        lambda: _policy([_allow("s3:PutObject", "arn:aws:s3:::models/models/*")], MANAGED_POLICY),
+    ),
+    K(
+        "no-wildcard-write",
+        "a deny on *",
+        "prod",
         lambda: _policy([{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]),
     ),
     K(
