@@ -29,7 +29,7 @@ from mlstack_service.settings import Settings
 SERVER_NAME = "mlstack-service"
 ACCEPTED_DATATYPES = ("FP32", "FP64")
 # Little-endian, as the binary tensor extension and raw_input_contents define the bytes.
-WIRE_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "INT64": np.dtype("<i8")}
+WIRE_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "INT64": np.dtype("<i8")}
 # What GET /v2 and ServerMetadata list: the binary tensor extension's name as Triton reports it.
 EXTENSIONS = ("binary_tensor_data",)
 

@@ -171,6 +171,8 @@ def serve(settings: Settings) -> int:
         server = DrainingServer(config, app, settings.drain_seconds)
         sockets = [listening_socket(settings.host, settings.port)]
         sockets.append(listening_socket(settings.host, settings.internal_port))
+        # gRPC binds its own port when the app starts; a port in use is found here, before anything is served.
+        listening_socket(settings.host, settings.grpc_port).close()
         # Everything allocated so far lives as long as the process: keep the collector from rescanning it.
         gc.freeze()
     except (PackageError, KeysFileError, ListenError) as error:
@@ -185,7 +187,7 @@ def serve(settings: Settings) -> int:
     except StopRequestedError as stop:  # in the moment before uvicorn took the signals over
         log_event(logger, logging.INFO, "stopped before ready", signal=str(stop))
         return 0
-    if not server.started:  # the lifespan's startup failed: the gRPC port could not be bound
+    except SystemExit:  # uvicorn's answer to a failed startup: the gRPC port was taken after the check above
         log_event(logger, logging.ERROR, "refusing to start", reason=app.startup_failure or "startup failed")
         return EXIT_MODEL_UNUSABLE
     for sig in STOP_SIGNALS:

@@ -262,7 +262,7 @@ def test_dockerfile_pins_bases_by_digest_and_runs_unprivileged() -> None:
     users = [rest for keyword, rest in final if keyword == "USER"]
     assert users
     assert not users[-1].startswith(("0", "root"))
-    assert ("EXPOSE", "8080") in final
+    assert ("EXPOSE", "8080 8081") in final  # REST, gRPC; never the internal port
     final_text = " ".join(rest for _, rest in final)
     assert not re.search(r"\b(gcc|g\+\+|build-essential|make)\b", final_text)
     stages = [rest for keyword, rest in instructions if keyword == "FROM"]
