@@ -34,7 +34,7 @@ WIRE_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dty
 EXTENSIONS = ("binary_tensor_data",)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InputTensor:
     """The one input tensor's header, as any protocol states it."""
 
@@ -43,14 +43,14 @@ class InputTensor:
     shape: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferRequest:
     rows: NDArray[np.float32]
     request_id: str | None
     outputs: tuple[str, ...] | None  # the outputs asked for by name; None: all of them
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutputTensor:
     name: str
     datatype: str
@@ -58,7 +58,7 @@ class OutputTensor:
     data: NDArray[Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferResult:
     outputs: list[OutputTensor]
     response_id: str  # the caller's id when it gave one, else the server's

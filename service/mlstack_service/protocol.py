@@ -35,7 +35,7 @@ NUMERIC_KINDS = "fiu"
 BINARY_CONTENT_TYPE = b"application/octet-stream"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RestInferRequest:
     request: InferRequest
     binary_outputs: frozenset[str]  # outputs the caller wants as binary data
