@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mlstack_service.app import API, OPEN, InferenceApp
@@ -140,9 +141,11 @@ class GrpcServer:
             ("ModelMetadata", pb.ModelMetadataRequest, pb.ModelMetadataResponse, self._model_metadata_call),
             ("ModelInfer", pb.ModelInferRequest, pb.ModelInferResponse, self._model_infer),
         ]
+        # Messages are decoded in the handler, not by grpc's request_deserializer, whose failure grpc reports as
+        # INTERNAL: bytes that are not the message are the client's mistake.
         return {
             name: grpc.unary_unary_rpc_method_handler(
-                handler, request_deserializer=request.FromString, response_serializer=response.SerializeToString
+                _decoding(request, handler), response_serializer=response.SerializeToString
             )
             for name, request, response, handler in methods
         }
@@ -272,6 +275,19 @@ class GrpcServer:
                     "rows": rows,
                 }
             )
+
+
+def _decoding(message_type: Any, handler: Handler) -> Handler:
+    async def decode_then_handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = message_type.FromString(raw)
+        except DecodeError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {message_type.DESCRIPTOR.full_name}"
+            )
+        return await handler(request, context)
+
+    return decode_then_handle
 
 
 def decode_infer_request(message: Any, core: InferenceCore) -> tuple[InferRequest, bool]:

@@ -260,6 +260,14 @@ def test_grpc_client_mistakes_get_the_status_rest_would_and_name_the_problem(
     assert message in raised.value.details()
 
 
+def test_grpc_bytes_that_are_no_message_are_invalid_argument_not_internal(channel: grpc.Channel) -> None:
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    with pytest.raises(grpc.RpcError) as raised:
+        infer(b"\xff\xff\xff")  # a truncated varint: no protobuf message
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid inference.ModelInferRequest" in raised.value.details()
+
+
 def test_grpc_message_over_the_body_limit_is_resource_exhausted(stub: Any) -> None:
     oversized = _raw_of_size(70_000)  # the server's body limit is 64 KiB
     with pytest.raises(grpc.RpcError) as raised:
