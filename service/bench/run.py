@@ -105,7 +105,8 @@ def grpc_request_body(rows: int, seed: int) -> bytes:
     request = oip_v2_pb2.ModelInferRequest(model_name=MODEL_NAME)
     request.inputs.add(name="input", datatype="FP32", shape=list(features.shape))
     request.raw_input_contents.append(features.astype("<f4").tobytes())
-    return request.SerializeToString()
+    serialized: bytes = request.SerializeToString()
+    return serialized
 
 
 def wait_until(url: str, seconds: float = 60) -> None:
