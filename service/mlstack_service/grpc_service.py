@@ -187,7 +187,9 @@ class GrpcServer:
         route = _route(request.model_version, "/infer")
         invocation = context.invocation_metadata() or ()
         request_id, sequence = self._request_id(invocation)
-        status, rows = 200, 0
+        # Until answered: a call the client cancels ends here (asyncio.CancelledError) and counts as nginx's 499,
+        # client closed, which no error-rate rule reads as the server's failure.
+        status, rows = 499, 0
         self._core.metrics.in_flight += 1
         try:
             source = self._app.admit(_headers(invocation), _peer_address(context), f"{SERVICE}/ModelInfer", API)
@@ -199,7 +201,9 @@ class GrpcServer:
             if result.prediction_id is not None:
                 trailing.append((PREDICTION_ID_KEY, result.prediction_id))
             context.set_trailing_metadata(tuple(trailing))
-            return encode_infer_response(result, self._core, raw)
+            response = encode_infer_response(result, self._core, raw)
+            status = 200
+            return response
         except ServiceError as error:
             status = error.status
             await self._abort(context, error, request_id, route)
