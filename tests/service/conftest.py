@@ -153,7 +153,14 @@ def start_server(
         )
     server = ServerProcess(process, port, log_path, internal_port, grpc_port)
     if wait:
-        wait_for(lambda: server.is_ready() or process.poll() is not None, STARTUP_SECONDS, "the server to turn ready")
+        try:
+            wait_for(
+                lambda: server.is_ready() or process.poll() is not None, STARTUP_SECONDS, "the server to turn ready"
+            )
+        except AssertionError:  # no orphan left serving (or loading) after the failed test
+            process.kill()
+            process.wait()
+            raise
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
     return server
