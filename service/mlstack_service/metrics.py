@@ -1,5 +1,9 @@
 """Prometheus metrics for the service, all labelled by model name and version.
 
+Requests also carry `protocol` (rest or grpc). A gRPC call counts under the route of the REST operation it is
+(ModelInfer under /v2/models/{name}/infer) with the HTTP status the same answer has over REST, so every dashboard,
+alert and rollout analysis that selects on route and status sees both protocols.
+
 The request path updates plain counters and bucket arrays (a few hundred nanoseconds); a collector turns
 them into Prometheus families when /metrics is scraped. Every update and every scrape runs on the event
 loop's thread, so no locks are needed.
@@ -50,8 +54,8 @@ class ServiceMetrics(Collector):
 
     def __init__(self, model_name: str, model_version: str) -> None:
         self._model = [model_name, model_version]
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.request_latency: dict[str, BucketCounts] = {}
+        self.requests: dict[tuple[str, str, int, str], int] = {}
+        self.request_latency: dict[tuple[str, str], BucketCounts] = {}
         self.inference_latency = BucketCounts(LATENCY_BUCKETS)
         self.rows = BucketCounts(ROW_BUCKETS)
         self.in_flight = 0
@@ -66,12 +70,12 @@ class ServiceMetrics(Collector):
         self.drift = drift
         self.drift_threshold = threshold
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
+    def observe_request(self, route: str, method: str, status: int, seconds: float, protocol: str) -> None:
+        key = (route, method, status, protocol)
         self.requests[key] = self.requests.get(key, 0) + 1
-        latency = self.request_latency.get(route)
+        latency = self.request_latency.get((route, protocol))
         if latency is None:
-            latency = self.request_latency[route] = BucketCounts(LATENCY_BUCKETS)
+            latency = self.request_latency[route, protocol] = BucketCounts(LATENCY_BUCKETS)
         latency.observe(seconds)
 
     def observe_inference(self, seconds: float, rows: int, class_counts: dict[str, int]) -> None:
@@ -87,20 +91,20 @@ class ServiceMetrics(Collector):
         model = self._model
         requests = CounterMetricFamily(
             "mlstack_requests",
-            "HTTP requests by route, method and status.",
-            labels=("route", "method", "status", *MODEL_LABELS),
+            "Requests by route, method, status and protocol (rest, grpc).",
+            labels=("route", "method", "status", "protocol", *MODEL_LABELS),
         )
-        for (route, method, status), count in sorted(self.requests.items()):
-            requests.add_metric([route, method, str(status), *model], count)
+        for (route, method, status, protocol), count in sorted(self.requests.items()):
+            requests.add_metric([route, method, str(status), protocol, *model], count)
         yield requests
 
         request_latency = HistogramMetricFamily(
             "mlstack_request_duration_seconds",
-            "Time from request start to response sent, by route.",
-            labels=("route", *MODEL_LABELS),
+            "Time from request start to response sent, by route and protocol.",
+            labels=("route", "protocol", *MODEL_LABELS),
         )
-        for route, counts in sorted(self.request_latency.items()):
-            request_latency.add_metric([route, *model], counts.cumulative(), counts.total)
+        for (route, protocol), counts in sorted(self.request_latency.items()):
+            request_latency.add_metric([route, protocol, *model], counts.cumulative(), counts.total)
         yield request_latency
 
         predictions = CounterMetricFamily(

@@ -1,7 +1,13 @@
-"""Open Inference Protocol v2 (REST) request parsing and response encoding, checked in one place.
+"""Open Inference Protocol v2 over REST: the request body decoded, the answer encoded; JSON or binary tensors.
 
-Parsing is the hot path: orjson for JSON, numpy for the tensor, and every check a client can fail names
-the problem in words the client can act on.
+Parsing is the hot path: orjson for JSON, numpy for the tensor. What the tensor must be is checked in
+inference.py, shared with gRPC. The binary tensor extension (Triton's, which KServe's clients also speak): with the
+`Inference-Header-Content-Length` header the body is that many bytes of JSON followed by the tensors' bytes, each
+input saying how many in its `binary_data_size` parameter; outputs come back the same way when the request asks
+(`binary_data` on an output, `binary_data_output` on the request). A header length of 0 is the extension's raw
+binary request: the whole body is the input tensor, and every output comes back binary.
+Definition: triton-inference-server/server @ e1db8a603d863b1317ee859bdeea2be19959462e,
+docs/protocol/extension_binary_data.md.
 """
 
 import json
@@ -10,30 +16,47 @@ from typing import Any
 
 import numpy as np
 import orjson
-from numpy.typing import NDArray
 
-from mlstack_service.errors import BadRequestError, PayloadTooLargeError
+from mlstack_service.errors import BadRequestError
+from mlstack_service.inference import (
+    WIRE_DTYPES,
+    InferRequest,
+    InferResult,
+    InputTensor,
+    check_input,
+    check_outputs,
+    finite_rows,
+    rows_from_bytes,
+)
 from mlstack_service.package import ModelMetadata
-from mlstack_service.runtime import Prediction
 
-ACCEPTED_DATATYPES = ("FP32", "FP64")
 NON_FINITE_TOKENS = (b"NaN", b"Infinity")
 NUMERIC_KINDS = "fiu"
+BINARY_CONTENT_TYPE = b"application/octet-stream"
 
 
-@dataclass(frozen=True)
-class InferRequest:
-    rows: NDArray[np.float32]
-    request_id: str | None
-    outputs: list[dict[str, Any]] | None
+@dataclass(slots=True)
+class RestInferRequest:
+    request: InferRequest
+    binary_outputs: frozenset[str]  # outputs the caller wants as binary data
 
 
-def parse_infer_request(body: bytes, metadata: ModelMetadata, max_rows: int) -> InferRequest:
-    """The request's rows as a (n, features) float32 array, with the id and outputs it asked for."""
+def parse_infer_request(
+    body: bytes, metadata: ModelMetadata, max_rows: int, header_length: int | None = None
+) -> RestInferRequest:
+    """The request's rows as a (n, features) float32 array, with the id and outputs it asked for.
+
+    `header_length` is the Inference-Header-Content-Length header's value when the request has one.
+    """
+    if header_length == 0:
+        return _raw_binary_request(body, metadata, max_rows)
+    if header_length is not None and header_length > len(body):
+        raise BadRequestError(f"Inference-Header-Content-Length is {header_length} but the body is {len(body)} bytes")
+    header = body if header_length is None else body[:header_length]
     try:
-        document = orjson.loads(body)
+        document = orjson.loads(header)
     except orjson.JSONDecodeError as error:
-        document = _with_non_finite_values(body, error)
+        document = _with_non_finite_values(header, error)
     if not isinstance(document, dict):
         raise BadRequestError("the request body must be a JSON object with an 'inputs' list")
     inputs = document.get("inputs")
@@ -47,12 +70,96 @@ def parse_infer_request(body: bytes, metadata: ModelMetadata, max_rows: int) -> 
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequestError("'id' must be a string")
-    outputs = document.get("outputs")
-    _check_outputs(outputs, metadata)
-    # Scanning for booleans is Python-speed: done only when the body spells one somewhere.
-    may_hold_booleans = b"true" in body or b"false" in body
-    rows = _tensor_rows(tensor, metadata, max_rows, may_hold_booleans)
-    return InferRequest(rows=rows, request_id=request_id, outputs=outputs)
+    outputs, binary_outputs = _requested_outputs(document, metadata)
+    rows, columns = check_input(
+        InputTensor(tensor.get("name"), tensor.get("datatype"), tensor.get("shape")), metadata, max_rows
+    )
+    binary_size = _parameter(tensor.get("parameters"), "binary_data_size", int, "inputs[0]")
+    if binary_size is None:
+        if header_length is not None and header_length != len(body):
+            raise BadRequestError(
+                f"the body has {len(body) - header_length} bytes after the JSON header, "
+                "but no input has a 'binary_data_size' parameter"
+            )
+        # Scanning for booleans is Python-speed: done only when the body spells one somewhere.
+        may_hold_booleans = b"true" in header or b"false" in header
+        matrix = _json_rows(tensor.get("data"), rows, columns, metadata, may_hold_booleans)
+    else:
+        if header_length is None:
+            raise BadRequestError(
+                "inputs[0] has a 'binary_data_size' parameter but the request has no Inference-Header-Content-Length"
+            )
+        if "data" in tensor:
+            raise BadRequestError("inputs[0] has both 'data' and a 'binary_data_size' parameter; send one")
+        if binary_size < 0 or header_length + binary_size != len(body):
+            raise BadRequestError(
+                f"inputs[0]'s binary_data_size is {binary_size} but the body has {len(body) - header_length} bytes "
+                "after the JSON header"
+            )
+        matrix = rows_from_bytes(
+            memoryview(body)[header_length:], tensor["datatype"], (rows, columns), metadata, "inputs[0]'s binary data"
+        )
+    return RestInferRequest(InferRequest(matrix, request_id, outputs), binary_outputs)
+
+
+def _raw_binary_request(body: bytes, metadata: ModelMetadata, max_rows: int) -> RestInferRequest:
+    """Inference-Header-Content-Length: 0: the body is the FP32 input tensor alone, rows inferred from its size."""
+    row_bytes = len(metadata.features) * WIRE_DTYPES["FP32"].itemsize
+    if not body or len(body) % row_bytes:
+        raise BadRequestError(
+            f"a raw binary request (Inference-Header-Content-Length: 0) is whole FP32 rows of {row_bytes} bytes; "
+            f"the body is {len(body)} bytes"
+        )
+    shape = [len(body) // row_bytes, len(metadata.features)]
+    rows, columns = check_input(InputTensor(None, "FP32", shape), metadata, max_rows)
+    matrix = rows_from_bytes(body, "FP32", (rows, columns), metadata, "the body")
+    every_output = frozenset((metadata.label_output, metadata.probabilities_output))
+    return RestInferRequest(InferRequest(matrix, None, None), every_output)
+
+
+def _json_rows(data: Any, rows: int, columns: int, metadata: ModelMetadata, may_hold_booleans: bool) -> Any:
+    if not isinstance(data, list):
+        raise BadRequestError("'data' must be a list of numbers (flat, or one list per row)")
+    try:
+        array = np.asarray(data)
+    except ValueError:
+        raise BadRequestError("'data' rows have different lengths") from None
+    if array.dtype.kind not in NUMERIC_KINDS or (may_hold_booleans and _holds_a_boolean(data)):
+        raise BadRequestError("'data' must hold only numbers (no strings, booleans or nulls)")
+    if array.size != rows * columns:
+        raise BadRequestError(f"'data' has {array.size} values but shape [{rows}, {columns}] needs {rows * columns}")
+    return finite_rows(array, rows, columns, metadata)
+
+
+def _parameter(parameters: Any, key: str, kind: type, where: str) -> Any:
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise BadRequestError(f"{where}'s 'parameters' must be an object")
+    value = parameters.get(key)
+    if value is not None and (type(value) is not kind):
+        raise BadRequestError(f"{where}'s {key!r} parameter must be {'a boolean' if kind is bool else 'an integer'}")
+    return value
+
+
+def _requested_outputs(
+    document: dict[str, Any], metadata: ModelMetadata
+) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+    """The outputs asked for (None: all) and those of them wanted as binary data."""
+    every_output = (metadata.label_output, metadata.probabilities_output)
+    all_binary = bool(_parameter(document.get("parameters"), "binary_data_output", bool, "the request"))
+    requested = document.get("outputs")
+    if requested is None:
+        return None, frozenset(every_output if all_binary else ())
+    if not isinstance(requested, list) or not all(isinstance(item, dict) for item in requested):
+        raise BadRequestError("'outputs' must be a list of objects with a 'name'")
+    names = check_outputs([item.get("name") for item in requested], metadata)
+    binary = set()
+    for index, item in enumerate(requested):
+        wanted = _parameter(item.get("parameters"), "binary_data", bool, f"outputs[{index}]")
+        if wanted if wanted is not None else all_binary:
+            binary.add(item["name"])
+    return names, frozenset(binary)
 
 
 def _with_non_finite_values(body: bytes, error: orjson.JSONDecodeError) -> Any:
@@ -68,64 +175,6 @@ def _with_non_finite_values(body: bytes, error: orjson.JSONDecodeError) -> Any:
     raise BadRequestError(f"malformed JSON: {error}") from None
 
 
-def _check_outputs(requested: Any, metadata: ModelMetadata) -> None:
-    if requested is None:
-        return
-    known = (metadata.label_output, metadata.probabilities_output)
-    if not isinstance(requested, list) or not all(isinstance(item, dict) for item in requested):
-        raise BadRequestError("'outputs' must be a list of objects with a 'name'")
-    unknown = [item.get("name") for item in requested if item.get("name") not in known]
-    if unknown:
-        raise BadRequestError(f"unknown outputs {unknown}; this model produces {list(known)}")
-
-
-def _tensor_rows(
-    tensor: dict[str, Any], metadata: ModelMetadata, max_rows: int, may_hold_booleans: bool
-) -> NDArray[np.float32]:
-    features = len(metadata.features)
-    name, shape, datatype, data = (tensor.get(key) for key in ("name", "shape", "datatype", "data"))
-    if name is not None and name != metadata.input_name:
-        raise BadRequestError(f"unknown input {name!r}; this model's input is {metadata.input_name!r}")
-    if datatype not in ACCEPTED_DATATYPES:
-        raise BadRequestError(f"datatype {datatype!r} is not supported; send FP32 (or FP64)")
-    if (
-        not isinstance(shape, list)
-        or len(shape) != 2
-        or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape)
-    ):
-        raise BadRequestError(f"shape must be [rows, {features}], got {shape!r}")
-    rows, columns = shape
-    if rows == 0:
-        raise BadRequestError("the input is empty: shape has 0 rows")
-    if columns != features:
-        raise BadRequestError(
-            f"shape {shape} has {columns} features per row; "
-            f"this model takes {features}: {', '.join(metadata.feature_names)}"
-        )
-    if rows > max_rows:
-        raise PayloadTooLargeError(f"{rows} rows in one request; the limit is {max_rows}")
-    if not isinstance(data, list):
-        raise BadRequestError("'data' must be a list of numbers (flat, or one list per row)")
-    try:
-        array = np.asarray(data)
-    except ValueError:
-        raise BadRequestError("'data' rows have different lengths") from None
-    if array.dtype.kind not in NUMERIC_KINDS or (may_hold_booleans and _holds_a_boolean(data)):
-        raise BadRequestError("'data' must hold only numbers (no strings, booleans or nulls)")
-    if array.size != rows * columns:
-        raise BadRequestError(f"'data' has {array.size} values but shape {shape} needs {rows * columns}")
-    with np.errstate(over="ignore"):
-        matrix = array.astype(np.float32, copy=False).reshape(rows, columns)
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        row, column = (int(index) for index in np.argwhere(~finite)[0])
-        value = float(array.reshape(rows, columns)[row, column])
-        raise BadRequestError(
-            f"row {row}, feature {metadata.feature_names[column]!r}: {value!r} is not a finite FP32 number"
-        )
-    return matrix
-
-
 def _holds_a_boolean(data: list[Any]) -> bool:
     """Whether a boolean hides among numbers, which numpy would read as 1 or 0."""
     for item in data:
@@ -138,22 +187,31 @@ def _holds_a_boolean(data: list[Any]) -> bool:
 
 
 def encode_infer_response(
-    prediction: Prediction, metadata: ModelMetadata, response_id: str, requested_outputs: list[dict[str, Any]] | None
-) -> bytes:
-    rows = len(prediction.labels)
-    outputs = [
-        {"name": metadata.label_output, "shape": [rows], "datatype": "INT64", "data": prediction.labels},
-        {
-            "name": metadata.probabilities_output,
-            "shape": [rows, len(metadata.class_names)],
-            "datatype": "FP32",
-            "data": prediction.probabilities.ravel(),
-        },
-    ]
-    if requested_outputs:
-        wanted = {item["name"] for item in requested_outputs}
-        outputs = [output for output in outputs if output["name"] in wanted]
-    return orjson.dumps(
-        {"model_name": metadata.name, "model_version": metadata.version, "id": response_id, "outputs": outputs},
+    result: InferResult, metadata: ModelMetadata, binary_outputs: frozenset[str] = frozenset()
+) -> tuple[bytes, int | None]:
+    """The response body, and the length of its JSON header when any output travels as binary data."""
+    outputs: list[dict[str, Any]] = []
+    tensors: list[bytes] = []
+    for output in result.outputs:
+        if output.name in binary_outputs:
+            raw = output.data.astype(WIRE_DTYPES[output.datatype], copy=False).tobytes()
+            tensors.append(raw)
+            outputs.append(
+                {
+                    "name": output.name,
+                    "shape": output.shape,
+                    "datatype": output.datatype,
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            )
+        else:
+            outputs.append(
+                {"name": output.name, "shape": output.shape, "datatype": output.datatype, "data": output.data.ravel()}
+            )
+    header = orjson.dumps(
+        {"model_name": metadata.name, "model_version": metadata.version, "id": result.response_id, "outputs": outputs},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
+    if not tensors:
+        return header, None
+    return b"".join((header, *tensors)), len(header)

@@ -6,6 +6,7 @@ A SIGTERM (or SIGINT) before the model is ready stops the process at once, also 
 in a worker thread, so the signal is handled even while onnxruntime or an S3 download holds that thread.
 """
 
+import asyncio
 import gc
 import logging
 import math
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from mlstack_service.app import InferenceApp
 from mlstack_service.auth import ApiKeys, KeysFileError
+from mlstack_service.grpc_service import GrpcServer
 from mlstack_service.logs import configure_logging, log_event
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.package import PackageError, load_package
@@ -60,6 +62,7 @@ class DrainingServer(uvicorn.Server):
         self._app = app
         self._drain_seconds = drain_seconds
         self._stop_at: float | None = None
+        self._grpc_stop: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Unlike uvicorn's own handler this does not re-raise the signal after shutdown: a drained
@@ -74,6 +77,8 @@ class DrainingServer(uvicorn.Server):
     async def on_tick(self, counter: int) -> bool:
         if self._stop_at is not None and time.monotonic() >= self._stop_at:
             self.should_exit = True
+            if self._grpc_stop is None:  # gRPC stops accepting when REST does; the lifespan's shutdown awaits it
+                self._grpc_stop = asyncio.create_task(self._app.stop_second_protocol())
         return await super().on_tick(counter)
 
 
@@ -162,9 +167,12 @@ def serve(settings: Settings) -> int:
             timeout_graceful_shutdown=math.ceil(settings.grace_period_seconds),
             timeout_keep_alive=75,  # longer than an ALB's 60 s idle timeout, so the ALB closes first
         )
+        app.grpc = GrpcServer(app, settings.host, settings.grpc_port)
         server = DrainingServer(config, app, settings.drain_seconds)
         sockets = [listening_socket(settings.host, settings.port)]
         sockets.append(listening_socket(settings.host, settings.internal_port))
+        # gRPC binds its own port when the app starts; a port in use is found here, before anything is served.
+        listening_socket(settings.host, settings.grpc_port).close()
         # Everything allocated so far lives as long as the process: keep the collector from rescanning it.
         gc.freeze()
     except (PackageError, KeysFileError, ListenError) as error:
@@ -179,6 +187,9 @@ def serve(settings: Settings) -> int:
     except StopRequestedError as stop:  # in the moment before uvicorn took the signals over
         log_event(logger, logging.INFO, "stopped before ready", signal=str(stop))
         return 0
+    except SystemExit:  # uvicorn's answer to a failed startup: the gRPC port was taken after the check above
+        log_event(logger, logging.ERROR, "refusing to start", reason=app.startup_failure or "startup failed")
+        return EXIT_MODEL_UNUSABLE
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     log_event(logger, logging.INFO, "stopped")

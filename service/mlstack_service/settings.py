@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         le=65535,
         description="the in-cluster port: /metrics, the feedback route and health; never exposed by the load balancer",
     )
+    grpc_port: int = Field(
+        8081, ge=1, le=65535, description="OIP v2 over gRPC and grpc.health.v1 (Kubernetes' gRPC probes)"
+    )
     api_keys_file: Path | None = Field(
         None,
         description="'<client> <sha256 of key>' lines (auth.py); set: infer and model routes need a key (401 without)",
@@ -109,6 +112,8 @@ class Settings(BaseSettings):
     def _ports_differ_and_keys_are_given_when_required(self) -> "Settings":
         if self.internal_port == self.port:
             raise ValueError("MLSTACK_INTERNAL_PORT must differ from MLSTACK_PORT: /metrics and feedback stay internal")
+        if self.grpc_port in (self.port, self.internal_port):
+            raise ValueError("MLSTACK_GRPC_PORT must differ from MLSTACK_PORT and MLSTACK_INTERNAL_PORT")
         if self.auth_required and self.api_keys_file is None:
             raise ValueError("MLSTACK_AUTH_REQUIRED is true but MLSTACK_API_KEYS_FILE is not set")
         return self

@@ -75,13 +75,14 @@ class ServerProcess:
     """`python -m mlstack_service` on free ports, its stdout captured to a file.
 
     `client` talks to the public port (inference, model metadata, health); `internal` to the internal port
-    (/metrics, feedback, health), the one only the cluster reaches.
+    (/metrics, feedback, health), the one only the cluster reaches; `grpc_port` serves OIP v2 over gRPC.
     """
 
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
     internal_port: int
+    grpc_port: int
     client: httpx.Client = field(init=False)
     internal: httpx.Client = field(init=False)
 
@@ -133,13 +134,14 @@ def start_server(
     **settings: str,
 ) -> ServerProcess:
     """Start a server; `settings` become MLSTACK_* variables (model_uri="..." -> MLSTACK_MODEL_URI)."""
-    port, internal_port = free_port(), free_port()
+    port, internal_port, grpc_port = free_port(), free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLSTACK_")}
     env |= extra_env or {}
     env |= {
         "MLSTACK_HOST": "127.0.0.1",
         "MLSTACK_PORT": str(port),
         "MLSTACK_INTERNAL_PORT": str(internal_port),
+        "MLSTACK_GRPC_PORT": str(grpc_port),
         "MLSTACK_MODEL_URI": str(EXAMPLE_PACKAGE),
     }
     env |= {f"MLSTACK_{key.upper()}": value for key, value in settings.items()}
@@ -149,9 +151,16 @@ def start_server(
         process = subprocess.Popen(
             command or [sys.executable, "-m", "mlstack_service"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    server = ServerProcess(process, port, log_path, internal_port)
+    server = ServerProcess(process, port, log_path, internal_port, grpc_port)
     if wait:
-        wait_for(lambda: server.is_ready() or process.poll() is not None, STARTUP_SECONDS, "the server to turn ready")
+        try:
+            wait_for(
+                lambda: server.is_ready() or process.poll() is not None, STARTUP_SECONDS, "the server to turn ready"
+            )
+        except AssertionError:  # no orphan left serving (or loading) after the failed test
+            process.kill()
+            process.wait()
+            raise
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
     return server
