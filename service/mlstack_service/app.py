@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+import boto3
 import numpy as np
 import orjson
 
 from mlstack_service.auth import ApiKeys, RateLimiter, presented_key
-from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker, SourceSampler
+from mlstack_service.drift import DriftMonitor, DriftTracking, FeedbackTracker, SourceSampler, UnknownPredictionError
 from mlstack_service.errors import (
     BadRequestError,
     InferenceError,
@@ -38,13 +39,17 @@ from mlstack_service.errors import (
     ServiceError,
     UnauthorizedError,
 )
+from mlstack_service.feedback_store import FeedbackStore
 from mlstack_service.http_body import DISCARD_LIMIT_FACTOR, discard_body
 from mlstack_service.logs import RequestLog, log_event
 from mlstack_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.openapi import openapi_document
-from mlstack_service.prediction_ids import PredictionIds
+from mlstack_service.package import split_s3_uri
+from mlstack_service.prediction_ids import PredictionIds, load_key
+from mlstack_service.prediction_log import PredictionLog
 from mlstack_service.protocol import encode_infer_response, parse_infer_request
+from mlstack_service.realized import RealizedPerformance
 from mlstack_service.runtime import OnnxModel
 from mlstack_service.settings import Settings
 
@@ -98,7 +103,9 @@ class InferenceApp:
         self.logger = logger
         self.metrics = metrics
         self._class_names = list(self.metadata.class_names)
-        self._prediction_ids = PredictionIds()
+        # A key shared by the replicas lets any of them accept feedback for any one's prediction (prediction_ids.py).
+        key_file = settings.prediction_id_key_file
+        self._prediction_ids = PredictionIds(load_key(key_file) if key_file is not None else None)
         self._request_ids = _RequestIds(self._prediction_ids)
         self._internal_port = settings.internal_port
         self._api_keys = api_keys
@@ -136,6 +143,7 @@ class InferenceApp:
             )
             self.drift = DriftTracking(monitor, feedback, sampler=sampler)
             metrics.attach_drift(self.drift, settings.drift_psi_threshold)
+        self._build_label_stores(settings)
         self.ready = False
         self.draining = False
         self.request_log = RequestLog(sys.stdout.buffer)
@@ -177,6 +185,44 @@ class InferenceApp:
             }
         )
 
+    def _build_label_stores(self, settings: Settings) -> None:
+        """The prediction log, the shared feedback store and the label join's summary, where settings name them."""
+        self.prediction_log: PredictionLog | None = None
+        self.feedback_store: FeedbackStore | None = None
+        self.realized: RealizedPerformance | None = None
+        self._realized_task: asyncio.Task[None] | None = None
+        self._store_executor: ThreadPoolExecutor | None = None
+        uris = (settings.prediction_log_uri, settings.feedback_uri, settings.realized_summary_uri)
+        if not any(uris):
+            return
+        client = boto3.client("s3")
+        self._store_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="label-store")
+        if settings.prediction_log_uri:
+            bucket, prefix = split_s3_uri(settings.prediction_log_uri)
+            self.prediction_log = PredictionLog(
+                client,
+                bucket,
+                prefix,
+                model_name=self.metadata.name,
+                model_version=self.metadata.version,
+                feature_names=self.metadata.feature_names,
+                instance=self._prediction_ids.instance,
+                logger=self.logger,
+                sample_rate=settings.prediction_log_sample_rate,
+                include_features=settings.prediction_log_features,
+                batch_rows=settings.prediction_log_batch_rows,
+                flush_seconds=settings.prediction_log_flush_seconds,
+                max_rows_per_second=settings.prediction_log_max_rows_per_second,
+                max_buffered_rows=settings.prediction_log_max_buffered_rows,
+            )
+        if settings.feedback_uri:
+            bucket, prefix = split_s3_uri(settings.feedback_uri)
+            self.feedback_store = FeedbackStore(client, bucket, prefix)
+        if settings.realized_summary_uri:
+            bucket, key = split_s3_uri(settings.realized_summary_uri)
+            self.realized = RealizedPerformance(client, bucket, key, self.metadata.version)
+        self.metrics.attach_labels(self.prediction_log, self.feedback_store, self.realized)
+
     # --- readiness -------------------------------------------------------------------------------
 
     def begin_drain(self) -> None:
@@ -204,6 +250,10 @@ class InferenceApp:
                 self._flusher = asyncio.create_task(self.request_log.flush_periodically())
                 if self.drift is not None:
                     self._drift_task = asyncio.create_task(self._refresh_drift())
+                if self.prediction_log is not None:
+                    self.prediction_log.start()
+                if self.realized is not None:
+                    self._realized_task = asyncio.create_task(self._refresh_realized())
                 self.ready = True
                 self.metrics.ready = 1
                 log_event(
@@ -221,6 +271,14 @@ class InferenceApp:
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 if self._drift_task is not None:
                     self._drift_task.cancel()
+                if self._realized_task is not None:
+                    self._realized_task.cancel()
+                if self.prediction_log is not None:  # the drain writes the last partial batch
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self.prediction_log.close, self.settings.grace_period_seconds
+                    )
+                if self._store_executor is not None:
+                    self._store_executor.shutdown(wait=True)
                 if self._flusher is not None:
                     self._flusher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -448,14 +506,17 @@ class InferenceApp:
         # own signed id only, so no caller can choose, guess or collide with another's prediction id.
         response_id = request.request_id or request_id
         headers: tuple[tuple[bytes, bytes], ...] = ()
-        if self.drift is not None:
+        if self.drift is not None or self.prediction_log is not None:
             sequence = scope.get(SEQUENCE_KEY)
             if sequence is None:  # the request id is the caller's
                 prediction_id, sequence = self._prediction_ids.issue()
             else:
                 prediction_id = request_id
-            source = scope.get(CLIENT_KEY) or _client_address(scope)
-            self.drift.observe(request.rows, prediction.probabilities, prediction_id, sequence, source)
+            if self.drift is not None:
+                source = scope.get(CLIENT_KEY) or _client_address(scope)
+                self.drift.observe(request.rows, prediction.probabilities, prediction_id, sequence, source)
+            if self.prediction_log is not None:
+                self.prediction_log.offer(prediction_id, request.rows, prediction.probabilities)
             headers = ((PREDICTION_ID_HEADER, prediction_id.encode()),)
         body = encode_infer_response(prediction, self.metadata, response_id, request.outputs)
         return Response(200, body, rows=rows, headers=headers)
@@ -465,16 +526,40 @@ class InferenceApp:
     ) -> Response:
         """Ground truth for an earlier inference: {"id": "<its X-Prediction-ID>", "labels": [0, 1, ...]}."""
         self._check_model(name, model_version)
-        if self.drift is None:
-            raise RouteNotFoundError("feedback is off on this server (MLSTACK_DRIFT_ENABLED=false)")
+        if self.drift is None and self.feedback_store is None:
+            raise RouteNotFoundError(
+                "feedback is off on this server (MLSTACK_DRIFT_ENABLED=false, no MLSTACK_FEEDBACK_URI)"
+            )
         try:
             document = orjson.loads(await self._read_body(scope, receive))
         except orjson.JSONDecodeError as error:
             raise BadRequestError(f"malformed JSON: {error}") from None
         if not isinstance(document, dict) or not isinstance(document.get("id"), str):
             raise BadRequestError("the body must be an object with the infer response's 'id' and the 'labels'")
-        recorded = self.drift.record_feedback(document["id"], document.get("labels"))
-        return Response(200, orjson.dumps({"id": document["id"], "recorded": recorded}))
+        prediction_id, labels = document["id"], document.get("labels")
+        if self.feedback_store is None:
+            assert self.drift is not None
+            recorded = self.drift.record_feedback(prediction_id, labels)
+            return Response(200, orjson.dumps({"id": prediction_id, "recorded": recorded}))
+        # Shared store: any replica's signed id is accepted, and S3 keeps the first label (feedback_store.py).
+        if not self._prediction_ids.verify(prediction_id):
+            raise UnknownPredictionError(f"prediction id {prediction_id!r} is unknown or expired")
+        if (
+            not isinstance(labels, list)
+            or not 0 < len(labels) <= self.settings.max_rows
+            or not all(type(label) is int and 0 <= label < len(self._class_names) for label in labels)
+        ):
+            raise BadRequestError(
+                f"'labels' must be a list of 1 to {self.settings.max_rows} class indices "
+                f"(0 to {len(self._class_names) - 1}), one per row of the prediction"
+            )
+        if self.drift is not None:  # this process's own prediction, still in memory: the rolling accuracy
+            with contextlib.suppress(UnknownPredictionError):
+                self.drift.record_feedback(prediction_id, labels)  # a wrong row count is a 400, before storing
+        assert self._store_executor is not None
+        loop = asyncio.get_running_loop()
+        recorded = await loop.run_in_executor(self._store_executor, self.feedback_store.record, prediction_id, labels)
+        return Response(200, orjson.dumps({"id": prediction_id, "recorded": recorded}))
 
     async def _refresh_drift(self) -> None:
         """Recompute drift statistics off the request path."""
@@ -482,6 +567,15 @@ class InferenceApp:
         while True:
             await asyncio.sleep(self.settings.drift_refresh_seconds)
             self.drift.refresh()
+
+    async def _refresh_realized(self) -> None:
+        """Read the label join's summary off the request path."""
+        assert self.realized is not None
+        assert self._store_executor is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await loop.run_in_executor(self._store_executor, self.realized.refresh)
+            await asyncio.sleep(self.settings.realized_refresh_seconds)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes
