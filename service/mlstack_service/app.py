@@ -219,7 +219,7 @@ class InferenceApp:
             bucket, prefix = split_s3_uri(settings.feedback_uri)
             self.feedback_store = FeedbackStore(client, bucket, prefix)
         if settings.realized_summary_uri:
-            bucket, key = split_s3_uri(settings.realized_summary_uri)
+            bucket, _, key = settings.realized_summary_uri.removeprefix("s3://").partition("/")  # an object
             self.realized = RealizedPerformance(client, bucket, key, self.metadata.version)
         self.metrics.attach_labels(self.prediction_log, self.feedback_store, self.realized)
 
@@ -574,7 +574,10 @@ class InferenceApp:
         assert self._store_executor is not None
         loop = asyncio.get_running_loop()
         while True:
-            await loop.run_in_executor(self._store_executor, self.realized.refresh)
+            try:
+                await loop.run_in_executor(self._store_executor, self.realized.refresh)
+            except Exception as error:  # a bug here must not end the refreshes for the process's lifetime
+                log_event(self.logger, logging.ERROR, "realized summary refresh failed", reason=repr(error))
             await asyncio.sleep(self.settings.realized_refresh_seconds)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:

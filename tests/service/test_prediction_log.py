@@ -13,7 +13,7 @@ import pytest
 
 from mlstack_service.feedback_store import FeedbackStore, FeedbackStoreUnavailableError
 from mlstack_service.label_join import join
-from mlstack_service.prediction_ids import PredictionIds, PredictionIdKeyError, load_key
+from mlstack_service.prediction_ids import PredictionIdKeyError, PredictionIds, load_key
 from mlstack_service.prediction_log import PredictionLog
 from mlstack_service.realized import RealizedPerformance
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
@@ -28,7 +28,7 @@ def bucket(moto_s3: MotoS3) -> Iterator[tuple[Any, str]]:
     client = moto_s3.client()
     name = f"labels-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
-    yield client, name
+    return client, name
 
 
 def _log(client: Any, bucket: str, **options: Any) -> PredictionLog:
@@ -172,7 +172,8 @@ def test_without_payloads_no_features_are_stored(bucket: tuple[Any, str]) -> Non
     log.offer("private", *_prediction(2))
     log.flush()
     (record,) = _records(client, name)
-    assert "features" not in record and "feature_names" not in record
+    assert "features" not in record
+    assert "feature_names" not in record
     assert len(record["scores"]) == 2
 
 
@@ -243,7 +244,8 @@ def test_the_join_writes_the_labelled_rows_and_realized_performance(bucket: tupl
     dataset = client.get_object(Bucket=name, Key="labelled/loan-approval/dataset/labelled.csv")["Body"].read()
     lines = dataset.decode().splitlines()
     header = lines[0].split(",")
-    assert header[4 : 4 + len(FEATURE_NAMES)] == FEATURE_NAMES and header[-1] == "label"
+    assert header[4 : 4 + len(FEATURE_NAMES)] == FEATURE_NAMES
+    assert header[-1] == "label"
     assert [line.split(",")[-1] for line in lines[1:]] == ["0", "0", "1"]
     assert np.allclose([[float(v) for v in line.split(",")[4:16]] for line in lines[1:]], rows, rtol=1e-6)
     summary = orjson.loads(client.get_object(Bucket=name, Key="labelled/loan-approval/summary.json")["Body"].read())
@@ -252,7 +254,8 @@ def test_the_join_writes_the_labelled_rows_and_realized_performance(bucket: tupl
     assert summary["versions"]["1.0.0"]["accuracy"] == pytest.approx(2 / 3)
     realized = RealizedPerformance(client, name, "labelled/loan-approval/summary.json", "1.0.0")
     realized.refresh()
-    assert realized.accuracy == pytest.approx(2 / 3) and realized.labelled_rows == 3
+    assert realized.accuracy == pytest.approx(2 / 3)
+    assert realized.labelled_rows == 3
 
 
 def test_the_join_without_features_measures_but_writes_no_dataset(bucket: tuple[Any, str]) -> None:
@@ -268,7 +271,8 @@ def test_the_join_without_features_measures_but_writes_no_dataset(bucket: tuple[
         feedback_uri=f"s3://{name}/feedback/",
         output_uri=f"s3://{name}/labelled/",
     )
-    assert result.joined_predictions == 1 and result.rows_without_features == 2
+    assert result.joined_predictions == 1
+    assert result.rows_without_features == 2
     assert result.dataset_uri is None
     assert _objects(client, name, "labelled/loan-approval/dataset/") == []
     assert result.versions["1.0.0"].rows == 2
