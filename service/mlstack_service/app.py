@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -41,11 +42,11 @@ from mlstack_service.errors import (
 )
 from mlstack_service.feedback_store import FeedbackStore
 from mlstack_service.http_body import DISCARD_LIMIT_FACTOR, discard_body
+from mlstack_service.local_objects import LocalObjects
 from mlstack_service.logs import RequestLog, log_event
 from mlstack_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.openapi import openapi_document
-from mlstack_service.package import split_s3_uri
 from mlstack_service.prediction_ids import PredictionIds, load_key
 from mlstack_service.prediction_log import PredictionLog
 from mlstack_service.protocol import encode_infer_response, parse_infer_request
@@ -195,10 +196,17 @@ class InferenceApp:
         uris = (settings.prediction_log_uri, settings.feedback_uri, settings.realized_summary_uri)
         if not any(uris):
             return
-        client = boto3.client("s3")
+        s3 = boto3.client("s3")
+        local = LocalObjects(Path("/"))
+
+        def located(uri: str) -> tuple[Any, str, str]:
+            """(client, bucket, rest): file:// URIs are host folders (local_objects.py), s3:// ones S3."""
+            bucket, _, rest = uri.removeprefix("file://").removeprefix("/").removeprefix("s3://").partition("/")
+            return (local if uri.startswith("file://") else s3), bucket, rest
+
         self._store_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="label-store")
         if settings.prediction_log_uri:
-            bucket, prefix = split_s3_uri(settings.prediction_log_uri)
+            client, bucket, prefix = located(settings.prediction_log_uri)
             self.prediction_log = PredictionLog(
                 client,
                 bucket,
@@ -216,10 +224,10 @@ class InferenceApp:
                 max_buffered_rows=settings.prediction_log_max_buffered_rows,
             )
         if settings.feedback_uri:
-            bucket, prefix = split_s3_uri(settings.feedback_uri)
+            client, bucket, prefix = located(settings.feedback_uri)
             self.feedback_store = FeedbackStore(client, bucket, prefix)
         if settings.realized_summary_uri:
-            bucket, _, key = settings.realized_summary_uri.removeprefix("s3://").partition("/")  # an object
+            client, bucket, key = located(settings.realized_summary_uri)
             self.realized = RealizedPerformance(client, bucket, key, self.metadata.version)
         self.metrics.attach_labels(self.prediction_log, self.feedback_store, self.realized)
 

@@ -8,8 +8,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "example_model")
 UNKNOWN_BUILD = "unknown"
-S3_PREFIX_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/([A-Za-z0-9!_.*'()/-]+/)?$"
-S3_OBJECT_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/-]*[A-Za-z0-9!_.*'()-]$"
+# s3://bucket/prefix/, or file:///folder/ where no container may reach S3 (the dev host: local_objects.py).
+S3_PREFIX_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file:///[A-Za-z0-9_.-]+)/([A-Za-z0-9!_.*'()/-]+/)?$"
+S3_OBJECT_PATTERN = (
+    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file:///[A-Za-z0-9_.-]+)/[A-Za-z0-9!_.*'()/-]*[A-Za-z0-9!_.*'()-]$"
+)
 
 
 class Settings(BaseSettings):

@@ -4,7 +4,7 @@ import gzip
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ import pytest
 
 from mlstack_service.feedback_store import FeedbackStore, FeedbackStoreUnavailableError
 from mlstack_service.label_join import join
+from mlstack_service.local_objects import LocalObjects
 from mlstack_service.prediction_ids import PredictionIdKeyError, PredictionIds, load_key
 from mlstack_service.prediction_log import PredictionLog
 from mlstack_service.realized import RealizedPerformance
@@ -23,7 +24,7 @@ LOGGER = logging.getLogger("test")
 
 
 @pytest.fixture
-def bucket(moto_s3: MotoS3) -> Iterator[tuple[Any, str]]:
+def bucket(moto_s3: MotoS3) -> tuple[Any, str]:
     """A bucket of this test's own on the shared moto server."""
     client = moto_s3.client()
     name = f"labels-{uuid.uuid4().hex[:12]}"
@@ -276,3 +277,20 @@ def test_the_join_without_features_measures_but_writes_no_dataset(bucket: tuple[
     assert result.dataset_uri is None
     assert _objects(client, name, "labelled/loan-approval/dataset/") == []
     assert result.versions["1.0.0"].rows == 2
+
+
+def test_a_host_folder_keeps_the_first_label_and_the_log(tmp_path: Path) -> None:
+    """file:// stores (the dev host): the same write-once rule as S3, through the same classes."""
+    folder = LocalObjects(tmp_path)
+    store = FeedbackStore(folder, "labels", "feedback/")
+    assert store.record("id-1", [1]) is True
+    assert store.record("id-1", [0]) is False
+    assert orjson.loads((tmp_path / "labels/feedback/id-1.json").read_bytes())["labels"] == [1]
+    log = _log(folder, "labels")
+    log.offer("a", *_prediction(2))
+    log.flush()
+    (written,) = (tmp_path / "labels/predictions").rglob("*.jsonl.gz")
+    assert orjson.loads(gzip.decompress(written.read_bytes()))["id"] == "a"
+    realized = RealizedPerformance(folder, "labels", "labelled/summary.json", "1.0.0")
+    realized.refresh()  # no summary yet: nothing exported, nothing counted as a failure
+    assert realized.read_failures == 0
