@@ -513,6 +513,8 @@ class RetrainConfig(ConfigModel):
 
 
 S3_PREFIX = r"^[a-z0-9][a-z0-9._/-]*/$"
+# What the dev host's timer (infra/compute/host_label_join.py) turns into systemd's OnCalendar.
+DAILY_SCHEDULE = re.compile(r"^([0-5]?[0-9]) (1?[0-9]|2[0-3]) \* \* \*$")
 
 
 class PredictionLogConfig(ConfigModel):
@@ -609,6 +611,11 @@ class StackConfig(ConfigModel):
                 "service.authentication", "'api-keys' is wired on EKS only; the dev host serves without keys"
             )
         log = self.monitoring.prediction_log
+        if self.compute.mode == "ec2" and log.enabled and not DAILY_SCHEDULE.match(" ".join(log.join_schedule.split())):
+            raise ConfigRuleError(
+                "monitoring.predictionLog.joinSchedule",
+                "the dev host's systemd timer takes a daily 'M H * * *' schedule (UTC)",
+            )
         for key, value in (
             ("prefix", log.prefix),
             ("feedbackPrefix", log.feedback_prefix),

@@ -1,14 +1,18 @@
 """The prediction log and the label join in the recorded graph: the CronJob and its own role, the serving pods' env
 and write-only access, the shared prediction-id key, and lifecycle rules that follow `monitoring.predictionLog`."""
 
+import base64
+import gzip
 import json
+import subprocess
 from typing import Any
 
 import pytest
+import yaml
 
 from infra.config import StackConfigError, parse_stack_config
 from infra.preview.engine import StackRun
-from tests.conftest import RunStack, stack_config
+from tests.conftest import REPO_ROOT, RunStack, stack_config
 from tests.infra.test_workloads import container, env_of, manifests, one, rollout
 
 ROLE = "aws:iam/role:Role"
@@ -168,3 +172,39 @@ def test_wrong_prediction_log_settings_are_refused_naming_the_key(block: dict[st
         parse_stack_config("prod", config)
     assert expected in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def _dev_user_data(run: StackRun) -> str:
+    (template,) = run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    return gzip.decompress(base64.b64decode(template.inputs["userData"])).decode()
+
+
+def test_the_dev_host_logs_to_a_folder_and_joins_on_a_timer(committed_runs: dict[str, StackRun]) -> None:
+    run = committed_runs["dev"]
+    script = _dev_user_data(run)
+    log = parse_stack_config("dev", stack_config("dev")).config.monitoring.prediction_log
+    env_file = script[script.index("cat > /opt/mlstack/.env <<'ENV'") :].split("\nENV\n", 1)[0]
+    env = dict(line.split("=", 1) for line in env_file.splitlines()[1:] if "=" in line)
+    assert env["MLSTACK_PREDICTION_LOG_URI"] == f"file:///labels/{log.prefix}"
+    assert env["MLSTACK_FEEDBACK_URI"] == f"file:///labels/{log.feedback_prefix}"
+    assert env["MLSTACK_LABELS_DIR"] == "/opt/mlstack/labels"
+    minute, hour = log.join_schedule.split()[:2]
+    assert f"OnCalendar=*-*-* {int(hour):02d}:{int(minute):02d}:00 UTC" in script
+    assert "systemctl enable --now mlstack-label-join.timer" in script
+    assert "python -m mlstack_service.label_join --model-name loan-approval" in script
+    assert subprocess.run(["bash", "-n", "-c", script], capture_output=True, check=False).returncode == 0
+    compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+    service = compose["services"]["model-service"]
+    assert "${MLSTACK_LABELS_DIR:-mlstack-labels}:/labels" in service["volumes"]
+    assert service["environment"]["MLSTACK_FEEDBACK_URI"] == "${MLSTACK_FEEDBACK_URI:-}"
+    host_role_policy = [p for p in run.of_type(ROLE_POLICY) if "pull-and-read-models" in p.name]
+    (policy,) = host_role_policy
+    statements = json.loads(policy.inputs["policy"])["Statement"]
+    assert _grants(statements, "s3:PutObject") == ["feedback/*", "labelled/*", "predictions/*"]
+
+
+def test_the_dev_host_takes_daily_schedules_only() -> None:
+    config = stack_config("dev")
+    config.setdefault("mlstack:monitoring", {})["predictionLog"] = {"joinSchedule": "0 */6 * * *"}
+    with pytest.raises(StackConfigError, match=r"predictionLog.joinSchedule: .*daily 'M H \* \* \*'"):
+        parse_stack_config("dev", config)
