@@ -69,6 +69,8 @@ OPEN, API, FEEDBACK = "open", "api", "feedback"  # who may call a route
 HEALTH_PATHS = ("/v2/health/live", "/v2/health/ready")
 REQUEST_ID_PATTERN = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 PAYLOAD_LOG_BYTES = 1024
+# After uvicorn's own grace period, within the pod's: one batch's upload takes well under a second.
+PREDICTION_LOG_CLOSE_SECONDS = 5.0
 MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer|feedback))?$")
 
 
@@ -283,10 +285,10 @@ class InferenceApp:
                     self._realized_task.cancel()
                 if self.prediction_log is not None:  # the drain writes the last partial batch
                     await asyncio.get_running_loop().run_in_executor(
-                        None, self.prediction_log.close, self.settings.grace_period_seconds
+                        None, self.prediction_log.close, PREDICTION_LOG_CLOSE_SECONDS
                     )
-                if self._store_executor is not None:
-                    self._store_executor.shutdown(wait=True)
+                if self._store_executor is not None:  # in-flight feedback was answered before shutdown began
+                    self._store_executor.shutdown(wait=False, cancel_futures=True)
                 if self._flusher is not None:
                     self._flusher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
