@@ -74,8 +74,8 @@ def test_labels_posted_to_a_second_server_process_are_joined(tmp_path: Path, mot
     key_file = tmp_path / "prediction-id-key"
     key_file.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
     settings = _settings(bucket, key_file)
-    serving = start_server(tmp_path, extra_env=moto_s3.env, **settings)
-    labelling = start_server(tmp_path, extra_env=moto_s3.env, **settings)
+    serving = start_server(tmp_path, None, True, moto_s3.env, **settings)
+    labelling = start_server(tmp_path, None, True, moto_s3.env, **settings)
     try:
         two_rows = _predict(serving, 2, seed=11)
         three_rows = _predict(serving, 3, seed=12)
@@ -95,7 +95,7 @@ def test_labels_posted_to_a_second_server_process_are_joined(tmp_path: Path, mot
         assert serving.stop() == 0  # SIGTERM: the drain writes A's prediction log
         # A restart of B loses no acknowledged label, and the new process accepts A's ids too.
         assert labelling.stop() == 0
-        labelling = start_server(tmp_path, extra_env=moto_s3.env, **settings)
+        labelling = start_server(tmp_path, None, True, moto_s3.env, **settings)
         assert _label(labelling, later, [1]).json() == {"id": later, "recorded": True}
 
         joined = _join(moto_s3, bucket)
@@ -112,7 +112,9 @@ def test_labels_posted_to_a_second_server_process_are_joined(tmp_path: Path, mot
             10,
             "process B to re-export the join's realized accuracy over the 6 labelled rows",
         )
-        assert 0.0 <= _sample(labelling, "mlstack_realized_accuracy") <= 1.0
+        accuracy = _sample(labelling, "mlstack_realized_accuracy")
+        assert accuracy is not None
+        assert 0.0 <= accuracy <= 1.0
         assert _sample(labelling, "mlstack_feedback_store_writes_total", 'outcome="recorded"') == 1.0
     finally:
         for process in (serving, labelling):

@@ -56,7 +56,7 @@ def _objects(client: Any, bucket: str, prefix: str = "predictions/") -> list[str
 
 
 def _records(client: Any, bucket: str) -> list[dict[str, Any]]:
-    records = []
+    records: list[dict[str, Any]] = []
     for key in sorted(_objects(client, bucket)):
         body = gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read())
         records.extend(orjson.loads(line) for line in body.splitlines())
