@@ -25,6 +25,7 @@ from infra.storage.bundled_model import BundledModel, bundled_folder
 from infra.storage.model_bucket import ModelBucket
 from infra.workloads.argo_rollouts import ArgoRollouts
 from infra.workloads.batch_cronjob import BatchScoring
+from infra.workloads.label_join_cronjob import LabelJoin
 from infra.workloads.load_balancer_controller import LoadBalancerController
 from infra.workloads.model_service import ModelService
 from infra.workloads.network_policies import NetworkPolicies
@@ -150,6 +151,17 @@ else:
     if env.config.batch.enabled:
         BatchScoring(
             "batch", env, cluster=cluster, service=service, registry=registry, bucket=bucket, keys=keys, opts=with_aws
+        )
+    if env.config.monitoring.prediction_log.enabled:
+        LabelJoin(
+            "label-join",
+            env,
+            cluster=cluster,
+            service=service,
+            registry=registry,
+            bucket=bucket,
+            keys=keys,
+            opts=with_aws,
         )
     pulumi.export("clusterName", cluster.name)
     pulumi.export("kubeconfig", cluster.kubeconfig)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra.compute.host_label_join import compose_env, setup_script, timer_script
 from infra.compute.launch_tags import launch_tag_specifications
 from infra.config import Environment
 from infra.config.models import MonitoringConfig
@@ -29,6 +30,7 @@ from infra.security.iam import attach_managed_policies, policy_document, trust_p
 from infra.security.kms import EncryptionKeys
 from infra.security.security_groups import SecurityGroups
 from infra.security.session_manager import session_manager_policy
+from infra.storage.label_prefixes import label_join_statements, serving_statements
 from infra.storage.model_bucket import ModelBucket
 from infra.versions import (
     AL2023_AMI_SSM_PARAMETER,
@@ -125,8 +127,11 @@ def render_user_data(
     log_group: str,
     monitoring: MonitoringConfig,
     host_port: int,
+    model_name: str = "loan-approval",
 ) -> str:
     registry_host = image.split("/", 1)[0]
+    log = monitoring.prediction_log
+    bucket = model_uri.removeprefix("s3://").split("/", 1)[0]
     return _UserDataTemplate(USER_DATA_TEMPLATE.read_text()).substitute(
         compose_version=DOCKER_COMPOSE_VERSION,
         compose_sha256=DOCKER_COMPOSE_LINUX_X86_64_SHA256,
@@ -141,6 +146,9 @@ def render_user_data(
         grafana_image=GRAFANA_IMAGE.value,
         model_uri=model_uri,
         region=region,
+        label_setup=setup_script(log),
+        label_env=compose_env(log, model_name),
+        label_join=timer_script(log, bucket=bucket, image=image, region=region, model_name=model_name),
     )
 
 
@@ -255,6 +263,8 @@ class Ec2Host(pulumi.ComponentResource):
         """Pull this repository's images, read this bucket's model prefix, complete the launch hook of this group,
         SSM and the CloudWatch agent."""
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        log = self._env.config.monitoring.prediction_log
+        model_name = self._env.config.service.model_name
         role = aws.iam.Role(
             f"{self._name}-role",
             assume_role_policy=trust_policy("ec2.amazonaws.com"),
@@ -271,6 +281,16 @@ class Ec2Host(pulumi.ComponentResource):
                     {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
                     {"Effect": "Allow", "Action": ECR_PULL_ACTIONS, "Resource": registry.repository_arn},
                     *bucket.read_models_statements(keys.models.arn),
+                    # The host copies the service's prediction log and labels to the bucket and runs the label
+                    # join (host_label_join.py): the serving and the join's grants, on their prefixes only.
+                    *(
+                        [
+                            *serving_statements(bucket.bucket_arn, keys.models.arn, log, model_name),
+                            *label_join_statements(bucket.bucket_arn, keys.models.arn, log),
+                        ]
+                        if log.enabled
+                        else []
+                    ),
                     # The user data finds its group (no resource-level permissions), then completes its launch.
                     {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingInstances"], "Resource": "*"},
                     {
@@ -312,6 +332,7 @@ class Ec2Host(pulumi.ComponentResource):
                     log_group=values[2],
                     monitoring=self._env.config.monitoring,
                     host_port=service.port,
+                    model_name=service.model_name,
                 )
             )
         )

@@ -102,7 +102,11 @@ cat > /opt/mlstack/compose.yaml <<'YAML'
 @@{compose_file}
 YAML
 @@{monitoring_files}
+# The prediction log and labels (host_label_join.py): a folder of the service's, and the id key, before compose.
+@@{label_setup}
+
 cat > /opt/mlstack/.env <<'ENV'
+@@{label_env}
 MLSTACK_IMAGE=@@{image}
 MLSTACK_PROMETHEUS_IMAGE=@@{prometheus_image}
 MLSTACK_GRAFANA_IMAGE=@@{grafana_image}
@@ -130,6 +134,9 @@ WantedBy=multi-user.target
 UNIT
 systemctl daemon-reload
 systemctl enable --now mlstack.service
+
+# The label join's timer (host_label_join.py).
+@@{label_join}
 
 # Up to 45 minutes, 5 s apart, with a heartbeat to the launch hook every 5 minutes: on a stack's first deploy the
 # pipeline pushes this commit's image only after `pulumi up` has created the registry (and this host), so the host

@@ -539,6 +539,41 @@ class DriftConfig(ConfigModel):
     max_accuracy_drop: Annotated[float, Field(gt=0, lt=0.5)] = 0.03
 
 
+S3_PREFIX = r"^[a-z0-9][a-z0-9._/-]*/$"
+# What the dev host's timer (infra/compute/host_label_join.py) turns into systemd's OnCalendar.
+DAILY_SCHEDULE = re.compile(r"^([0-5]?[0-9]) (1?[0-9]|2[0-3]) \* \* \*$")
+
+
+class PredictionLogConfig(ConfigModel):
+    """The sampled prediction log, the shared labels and the label join, in the model bucket (README "Labels")."""
+
+    enabled: bool = True
+    prefix: Annotated[str, Field(pattern=S3_PREFIX)] = "predictions/"
+    feedback_prefix: Annotated[str, Field(pattern=S3_PREFIX)] = "feedback/"
+    labelled_prefix: Annotated[str, Field(pattern=S3_PREFIX)] = "labelled/"
+    sample_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    # false: ids, times and scores only. Realized accuracy still works; the join has no features to retrain on.
+    log_features: bool = True
+    batch_rows: Annotated[int, Field(ge=100, le=100_000)] = 5_000
+    flush_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    max_rows_per_second: Annotated[float, Field(gt=0, le=100_000)] = 500
+    max_buffered_rows: Annotated[int, Field(ge=1_000, le=1_000_000)] = 50_000
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 180
+    feedback_retention_days: Annotated[int, Field(ge=1, le=3650)] = 365
+    join_schedule: Annotated[str, Field(pattern=r"^(\S+\s+){4}\S+$")] = "30 2 * * *"
+
+    @model_validator(mode="after")
+    def _prefixes_are_disjoint(self) -> "PredictionLogConfig":
+        named = {"prefix": self.prefix, "feedbackPrefix": self.feedback_prefix, "labelledPrefix": self.labelled_prefix}
+        for key, value in named.items():
+            for other_key, other in named.items():
+                if key != other_key and value.startswith(other):
+                    raise ConfigRuleError(
+                        key, f"{value!r} lies under {other_key} {other!r}: each role's access is scoped by prefix"
+                    )
+        return self
+
+
 class MonitoringConfig(ConfigModel):
     """Prometheus, Alertmanager and Grafana (kube-prometheus-stack on EKS)."""
 
@@ -551,6 +586,7 @@ class MonitoringConfig(ConfigModel):
     slo: SloConfig = Field(default_factory=SloConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
 
 class StackConfig(ConfigModel):
@@ -602,6 +638,27 @@ class StackConfig(ConfigModel):
             raise ConfigRuleError(
                 "service.authentication", "'api-keys' is wired on EKS only; the dev host serves without keys"
             )
+        log = self.monitoring.prediction_log
+        if self.compute.mode == "ec2" and log.enabled and not DAILY_SCHEDULE.match(" ".join(log.join_schedule.split())):
+            raise ConfigRuleError(
+                "monitoring.predictionLog.joinSchedule",
+                "the dev host's systemd timer takes a daily 'M H * * *' schedule (UTC)",
+            )
+        for key, value in (
+            ("prefix", log.prefix),
+            ("feedbackPrefix", log.feedback_prefix),
+            ("labelledPrefix", log.labelled_prefix),
+        ):
+            for other_key, other in (
+                ("modelBucket.modelPrefix", self.model_bucket.model_prefix),
+                ("batch.inputPrefix", self.batch.input_prefix),
+                ("batch.outputPrefix", self.batch.output_prefix),
+            ):
+                if value.startswith(other) or other.startswith(value):
+                    raise ConfigRuleError(
+                        f"monitoring.predictionLog.{key}",
+                        f"{value!r} overlaps {other_key} {other!r}: each role's access is scoped by prefix",
+                    )
         reserved = {"project", "environment", "managed-by", "owner", "cost-center", "tier"} & set(self.extra_tags)
         if reserved:
             raise ConfigRuleError("extraTags", f"{sorted(reserved)} are set by mlstack itself; remove them")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pulumi
 import yaml
-from google.protobuf import struct_pb2  # type: ignore[import-untyped]  # no stubs; the SDK's own wire types
+from google.protobuf import struct_pb2  # no stubs (pyproject ignores its missing imports): the SDK's wire types
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import wait_for_rpcs

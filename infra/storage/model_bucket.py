@@ -25,6 +25,7 @@ from infra.bootstrap.names import DEPLOY_ROLE_NAME, RETRAIN_ROLE_NAME, role_arn
 from infra.config import Environment
 from infra.security.iam import POLICY_VERSION, Statement
 from infra.security.kms import EncryptionKeys
+from infra.storage.label_prefixes import lifecycle_rules
 
 OBJECT_LOCK_MODE = "GOVERNANCE"
 MODEL_WRITE_ACTIONS = ("s3:PutObject", "s3:PutObjectRetention", "s3:PutObjectLegalHold")
@@ -142,6 +143,7 @@ class ModelBucket(pulumi.ComponentResource):
         super().__init__("mlstack:storage:ModelBucket", name, None, opts)
         self._name = name
         settings = env.config.model_bucket
+        prediction_log = env.config.monitoring.prediction_log
         protect = env.config.protect
         child = pulumi.ResourceOptions(parent=self)
         self._bucket = aws.s3.Bucket(
@@ -200,7 +202,9 @@ class ModelBucket(pulumi.ComponentResource):
                     abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                         days_after_initiation=7
                     ),
-                )
+                ),
+                # The prediction log and the labels expire after the retentions the stack sets (label_prefixes.py).
+                *(lifecycle_rules(prediction_log) if prediction_log.enabled else []),
             ],
             opts=child,
         )

@@ -18,6 +18,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from infra.compute.eks_cluster import EksCluster
 from infra.compute.node_pools import POOL_LABEL, NodePools
@@ -30,6 +31,7 @@ from infra.security.kms import EncryptionKeys
 from infra.security.pod_identity import pod_identity_role
 from infra.security.security_groups import SecurityGroups
 from infra.storage.bundled_model import model_sha256_pin
+from infra.storage.label_prefixes import service_env, serving_statements
 from infra.storage.model_bucket import ModelBucket
 from infra.workloads.alb_ingress import PREFIX as ALB_PREFIX
 from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
@@ -39,9 +41,11 @@ from infra.workloads.pod_template import (
     API_KEYS_FILE,
     FEEDBACK_KEYS_FILE,
     INTERNAL_PORT_NAME,
+    PREDICTION_ID_KEY_FILE,
     READY_PATH,
     container_env,
     pod_template,
+    prediction_id_key_env,
 )
 from infra.workloads.release_tracks import (
     APP,
@@ -56,6 +60,7 @@ SERVICE_ACCOUNT = "model-service"
 ROLLOUT = APP
 INGRESS = APP
 LABELS = {"app.kubernetes.io/name": APP}
+PREDICTION_ID_KEY_SECRET = f"{APP}-prediction-id-key"
 # Served by Prometheus Adapter (infra/monitoring/kube_prometheus_stack.py) from the service's request counter.
 REQUESTS_PER_SECOND_METRIC = "mlstack_requests_per_second"
 ROLLOUT_API_VERSION = "argoproj.io/v1alpha1"
@@ -147,6 +152,7 @@ class ModelService(pulumi.ComponentResource):
         )
         self._create_identity(cluster, bucket, keys)
         self._client_keys_secret = self._create_client_keys()
+        prediction_id_key = self._create_prediction_id_key()
         self._create_internal_service()
         for role_name, service_name in track_services(self._release).items():
             self._create_service(role_name, service_name)
@@ -160,7 +166,7 @@ class ModelService(pulumi.ComponentResource):
             spec=analysis_template_spec(env, NAMESPACE),
             opts=self._after_rollouts,
         )
-        keys_secret = [self._client_keys_secret] if self._client_keys_secret else []
+        keys_secret = [self._client_keys_secret, prediction_id_key] if self._client_keys_secret else [prediction_id_key]
         rollout = self._create_rollout(registry, bucket, pools, after=[template, ingress, *keys_secret, *model_package])
         self._create_autoscaling(rollout)
         hostname = ingress.status.apply(load_balancer_hostname)
@@ -169,15 +175,27 @@ class ModelService(pulumi.ComponentResource):
         self.register_outputs({"serviceUrl": self.service_url})
 
     def _create_identity(self, cluster: EksCluster, bucket: ModelBucket, keys: EncryptionKeys) -> None:
-        """A service account whose IAM role (Pod Identity) reads the model prefix and nothing else."""
+        """A service account whose IAM role (Pod Identity) reads the model prefix, and writes the prediction log and
+        labels (monitoring.predictionLog)."""
         child = pulumi.ResourceOptions(parent=self)
+        log = self._env.config.monitoring.prediction_log
         self.role = pod_identity_role(
             self._name,
             cluster_name=cluster.name,
             cluster_arn=cluster.cluster.arn,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
-            policy=policy_document(bucket.read_models_statements(keys.models.arn)),
+            policy=policy_document(
+                [
+                    *bucket.read_models_statements(keys.models.arn),
+                    # The sampled prediction log and the labels, write-only; the label join's summary, read.
+                    *(
+                        serving_statements(bucket.bucket_arn, keys.models.arn, log, self._env.config.service.model_name)
+                        if log.enabled
+                        else []
+                    ),
+                ]
+            ),
             opts=child,
         ).role
         create(
@@ -210,6 +228,21 @@ class ModelService(pulumi.ComponentResource):
             f"{self._name}-client-keys",
             metadata={"name": CLIENT_KEYS_SECRET, "namespace": NAMESPACE, "labels": LABELS},
             string_data=files,
+            opts=self._in_namespace,
+        )
+
+    def _create_prediction_id_key(self) -> k8s.core.v1.Secret:
+        """The key every replica signs and checks prediction ids with (service/mlstack_service/prediction_ids.py):
+        random, drawn once and kept in the stack's state as a secret, so a label is accepted by any replica, also
+        after a rollout or a restart."""
+        key = random.RandomPassword(
+            f"{self._name}-prediction-id-key", length=64, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        return create(
+            k8s.core.v1.Secret,
+            f"{self._name}-prediction-id-key",
+            metadata={"name": PREDICTION_ID_KEY_SECRET, "namespace": NAMESPACE, "labels": LABELS},
+            string_data={PREDICTION_ID_KEY_FILE: key.result},
             opts=self._in_namespace,
         )
 
@@ -271,21 +304,26 @@ class ModelService(pulumi.ComponentResource):
             "requests": {"cpu": release.resources.cpu_request, "memory": release.resources.memory_request},
             "limits": {"cpu": release.resources.cpu_limit, "memory": release.resources.memory_limit},
         }
-        template = pulumi.Output.all(image, model_uri).apply(
+        prediction_log = self._env.config.monitoring.prediction_log
+        template = pulumi.Output.all(image, model_uri, bucket.bucket_name).apply(
             lambda values: pod_template(
                 labels=dict(LABELS),
                 image=values[0],
-                env=container_env(
-                    service.port,
-                    values[1],
-                    gpu,
-                    self._env.region,
-                    internal_port=service.internal_port,
-                    model_sha256=model_sha256_pin(self._env),
-                    api_keys=service.authentication == "api-keys",
-                    feedback_keys=bool(service.feedback_clients),
-                    drift=self._env.config.monitoring.drift,
-                ),
+                env=[
+                    *container_env(
+                        service.port,
+                        values[1],
+                        gpu,
+                        self._env.region,
+                        internal_port=service.internal_port,
+                        model_sha256=model_sha256_pin(self._env),
+                        api_keys=service.authentication == "api-keys",
+                        feedback_keys=bool(service.feedback_clients),
+                        drift=self._env.config.monitoring.drift,
+                    ),
+                    *prediction_id_key_env(),
+                    *service_env(values[2], prediction_log, service.model_name),
+                ],
                 port=service.port,
                 internal_port=service.internal_port,
                 client_keys_secret=CLIENT_KEYS_SECRET if self._client_keys_secret else None,
@@ -293,6 +331,7 @@ class ModelService(pulumi.ComponentResource):
                 service_account=SERVICE_ACCOUNT,
                 node_selector={POOL_LABEL: pool.labels[POOL_LABEL]},
                 gpu_taints=pool.taints if gpu else None,
+                prediction_id_key_secret=PREDICTION_ID_KEY_SECRET,
             )
         )
         return create(

@@ -12,6 +12,9 @@ INTERNAL_PORT_NAME = "internal"
 CLIENT_KEYS_DIR = "/etc/mlstack/clients"
 API_KEYS_FILE = "api-keys"
 FEEDBACK_KEYS_FILE = "feedback-keys"
+# The MAC key prediction ids are signed with, shared by the replicas so any of them accepts any one's feedback.
+PREDICTION_ID_KEY_DIR = "/etc/mlstack/prediction-id"
+PREDICTION_ID_KEY_FILE = "key"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 RUN_AS = 10001
@@ -80,6 +83,11 @@ def container_env(
     ]
 
 
+def prediction_id_key_env() -> list[dict[str, str]]:
+    """MLSTACK_PREDICTION_ID_KEY_FILE, where pod_template mounts the `prediction_id_key_secret`."""
+    return [{"name": "MLSTACK_PREDICTION_ID_KEY_FILE", "value": f"{PREDICTION_ID_KEY_DIR}/{PREDICTION_ID_KEY_FILE}"}]
+
+
 def pod_template(
     *,
     labels: dict[str, str],
@@ -92,6 +100,7 @@ def pod_template(
     service_account: str,
     node_selector: dict[str, str],
     gpu_taints: list[Taint] | None,
+    prediction_id_key_secret: str | None = None,
 ) -> dict[str, Any]:
     """A pod template; `gpu_taints` set means a GPU pod: it requests a GPU and tolerates the GPU pool.
     `client_keys_secret`: the Secret whose keys files are mounted read-only at CLIENT_KEYS_DIR."""
@@ -149,6 +158,11 @@ def pod_template(
                         if client_keys_secret
                         else []
                     ),
+                    *(
+                        [{"name": "prediction-id-key", "mountPath": PREDICTION_ID_KEY_DIR, "readOnly": True}]
+                        if prediction_id_key_secret
+                        else []
+                    ),
                 ],
             }
         ],
@@ -157,6 +171,16 @@ def pod_template(
             *(
                 [{"name": "client-keys", "secret": {"secretName": client_keys_secret, "defaultMode": 0o440}}]
                 if client_keys_secret
+                else []
+            ),
+            *(
+                [
+                    {
+                        "name": "prediction-id-key",
+                        "secret": {"secretName": prediction_id_key_secret, "defaultMode": 0o440},
+                    }
+                ]
+                if prediction_id_key_secret
                 else []
             ),
         ],

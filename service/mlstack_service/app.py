@@ -19,12 +19,16 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+import boto3
 import orjson
 
 from mlstack_service.auth import ApiKeys, RateLimiter, presented_key
+from mlstack_service.drift import UnknownPredictionError
 from mlstack_service.errors import (
     BadRequestError,
     InferenceError,
@@ -35,14 +39,18 @@ from mlstack_service.errors import (
     ServiceError,
     UnauthorizedError,
 )
+from mlstack_service.feedback_store import FeedbackStore
 from mlstack_service.http_body import DISCARD_LIMIT_FACTOR, discard_body
 from mlstack_service.inference import EXTENSIONS, SERVER_NAME, InferenceCore
+from mlstack_service.local_objects import LocalObjects
 from mlstack_service.logs import RequestLog, log_event
 from mlstack_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.openapi import openapi_document
 from mlstack_service.prediction_ids import PredictionIds
+from mlstack_service.prediction_log import PredictionLog
 from mlstack_service.protocol import BINARY_CONTENT_TYPE, encode_infer_response, parse_infer_request
+from mlstack_service.realized import RealizedPerformance
 from mlstack_service.runtime import OnnxModel
 from mlstack_service.settings import Settings
 
@@ -61,6 +69,8 @@ OPEN, API, FEEDBACK = "open", "api", "feedback"  # who may call a route
 HEALTH_PATHS = ("/v2/health/live", "/v2/health/ready")
 REQUEST_ID_PATTERN = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 PAYLOAD_LOG_BYTES = 1024
+# After uvicorn's own grace period, within the pod's: one batch's upload takes well under a second.
+PREDICTION_LOG_CLOSE_SECONDS = 5.0
 MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer|feedback))?$")
 
 
@@ -119,6 +129,9 @@ class InferenceApp:
         self.grpc: SecondProtocol | None = None
         self._grpc_stopping: asyncio.Future[None] | None = None
         self.startup_failure: str | None = None
+        self._build_label_stores(settings)
+        # gRPC and REST predictions alike go through the core, which offers them to the log.
+        self.core.prediction_log = self.prediction_log
         self.request_log = RequestLog(sys.stdout.buffer)
         self._flusher: asyncio.Task[None] | None = None
         server_version = self.core.server_version
@@ -136,6 +149,51 @@ class InferenceApp:
             "/openapi.json": orjson.dumps(openapi_document(self.metadata, server_version)),
         }
         self._model_metadata = orjson.dumps(self.core.model_metadata())
+
+    def _build_label_stores(self, settings: Settings) -> None:
+        """The prediction log, the shared feedback store and the label join's summary, where settings name them."""
+        self.prediction_log: PredictionLog | None = None
+        self.feedback_store: FeedbackStore | None = None
+        self.realized: RealizedPerformance | None = None
+        self._realized_task: asyncio.Task[None] | None = None
+        self._store_executor: ThreadPoolExecutor | None = None
+        uris = (settings.prediction_log_uri, settings.feedback_uri, settings.realized_summary_uri)
+        if not any(uris):
+            return
+        s3 = boto3.client("s3")
+        local = LocalObjects(Path("/"))
+
+        def located(uri: str) -> tuple[Any, str, str]:
+            """(client, bucket, rest): file:// URIs are host folders (local_objects.py), s3:// ones S3."""
+            bucket, _, rest = uri.removeprefix("file://").removeprefix("/").removeprefix("s3://").partition("/")
+            return (local if uri.startswith("file://") else s3), bucket, rest
+
+        self._store_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="label-store")
+        if settings.prediction_log_uri:
+            client, bucket, prefix = located(settings.prediction_log_uri)
+            self.prediction_log = PredictionLog(
+                client,
+                bucket,
+                prefix,
+                model_name=self.metadata.name,
+                model_version=self.metadata.version,
+                feature_names=self.metadata.feature_names,
+                instance=self._prediction_ids.instance,
+                logger=self.logger,
+                sample_rate=settings.prediction_log_sample_rate,
+                include_features=settings.prediction_log_features,
+                batch_rows=settings.prediction_log_batch_rows,
+                flush_seconds=settings.prediction_log_flush_seconds,
+                max_rows_per_second=settings.prediction_log_max_rows_per_second,
+                max_buffered_rows=settings.prediction_log_max_buffered_rows,
+            )
+        if settings.feedback_uri:
+            client, bucket, prefix = located(settings.feedback_uri)
+            self.feedback_store = FeedbackStore(client, bucket, prefix)
+        if settings.realized_summary_uri:
+            client, bucket, key = located(settings.realized_summary_uri)
+            self.realized = RealizedPerformance(client, bucket, key, self.metadata.version)
+        self.metrics.attach_labels(self.prediction_log, self.feedback_store, self.realized)
 
     # --- readiness -------------------------------------------------------------------------------
 
@@ -187,6 +245,10 @@ class InferenceApp:
                         self.startup_failure = str(error)
                         await send({"type": "lifespan.startup.failed", "message": str(error)})
                         return
+                if self.prediction_log is not None:
+                    self.prediction_log.start()
+                if self.realized is not None:
+                    self._realized_task = asyncio.create_task(self._refresh_realized())
                 self.core.ready = True
                 self.metrics.ready = 1
                 log_event(
@@ -203,6 +265,14 @@ class InferenceApp:
                 self.core.shut_down()
                 if self._drift_task is not None:
                     self._drift_task.cancel()
+                if self._realized_task is not None:
+                    self._realized_task.cancel()
+                if self.prediction_log is not None:  # the drain writes the last partial batch
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self.prediction_log.close, PREDICTION_LOG_CLOSE_SECONDS
+                    )
+                if self._store_executor is not None:  # in-flight feedback was answered before shutdown began
+                    self._store_executor.shutdown(wait=False, cancel_futures=True)
                 if self._flusher is not None:
                     self._flusher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -442,16 +512,40 @@ class InferenceApp:
     ) -> Response:
         """Ground truth for an earlier inference: {"id": "<its X-Prediction-ID>", "labels": [0, 1, ...]}."""
         self._check_model(name, model_version)
-        if self.drift is None:
-            raise RouteNotFoundError("feedback is off on this server (MLSTACK_DRIFT_ENABLED=false)")
+        if self.drift is None and self.feedback_store is None:
+            raise RouteNotFoundError(
+                "feedback is off on this server (MLSTACK_DRIFT_ENABLED=false, no MLSTACK_FEEDBACK_URI)"
+            )
         try:
             document = orjson.loads(await self._read_body(scope, receive))
         except orjson.JSONDecodeError as error:
             raise BadRequestError(f"malformed JSON: {error}") from None
         if not isinstance(document, dict) or not isinstance(document.get("id"), str):
             raise BadRequestError("the body must be an object with the infer response's 'id' and the 'labels'")
-        recorded = self.drift.record_feedback(document["id"], document.get("labels"))
-        return Response(200, orjson.dumps({"id": document["id"], "recorded": recorded}))
+        prediction_id, labels = document["id"], document.get("labels")
+        if self.feedback_store is None:
+            assert self.drift is not None
+            recorded = self.drift.record_feedback(prediction_id, labels)
+            return Response(200, orjson.dumps({"id": prediction_id, "recorded": recorded}))
+        # Shared store: any replica's signed id is accepted, and S3 keeps the first label (feedback_store.py).
+        if not self._prediction_ids.verify(prediction_id):
+            raise UnknownPredictionError(f"prediction id {prediction_id!r} is unknown or expired")
+        if (
+            not isinstance(labels, list)
+            or not 0 < len(labels) <= self.settings.max_rows
+            or not all(type(label) is int and 0 <= label < len(self.metadata.class_names) for label in labels)
+        ):
+            raise BadRequestError(
+                f"'labels' must be a list of 1 to {self.settings.max_rows} class indices "
+                f"(0 to {len(self.metadata.class_names) - 1}), one per row of the prediction"
+            )
+        if self.drift is not None:  # this process's own prediction, still in memory: the rolling accuracy
+            with contextlib.suppress(UnknownPredictionError):
+                self.drift.record_feedback(prediction_id, labels)  # a wrong row count is a 400, before storing
+        assert self._store_executor is not None
+        loop = asyncio.get_running_loop()
+        recorded = await loop.run_in_executor(self._store_executor, self.feedback_store.record, prediction_id, labels)
+        return Response(200, orjson.dumps({"id": prediction_id, "recorded": recorded}))
 
     async def _refresh_drift(self) -> None:
         """Recompute drift statistics off the request path."""
@@ -459,6 +553,18 @@ class InferenceApp:
         while True:
             await asyncio.sleep(self.settings.drift_refresh_seconds)
             self.drift.refresh()
+
+    async def _refresh_realized(self) -> None:
+        """Read the label join's summary off the request path."""
+        assert self.realized is not None
+        assert self._store_executor is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self._store_executor, self.realized.refresh)
+            except Exception as error:  # a bug here must not end the refreshes for the process's lifetime
+                log_event(self.logger, logging.ERROR, "realized summary refresh failed", reason=repr(error))
+            await asyncio.sleep(self.settings.realized_refresh_seconds)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes

@@ -22,7 +22,8 @@ from mlstack_service.errors import BadRequestError, ModelNotFoundError, ModelNot
 from mlstack_service.logs import log_event
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.package import ModelMetadata
-from mlstack_service.prediction_ids import PredictionIds
+from mlstack_service.prediction_ids import PredictionIds, load_key
+from mlstack_service.prediction_log import PredictionLog
 from mlstack_service.runtime import OnnxModel, Prediction
 from mlstack_service.settings import Settings
 
@@ -160,7 +161,11 @@ class InferenceCore:
         self.metrics = metrics
         self.server_version = version("mlstack-service")
         self.class_names = list(self.metadata.class_names)
-        self.prediction_ids = PredictionIds()
+        # A key shared by the replicas lets any of them accept feedback for any one's prediction (prediction_ids.py).
+        key_file = settings.prediction_id_key_file
+        self.prediction_ids = PredictionIds(load_key(key_file) if key_file is not None else None)
+        # Set by the REST app once its label stores exist: every scored row, either protocol, is offered to it.
+        self.prediction_log: PredictionLog | None = None
         self.drift: DriftTracking | None = None
         if settings.drift_enabled:
             monitor = DriftMonitor(
@@ -273,10 +278,13 @@ class InferenceCore:
         # own signed id only, so no caller can choose, guess or collide with another's prediction id.
         response_id = request.request_id or request_id
         prediction_id = None
-        if self.drift is not None:
+        if self.drift is not None or self.prediction_log is not None:
             if sequence is None:  # the request id is the caller's
                 prediction_id, sequence = self.prediction_ids.issue()
             else:
                 prediction_id = request_id
-            self.drift.observe(request.rows, prediction.probabilities, prediction_id, sequence, source)
+            if self.drift is not None:
+                self.drift.observe(request.rows, prediction.probabilities, prediction_id, sequence, source)
+            if self.prediction_log is not None:
+                self.prediction_log.offer(prediction_id, request.rows, prediction.probabilities)
         return InferResult(output_tensors(prediction, self.metadata, request.outputs), response_id, prediction_id, rows)

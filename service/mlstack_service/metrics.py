@@ -19,6 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from mlstack_service.drift import DriftMonitor, DriftTracking
+from mlstack_service.feedback_store import FeedbackStore
+from mlstack_service.prediction_log import PredictionLog
+from mlstack_service.realized import RealizedPerformance
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -63,12 +66,20 @@ class ServiceMetrics(Collector):
         self.predictions: dict[str, int] = {}
         self.drift: DriftTracking | None = None
         self.drift_threshold = 0.0
+        self.prediction_log: PredictionLog | None = None
+        self.feedback_store: FeedbackStore | None = None
+        self.realized: RealizedPerformance | None = None
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
     def attach_drift(self, drift: DriftTracking, threshold: float) -> None:
         self.drift = drift
         self.drift_threshold = threshold
+
+    def attach_labels(
+        self, log: PredictionLog | None, store: FeedbackStore | None, realized: RealizedPerformance | None
+    ) -> None:
+        self.prediction_log, self.feedback_store, self.realized = log, store, realized
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, protocol: str) -> None:
         key = (route, method, status, protocol)
@@ -123,6 +134,7 @@ class ServiceMetrics(Collector):
             yield family
 
         yield from self._drift_families(model)
+        yield from self._label_families(model)
 
         for name, documentation, value in (
             ("mlstack_requests_in_flight", "Requests being handled now.", self.in_flight),
@@ -218,6 +230,63 @@ class ServiceMetrics(Collector):
             gauge = GaugeMetricFamily(name, documentation, labels=MODEL_LABELS)
             gauge.add_metric(model, value)
             yield gauge
+
+    def _label_families(self, model: list[str]) -> Iterator[Metric]:
+        """The prediction log, the shared feedback store and the label join's realized performance (S3)."""
+        log, store, realized = self.prediction_log, self.feedback_store, self.realized
+        if log is not None:
+            rows = CounterMetricFamily(
+                "mlstack_prediction_log_rows",
+                "Predicted rows offered to the prediction log, by outcome (logged, sampled_out, dropped_rate, "
+                "dropped_buffer, failed: an S3 write that failed; the prediction itself was served).",
+                labels=("outcome", *MODEL_LABELS),
+            )
+            for outcome, count in log.counters.rows.items():
+                rows.add_metric([outcome, *model], count)
+            yield rows
+            objects = CounterMetricFamily(
+                "mlstack_prediction_log_objects", "Prediction log objects written to S3.", labels=MODEL_LABELS
+            )
+            objects.add_metric(model, log.counters.objects)
+            yield objects
+            held = GaugeMetricFamily(
+                "mlstack_prediction_log_buffered_rows", "Rows held in memory awaiting upload.", labels=MODEL_LABELS
+            )
+            held.add_metric(model, log.held_rows)
+            yield held
+        if store is not None:
+            writes = CounterMetricFamily(
+                "mlstack_feedback_store_writes",
+                "Labels posted to the shared feedback store, by outcome (recorded, duplicate: an earlier label for "
+                "the id holds, failed: S3 did not store it and the sender got a 503).",
+                labels=("outcome", *MODEL_LABELS),
+            )
+            for outcome, count in store.outcomes.items():
+                writes.add_metric([outcome, *model], count)
+            yield writes
+        if realized is not None:
+            for name, documentation, value in (
+                (
+                    "mlstack_realized_accuracy",
+                    "Accuracy of this model version over every labelled prediction the label join found, fleet-wide "
+                    "(the same on every replica: take max, not sum). NaN before the first join.",
+                    realized.accuracy,
+                ),
+                ("mlstack_realized_log_loss", "Log loss over the label join's labelled rows.", realized.log_loss),
+                (
+                    "mlstack_realized_labelled_rows",
+                    "Rows the label join's accuracy is computed over.",
+                    realized.labelled_rows,
+                ),
+                (
+                    "mlstack_realized_summary_age_seconds",
+                    "Seconds since the label join wrote the summary read last (NaN: none read yet).",
+                    realized.age_seconds(),
+                ),
+            ):
+                gauge = GaugeMetricFamily(name, documentation, labels=MODEL_LABELS)
+                gauge.add_metric(model, value)
+                yield gauge
 
 
 def _drift_verdicts(monitor: DriftMonitor, model: list[str]) -> Iterator[Metric]:

@@ -29,6 +29,7 @@ from mlstack_service.grpc_service import GrpcServer
 from mlstack_service.logs import configure_logging, log_event
 from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.package import PackageError, load_package
+from mlstack_service.prediction_ids import PredictionIdKeyError
 from mlstack_service.runtime import OnnxModel
 from mlstack_service.settings import Settings, describe_invalid_settings
 
@@ -175,7 +176,7 @@ def serve(settings: Settings) -> int:
         listening_socket(settings.host, settings.grpc_port).close()
         # Everything allocated so far lives as long as the process: keep the collector from rescanning it.
         gc.freeze()
-    except (PackageError, KeysFileError, ListenError) as error:
+    except (PackageError, KeysFileError, ListenError, PredictionIdKeyError) as error:
         log_event(logger, logging.ERROR, "refusing to start", reason=str(error))
         return EXIT_MODEL_UNUSABLE
     except StopRequestedError as stop:

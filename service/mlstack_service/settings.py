@@ -8,6 +8,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "example_model")
 UNKNOWN_BUILD = "unknown"
+# s3://bucket/prefix/, or file:///folder/ where no container may reach S3 (the dev host: local_objects.py).
+S3_PREFIX_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file:///[A-Za-z0-9_.-]+)/([A-Za-z0-9!_.*'()/-]+/)?$"
+S3_OBJECT_PATTERN = (
+    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|file:///[A-Za-z0-9_.-]+)/[A-Za-z0-9!_.*'()/-]*[A-Za-z0-9!_.*'()-]$"
+)
 
 
 class Settings(BaseSettings):
@@ -92,6 +97,46 @@ class Settings(BaseSettings):
     )
     feedback_ttl_seconds: float = Field(86_400.0, gt=0, description="how long a prediction id accepts a label")
     feedback_window: int = Field(1_000, ge=10, description="labelled rows in the rolling accuracy and log loss")
+    prediction_id_key_file: Path | None = Field(
+        None,
+        description="the MAC key prediction ids are signed with, shared by the replicas (prediction_ids.py); unset: a "
+        "key per process, so only the process that served a prediction accepts its feedback",
+    )
+    prediction_log_uri: str | None = Field(
+        None,
+        pattern=S3_PREFIX_PATTERN,
+        description="s3://bucket/prefix/ the sampled prediction log is written under (prediction_log.py); unset: off",
+    )
+    prediction_log_sample_rate: float = Field(1.0, ge=0, le=1, description="share of predictions logged")
+    prediction_log_features: bool = Field(
+        True,
+        description="store each logged prediction's features; false: ids, times and scores only (realized accuracy "
+        "still works, but the label join has no rows to retrain on)",
+    )
+    prediction_log_batch_rows: int = Field(
+        5_000, ge=1, le=1_000_000, description="rows per log object: a full batch is written at once"
+    )
+    prediction_log_flush_seconds: float = Field(
+        60.0, gt=0, le=3600, description="a partial batch is written after this long (and on SIGTERM)"
+    )
+    prediction_log_max_rows_per_second: float = Field(
+        500.0, gt=0, description="rows a second the log takes at most; more are counted as dropped, not logged"
+    )
+    prediction_log_max_buffered_rows: int = Field(
+        50_000, ge=1, description="rows held in memory awaiting upload; beyond them rows are dropped and counted"
+    )
+    feedback_uri: str | None = Field(
+        None,
+        pattern=S3_PREFIX_PATTERN,
+        description="s3://bucket/prefix/ every replica writes labels to (feedback_store.py); unset: labels stay in "
+        "this process's memory only",
+    )
+    realized_summary_uri: str | None = Field(
+        None,
+        pattern=S3_OBJECT_PATTERN,
+        description="s3://bucket/key of the label join's summary, re-exported as mlstack_realized_* metrics",
+    )
+    realized_refresh_seconds: float = Field(300.0, gt=0, description="how often the label join's summary is read")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_payloads: bool = Field(False, description="log the first KiB of each request body (off: payloads are data)")
     build_commit: str = Field(
@@ -118,7 +163,16 @@ class Settings(BaseSettings):
             raise ValueError("MLSTACK_AUTH_REQUIRED is true but MLSTACK_API_KEYS_FILE is not set")
         return self
 
-    @field_validator("model_sha256", "api_keys_file", "feedback_keys_file", mode="before")
+    @field_validator(
+        "model_sha256",
+        "api_keys_file",
+        "feedback_keys_file",
+        "prediction_id_key_file",
+        "prediction_log_uri",
+        "feedback_uri",
+        "realized_summary_uri",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -70,10 +70,18 @@ def test_batch_runs_under_its_own_role_and_serving_loses_batch_access(
     batch = _statements(run, roles["model-service-batch"])
     serving_resources = [resource for statement in serving for resource in _resources(statement)]
     assert not [resource for resource in serving_resources if "batch/" in resource], serving_resources
+    # Beyond reading models: writing the prediction log and the labels (tests/infra/test_label_join.py).
     assert all(
         action in ("s3:GetObject", "s3:ListBucket", "kms:Decrypt")
+        or (action in ("s3:PutObject", "kms:GenerateDataKey") and "label_join" not in str(statement))
         for statement in serving
         for action in statement["Action"]
+    ), serving
+    assert all(
+        resource.endswith(("/predictions/*", "/feedback/*"))
+        for statement in serving
+        if "s3:PutObject" in statement["Action"]
+        for resource in _resources(statement)
     ), serving
     writes = [s for s in batch if "s3:PutObject" in s["Action"]]
     assert [_resources(s)[0].rsplit("/", 2)[-2:] for s in writes] == [["output", "*"]]

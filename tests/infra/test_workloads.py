@@ -317,7 +317,7 @@ def test_probes_are_routes_the_real_service_answers(committed_runs: dict[str, St
 
 
 def test_batch_cronjob_runs_the_scorer_with_its_own_service_account(committed_runs: dict[str, StackRun]) -> None:
-    cron = one(committed_runs["prod"], "CronJob")
+    cron = one(committed_runs["prod"], "CronJob", "model-service-batch")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 2
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]

@@ -120,8 +120,15 @@ def test_feedback_needs_a_feedback_key_and_a_prediction_id_the_server_issued(gua
     # Another client reuses the same X-Request-ID: it gets its own prediction id, and neither can label by "trace-7".
     other = guarded.client.post(INFER, json=_body(rows), headers={**_as("client-3"), "X-Request-ID": "trace-7"})
     assert other.headers["x-prediction-id"] != prediction_id
-    digits, _, tag = prediction_id.partition("-")
-    guesses = ["trace-7", f"{int(digits, 16) + 1:x}-{tag}", f"{digits}-{secrets.token_hex(16)}", f"{digits}-{'0' * 32}"]
+    head, _, tag = prediction_id.partition("-")
+    instance, _, digits = head.partition(".")
+    guesses = [
+        "trace-7",
+        f"{instance}.{int(digits, 16) + 1:x}-{tag}",
+        f"{'0' * len(instance)}.{digits}-{tag}",  # another replica's id with the same sequence
+        f"{head}-{secrets.token_hex(16)}",
+        f"{head}-{'0' * 32}",
+    ]
     for guess in guesses:
         response = guarded.internal.post(FEEDBACK, json={"id": guess, **labels}, headers=_as("labeller"))
         assert response.status_code == 404, guess
