@@ -464,8 +464,9 @@ def _ingress_tls(ingress: Resource) -> Iterable[str]:
     hosts += [_mapping(rule).get("host") for rule in _as_list(spec.get("rules")) if _mapping(rule).get("host")]
     if not https:
         yield (
-            "the internet-facing ALB serves plain HTTP: no HTTPS listener with a certificate; set "
-            f"ingress.certificateArn in the stack file (an ACM certificate) so it listens on 443 with {CERTIFICATE_ARN}"
+            "the internet-facing ALB serves plain HTTP: no HTTPS listener with a certificate; in the stack file set "
+            "ingress.certificateArn (an ACM certificate you have) or ingress.domain with ingress.hostedZone (the stack "
+            f"issues one), so it listens on 443 with {CERTIFICATE_ARN}"
         )
     elif not annotations.get(CERTIFICATE_ARN) and not hosts:
         yield f"listens on HTTPS {https} with no certificate: no {CERTIFICATE_ARN} and no host to discover one by"
@@ -897,10 +898,10 @@ RULES: tuple[Rule, ...] = (
          tiers=("prod",)),
     Rule("unused-capacity-warning", "No GPU nodes kept running that no workload requests (a warning before prod)",
          (NODE_GROUP,), unused_capacity, tiers=("dev", "staging"), level=ADVISORY),
-    # Advisory until the stack can obtain its own certificate: a prod stack file names its certificate
-    # (ingress.certificateArn), which only its owner can issue; the preview shows the finding until then.
+    # Mandatory: a prod stack names its certificate (ingress.certificateArn) or a domain and Route 53 zone for which
+    # the stack issues one (ingress.domain, ingress.hostedZone); README "HTTPS and certificates".
     Rule("tls-in-prod", "Internet-facing load balancers serve HTTPS, and HTTP only redirects", (INGRESS, LISTENER),
-         tls_in_prod, tiers=("prod",), level=ADVISORY),
+         tls_in_prod, tiers=("prod",)),
     Rule("authenticated-ingress", "Internet-facing Ingresses authenticate every request", (INGRESS,),
          authenticated_ingress, tiers=("prod",)),
     Rule("pod-identity-trust-conditions", "Pod Identity roles trust one account, cluster, namespace, service account",

@@ -23,7 +23,6 @@ ACKNOWLEDGED: dict[tuple[str, str, str], str] = {
         )
         for stack in ("staging", "prod")
     },
-    ("prod", "tls-in-prod", "model-service-ingress"): "prod's owner sets ingress.certificateArn (README)",
 }
 
 
