@@ -497,7 +497,8 @@ class ModelService(pulumi.ComponentResource):
         backend = {"service": {"name": INGRESS_SERVICE, "port": {"name": GRPC_PORT_NAME}}}
         return create(
             k8s.networking.v1.Ingress,
-            f"{self._name}-grpc-ingress",
+            # Named to sort after the REST Ingress: the cost estimate names the group's ALB after its first Ingress.
+            f"{self._name}-ingress-grpc",
             metadata={"name": GRPC_INGRESS, "namespace": NAMESPACE, "annotations": annotations, "labels": LABELS},
             spec={
                 "ingressClassName": "alb",
