@@ -14,6 +14,8 @@ from infra.config import load_stack_config
 from infra.monitoring.kube_prometheus_stack import Monitoring
 from infra.monitoring.retrain_relay import WEBHOOK_URL as RETRAIN_WEBHOOK_URL
 from infra.monitoring.retrain_relay import RetrainRelay
+from infra.network.certificate import ServiceCertificate
+from infra.network.dns_record import ServiceDnsRecord
 from infra.network.vpc import Network
 from infra.registry.ecr import ContainerRegistry
 from infra.release_state import deployed_image_tag
@@ -70,6 +72,7 @@ if env.config.compute.mode == "ec2":
     pulumi.export("serviceUrl", host.service_url)
     pulumi.export("autoScalingGroupName", host.auto_scaling_group_name)
     pulumi.export("grafanaUrl", host.grafana_url)
+    pulumi.export("grpcEndpoint", host.grpc_endpoint)
 else:
     cluster = EksCluster("eks", env, network, keys, opts=with_aws)
     pools = NodePools("pools", env, cluster=cluster, network=network, security_groups=security_groups, opts=with_aws)
@@ -96,6 +99,7 @@ else:
         else None
     )
     access_logs = AccessLogsBucket("alb-logs", env, opts=with_aws) if ingress_settings.access_logs else None
+    certificate = ServiceCertificate("certificate", env, opts=with_aws) if ingress_settings.tls else None
     rollouts = ArgoRollouts("argo-rollouts", cluster=cluster, depends_on=[addons, controller.release], opts=with_aws)
     service = ModelService(
         "model-service",
@@ -111,9 +115,18 @@ else:
         model_package=list(bundled_model.objects),
         web_acl_arn=web_acl.arn if web_acl else None,
         access_logs_bucket=access_logs.bucket_name if access_logs else None,
+        certificate_arn=certificate.arn if certificate else None,
         depends_on=[addons, controller, *([access_logs] if access_logs else [])],
         opts=with_aws,
     )
+    if certificate and certificate.zone_id is not None:
+        ServiceDnsRecord(
+            "service-dns",
+            env,
+            zone_id=certificate.zone_id,
+            load_balancer_hostname=service.load_balancer_hostname,
+            opts=with_aws,
+        )
     monitoring = Monitoring(
         "monitoring",
         env,
@@ -166,6 +179,8 @@ else:
     pulumi.export("clusterName", cluster.name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("serviceUrl", service.service_url)
+    # OIP gRPC: on the ALB's 443 with a certificate; otherwise from the cluster only (service.grpcNamespaces).
+    pulumi.export("grpcEndpoint", service.grpc_endpoint)
     # What `mlstack release status|promote|abort` and kubectl-argo-rollouts act on.
     pulumi.export("rollout", {"namespace": service.namespace, "name": service.rollout_name})
     pulumi.export("releaseStrategy", env.config.release.strategy)

@@ -214,6 +214,19 @@ ARGO_ROLLOUTS_CHART = ChartPin(
     "v1.9.0",
     Provenance("argoproj/argo-helm", "8796aeaa82428f96c3a20293f75a1a805f99d32b", "charts/argo-rollouts/Chart.yaml"),
 )
+# The ALB's TLS security policy on its HTTPS listener (the `alb.ingress.kubernetes.io/ssl-policy` annotation, v3.5.0
+# docs/guide/ingress/annotations.md). Without it the controller leaves AWS's API default, ELBSecurityPolicy-2016-08,
+# which still accepts TLS 1.0 and 1.1. This is the policy AWS's describe-ssl-policies page names as the console
+# default: TLS 1.3 and 1.2 only, restricted ciphers, hybrid post-quantum key exchange (checked 2026-11-29).
+ALB_SSL_POLICY = Pin(
+    "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09",
+    Provenance(
+        "kubernetes-sigs/aws-load-balancer-controller",
+        "v3.5.0",
+        "docs/guide/ingress/annotations.md",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/describe-ssl-policies.html",
+    ),
+)
 # Pins that could not be verified upstream, by name and why; the provenance test lists them. None today.
 UNVERIFIED: dict[str, str] = {}
 

@@ -421,6 +421,25 @@ RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
         "wafv2:TagResource",
         "wafv2:UntagResource",
     ),
+    # The public endpoint's certificate and DNS (infra/network/certificate.py, dns_record.py). The provider reads a
+    # certificate's tags and options back after each create and refresh.
+    "aws:acm/certificate:Certificate": (
+        "acm:RequestCertificate",
+        "acm:DescribeCertificate",
+        "acm:DeleteCertificate",
+        "acm:UpdateCertificateOptions",
+        "acm:AddTagsToCertificate",
+        "acm:RemoveTagsFromCertificate",
+        "acm:ListTagsForCertificate",
+    ),
+    # Only polls the certificate until ACM has issued it; its delete calls nothing.
+    "aws:acm/certificateValidation:CertificateValidation": ("acm:DescribeCertificate",),
+    "aws:route53/record:Record": (
+        "route53:ChangeResourceRecordSets",
+        "route53:GetChange",
+        "route53:ListResourceRecordSets",
+        "route53:GetHostedZone",
+    ),
     "aws:s3/bucketObjectv2:BucketObjectv2": (
         "s3:PutObject",
         "s3:GetObject",
@@ -444,6 +463,9 @@ INVOKE_ACTIONS: dict[str, tuple[str, ...]] = {
     "aws:ssm/getParameter:getParameter": ("ssm:GetParameter",),
     # Zones that offer the GPU pool's instance types (infra/network/vpc.py).
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": ("ec2:DescribeInstanceTypeOfferings",),
+    # The domain's public zone, found by name (infra/network/certificate.py); the data source reads its tags too.
+    "aws:route53/getZone:getZone": ("route53:ListHostedZones", "route53:GetHostedZone", "route53:ListTagsForResource"),
+    "aws:lb/getHostedZoneId:getHostedZoneId": (),  # the provider's own table of ELB hosted zones per region
     # The add-on build EKS installs by default on the pinned minor (infra/compute/addons/addon_versions.py).
     "aws:eks/getAddonVersion:getAddonVersion": ("eks:DescribeAddonVersions",),
 }

@@ -127,6 +127,7 @@ def render_user_data(
     log_group: str,
     monitoring: MonitoringConfig,
     host_port: int,
+    grpc_host_port: int,
     model_name: str = "loan-approval",
 ) -> str:
     registry_host = image.split("/", 1)[0]
@@ -137,6 +138,7 @@ def render_user_data(
         compose_sha256=DOCKER_COMPOSE_LINUX_X86_64_SHA256,
         lifecycle_hook_name=READY_HOOK_NAME,
         host_port=host_port,
+        grpc_host_port=grpc_host_port,
         registry_host=registry_host,
         cloudwatch_agent_config=cloudwatch_agent_config(log_group),
         compose_file=COMPOSE_FILE.read_text().rstrip(),
@@ -163,6 +165,7 @@ class Ec2Host(pulumi.ComponentResource):
     service_url: pulumi.Output[str]
     auto_scaling_group_name: pulumi.Output[str]
     grafana_url: pulumi.Output[str]
+    grpc_endpoint: pulumi.Output[str]
 
     def __init__(
         self,
@@ -245,6 +248,15 @@ class Ec2Host(pulumi.ComponentResource):
             "--parameters portNumber=3000,localPortNumber=3000 --target <instance in ",
             group.name,
             ">, then http://127.0.0.1:3000",
+        )
+        # gRPC likewise: the host publishes it (compose.yaml), but no security group rule admits it and the ALB
+        # listens on HTTP, where an ALB cannot carry gRPC (it needs an HTTPS listener, so a certificate).
+        self.grpc_endpoint = pulumi.Output.concat(
+            "aws ssm start-session --document-name AWS-StartPortForwardingSession ",
+            f"--parameters portNumber={env.config.service.grpc_port},localPortNumber={env.config.service.grpc_port} ",
+            "--target <instance in ",
+            group.name,
+            f">, then 127.0.0.1:{env.config.service.grpc_port}",
         )
         self.register_outputs({"serviceUrl": self.service_url, "autoScalingGroupName": self.auto_scaling_group_name})
 
@@ -332,6 +344,7 @@ class Ec2Host(pulumi.ComponentResource):
                     log_group=values[2],
                     monitoring=self._env.config.monitoring,
                     host_port=service.port,
+                    grpc_host_port=service.grpc_port,
                     model_name=service.model_name,
                 )
             )

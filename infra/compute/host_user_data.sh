@@ -112,6 +112,7 @@ MLSTACK_PROMETHEUS_IMAGE=@@{prometheus_image}
 MLSTACK_GRAFANA_IMAGE=@@{grafana_image}
 MLSTACK_MODEL_DIR=/opt/mlstack/model
 MLSTACK_HOST_PORT=@@{host_port}
+MLSTACK_GRPC_HOST_PORT=@@{grpc_host_port}
 AWS_REGION=@@{region}
 ENV
 

@@ -92,6 +92,12 @@ def parse_stack_config(stack: str, config: dict[str, Any]) -> Environment:
     except ValidationError as error:
         problems = "; ".join(_describe(detail) for detail in error.errors())
         raise StackConfigError(f"{source}: {problems}") from None
+    certificate = stack_config.ingress.certificate_arn
+    if certificate and certificate.split(":")[3] != region:
+        raise StackConfigError(
+            f"{source}: {NAMESPACE}:ingress.certificateArn: the certificate is in {certificate.split(':')[3]}, but the "
+            f"stack deploys to {region}; an ALB takes certificates from its own region only"
+        )
     return Environment(name=stack, region=region, config=stack_config)
 
 

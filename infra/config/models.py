@@ -331,6 +331,12 @@ class ServiceConfig(ConfigModel):
     model_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
     # /metrics and the feedback route answer on this port only, which no Service or Ingress publishes.
     internal_port: Annotated[int, Field(ge=1024, le=65535)] = 9090
+    # OIP v2 over gRPC and grpc.health.v1 (the service's MLSTACK_GRPC_PORT). Through the ALB on 443 only where the
+    # stack has a certificate (ingress.*); in the cluster from grpcNamespaces (README "gRPC").
+    grpc_port: Annotated[int, Field(ge=1024, le=65535)] = 8081
+    grpc_namespaces: list[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]] = Field(
+        default_factory=list
+    )
     # api-keys: the inference routes need `X-API-Key` (or `Authorization: Bearer`) of a client in apiClients;
     # health and metadata routes stay open for the load balancer. README "Security model".
     authentication: Literal["api-keys", "none"] = "none"
@@ -353,6 +359,8 @@ class ServiceConfig(ConfigModel):
     def _authentication_has_clients(self) -> "ServiceConfig":
         if self.internal_port == self.port:
             raise ConfigRuleError("internalPort", "must differ from service.port, which the ALB reaches")
+        if self.grpc_port in (self.port, self.internal_port):
+            raise ConfigRuleError("grpcPort", "must differ from service.port and service.internalPort")
         if self.authentication == "api-keys" and not (self.api_clients or self.generated_api_clients):
             raise ConfigRuleError(
                 "apiClients",
@@ -483,17 +491,54 @@ class ReleaseConfig(ConfigModel):
         return self
 
 
+# A DNS name the stack can issue a public ACM certificate for: lower-case labels, no wildcard, at most 253 characters.
+DNS_NAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+CERTIFICATE_ARN = r"^arn:aws[a-z-]*:acm:([a-z0-9-]+):\d{12}:certificate/[A-Za-z0-9-]+$"
+
+
 class IngressConfig(ConfigModel):
-    """The ALB in front of the service on EKS."""
+    """The ALB in front of the service on EKS, and its certificate (README "HTTPS and certificates").
+
+    Either `certificateArn` (a certificate you already have in ACM, in the stack's region), or `domain` with
+    `hostedZone` (a public Route 53 zone of yours): the stack then requests a certificate for the domain, validates
+    it through DNS records in that zone, and points the domain at the ALB.
+    """
 
     scheme: Literal["internet-facing", "internal"] = "internet-facing"
-    certificate_arn: Annotated[str | None, Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/.+$")] = (
-        None
-    )
+    certificate_arn: Annotated[str | None, Field(pattern=CERTIFICATE_ARN)] = None
+    domain: Annotated[str | None, Field(pattern=DNS_NAME, max_length=253)] = None
+    hosted_zone: Annotated[str | None, Field(pattern=DNS_NAME, max_length=253)] = None
     # A WAF web ACL on the ALB blocks a client IP past this many requests in any 5 minutes; null: no WAF.
     rate_limit_per_ip: Annotated[int | None, Field(ge=100, le=2_000_000_000)] = None
     # ALB access logs into a bucket of the stack's.
     access_logs: bool = False
+
+    @model_validator(mode="after")
+    def _one_way_to_a_certificate(self) -> "IngressConfig":
+        if self.certificate_arn and (self.domain or self.hosted_zone):
+            raise ConfigRuleError(
+                "certificateArn",
+                "set either certificateArn (a certificate you have) or domain with hostedZone (the stack issues "
+                "one), not both",
+            )
+        if self.domain and not self.hosted_zone:
+            raise ConfigRuleError(
+                "hostedZone", f"missing: domain {self.domain!r} needs the Route 53 public zone it belongs to"
+            )
+        if self.hosted_zone and not self.domain:
+            raise ConfigRuleError("domain", f"missing: hostedZone {self.hosted_zone!r} is set, but no domain in it")
+        if self.domain and self.hosted_zone and not f".{self.domain}".endswith(f".{self.hosted_zone}"):
+            raise ConfigRuleError(
+                "domain",
+                f"{self.domain!r} is not a name inside hostedZone {self.hosted_zone!r}; "
+                f"use e.g. 'api.{self.hosted_zone}'",
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the ALB gets a certificate: HTTPS on 443, HTTP redirected, gRPC on 443."""
+        return bool(self.certificate_arn or self.domain)
 
 
 class BatchConfig(ConfigModel):
@@ -659,6 +704,10 @@ class StackConfig(ConfigModel):
                         f"monitoring.predictionLog.{key}",
                         f"{value!r} overlaps {other_key} {other!r}: each role's access is scoped by prefix",
                     )
+        if self.ingress.tls and self.compute.mode != "eks":
+            raise ConfigRuleError(
+                "ingress", "certificateArn and domain are wired on EKS only; the dev host's load balancer serves HTTP"
+            )
         reserved = {"project", "environment", "managed-by", "owner", "cost-center", "tier"} & set(self.extra_tags)
         if reserved:
             raise ConfigRuleError("extraTags", f"{sorted(reserved)} are set by mlstack itself; remove them")

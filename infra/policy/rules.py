@@ -479,8 +479,9 @@ def _ingress_tls(ingress: Resource) -> Iterable[str]:
     hosts += [_mapping(rule).get("host") for rule in _as_list(spec.get("rules")) if _mapping(rule).get("host")]
     if not https:
         yield (
-            "the internet-facing ALB serves plain HTTP: no HTTPS listener with a certificate; set "
-            f"ingress.certificateArn in the stack file (an ACM certificate) so it listens on 443 with {CERTIFICATE_ARN}"
+            "the internet-facing ALB serves plain HTTP: no HTTPS listener with a certificate; in the stack file set "
+            "ingress.certificateArn (an ACM certificate you have) or ingress.domain with ingress.hostedZone (the stack "
+            f"issues one), so it listens on 443 with {CERTIFICATE_ARN}"
         )
     elif not annotations.get(CERTIFICATE_ARN) and not hosts:
         yield f"listens on HTTPS {https} with no certificate: no {CERTIFICATE_ARN} and no host to discover one by"
@@ -929,10 +930,10 @@ RULES: tuple[Rule, ...] = (
          tiers=("prod",)),
     Rule("unused-capacity-warning", "No GPU nodes kept running that no workload requests (a warning before prod)",
          (NODE_GROUP,), unused_capacity, tiers=("dev", "staging"), level=ADVISORY),
-    # Advisory until the stack can obtain its own certificate: a prod stack file names its certificate
-    # (ingress.certificateArn), which only its owner can issue; the preview shows the finding until then.
+    # Mandatory: a prod stack names its certificate (ingress.certificateArn) or a domain and Route 53 zone for which
+    # the stack issues one (ingress.domain, ingress.hostedZone); README "HTTPS and certificates".
     Rule("tls-in-prod", "Internet-facing load balancers serve HTTPS, and HTTP only redirects", (INGRESS, LISTENER),
-         tls_in_prod, tiers=("prod",), level=ADVISORY),
+         tls_in_prod, tiers=("prod",)),
     # Advisory until the stack file names its account: only its owner knows the account id (README "Security model").
     Rule("account-pinned", "Prod's AWS provider may act in one named account only", (AWS_PROVIDER,), account_pinned,
          tiers=("prod",), level=ADVISORY),

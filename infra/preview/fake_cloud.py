@@ -79,6 +79,14 @@ class FakeCloud(pulumi.runtime.Mocks):
             "aws:index/getPartition:getPartition": lambda _: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
             "aws:ssm/getParameter:getParameter": self._ssm_parameter,
             "aws:eks/getAddonVersion:getAddonVersion": self._addon_version,
+            # A public hosted zone of the account, found by name; its id invented, as the plan shows.
+            "aws:route53/getZone:getZone": self._hosted_zone,
+            # The provider's table of Elastic Load Balancing hosted zones per region (for alias records).
+            "aws:lb/getHostedZoneId:getHostedZoneId": lambda args: {
+                "id": self._remember(self._invent("aws:lb/getHostedZoneId", str(args.get("loadBalancerType")), "Z")),
+                "loadBalancerType": args.get("loadBalancerType"),
+                "region": self.region,
+            },
             # The Region's Elastic Load Balancing account (ALB access log delivery); invented, as the plan shows.
             "aws:elb/getServiceAccount:getServiceAccount": lambda _: {
                 "id": "elb-account",
@@ -142,6 +150,23 @@ class FakeCloud(pulumi.runtime.Mocks):
             return {"latestVersion": 1}
         if typ == "aws:lb/loadBalancer:LoadBalancer":
             return {"dnsName": self._remember(f"{self._invent(typ, name, 'alb')}.{self.region}.elb.amazonaws.com")}
+        if typ == "aws:acm/certificate:Certificate":
+            # ACM asks for one CNAME per name on the certificate, under a token only it knows.
+            domain = str(args.inputs.get("domainName") or "")
+            token = self._invent(typ, name, "_acm")
+            return {
+                "status": "PENDING_VALIDATION",
+                "domainValidationOptions": [
+                    {
+                        "domainName": domain,
+                        "resourceRecordName": self._remember(f"{token}.{domain}."),
+                        "resourceRecordType": "CNAME",
+                        "resourceRecordValue": self._remember(f"{token}.acm-validations.aws."),
+                    }
+                ],
+            }
+        if typ == "aws:route53/record:Record":
+            return {"fqdn": str(args.inputs.get("name") or "").rstrip(".")}
         if typ == "aws:autoscaling/group:Group":
             return {"name": self._invent(typ, name, "asg")}
         if typ == "aws:eks/cluster:Cluster":
@@ -222,6 +247,11 @@ class FakeCloud(pulumi.runtime.Mocks):
             "mostRecent": bool(args.get("mostRecent")),
             "id": addon,
         }
+
+    def _hosted_zone(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = str(args.get("name") or "")
+        zone_id = self._remember(self._invent("aws:route53/getZone", name, "Z"))
+        return {"id": zone_id, "zoneId": zone_id, "name": name, "privateZone": False}
 
     def _caller_identity(self, _: dict[str, Any]) -> dict[str, Any]:
         return {

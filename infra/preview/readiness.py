@@ -15,6 +15,9 @@ Sources the rules encode (checked, not remembered):
   `pulumi.com/skipAwait: "true"` skips the wait), provider/pkg/await/awaiters.go (the awaited kinds: Deployment,
   StatefulSet, DaemonSet, Job, Pod, PersistentVolumeClaim, Service, Ingress, ...).
 - The built-in API groups are the ones the installed pulumi_kubernetes SDK ships types for.
+- hashicorp/terraform-provider-aws (which pulumi-aws bridges) at af55dfb90500e80afb9d9ba64a76024e500c948a:
+  internal/service/acm/certificate_validation.go (a CertificateValidation's create polls the certificate until
+  ISSUED; 75 minutes by default).
 - NVIDIA/k8s-device-plugin v0.17.1 (f989dcfee6196656b76c6917c0c8f1402f6f8972) and v0.18.2
   (661674626f24212887363fe6fc14f0ae53afe9c0): deployments/helm/nvidia-device-plugin/values.yaml's default
   `affinity` requires node-feature-discovery labels; its templates create no Service.
@@ -788,6 +791,51 @@ def await_timeout(graph: Graph) -> Iterator[Finding]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# certificate-issued
+
+ACM_CERTIFICATE = "aws:acm/certificate:Certificate"
+ACM_VALIDATION = "aws:acm/certificateValidation:CertificateValidation"
+CERTIFICATE_ARN_ANNOTATION = "alb.ingress.kubernetes.io/certificate-arn"
+
+
+def certificate_issued(graph: Graph) -> Iterator[Finding]:
+    """An Ingress that names an ACM certificate the stack requests waits for that certificate's validation.
+
+    A new certificate is PENDING_VALIDATION until ACM sees its DNS record; the controller cannot create an HTTPS
+    listener with it, so it never publishes the ALB's address and the provider's Ingress await (10 minutes) fails.
+    Taking the ARN from the CertificateValidation (its `certificateArn` output) orders the Ingress after ISSUED.
+    """
+    requested = {
+        str(resource.outputs.get("arn")): resource
+        for resource in graph.run.resources
+        if resource.type == ACM_CERTIFICATE and resource.outputs.get("arn")
+    }
+    validations: dict[str, list[str]] = {}
+    for resource in graph.run.resources:
+        if resource.type == ACM_VALIDATION:
+            arn = str(unwrap_secret(resource.inputs).get("certificateArn") or "")
+            validations.setdefault(arn, []).append(resource.urn)
+    for item in graph.objects:
+        if item.kind != "Ingress" or not item.is_builtin:
+            continue
+        named = str(item.annotations.get(CERTIFICATE_ARN_ANNOTATION) or "")
+        for arn in (part.strip() for part in named.split(",") if part.strip()):
+            certificate = requested.get(arn)
+            if certificate is None:
+                continue  # a certificate the stack does not request (given by ARN): issued already
+            waits_for = validations.get(arn, [])
+            if not waits_for or not graph.depends_on(item.urn, waits_for):
+                yield (
+                    item.urn,
+                    (
+                        f"serves ACM certificate {_short(certificate.urn)} before it is issued; take the ARN from "
+                        "its CertificateValidation (certificate_arn output), or the HTTPS listener cannot be created "
+                        "and the Ingress await times out"
+                    ),
+                )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -807,6 +855,8 @@ READINESS_RULES: tuple[ReadinessRule, ...] = (
     ReadinessRule("storage-class", "Every volume claim gets a StorageClass the stack creates", storage_class),
     ReadinessRule("hpa-field-ownership", "Workloads an HPA scales do not set spec.replicas", hpa_field_ownership),
     ReadinessRule("await-timeout", "Awaited objects can finish within the provider's await timeout", await_timeout),
+    ReadinessRule("certificate-issued", "Ingresses wait for the ACM certificates they serve to be issued",
+                  certificate_issued),
 )  # fmt: skip
 
 

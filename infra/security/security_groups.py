@@ -106,7 +106,8 @@ class SecurityGroups(pulumi.ComponentResource):
     def _admit_load_balancer_to_workload(self) -> None:
         """The ports the load balancers forward to, from them and nowhere else; they reach nothing else.
 
-        The model service's port always; Grafana's too when it has its own ALB (`monitoring.grafanaExposure`).
+        The model service's port always; its gRPC port where the ALB carries gRPC (a certificate); Grafana's too when
+        it has its own ALB (`monitoring.grafanaExposure`).
         """
         targets = {
             "service": (
@@ -115,6 +116,13 @@ class SecurityGroups(pulumi.ComponentResource):
                 "Load balancers forward to the model service port only",
             )
         }
+        if self._env.config.compute.mode == "eks" and self._env.config.ingress.tls:
+            # The ALB's gRPC target groups (infra/workloads/model_service.py), only where it listens for gRPC.
+            targets["grpc"] = (
+                self._env.config.service.grpc_port,
+                "Model service gRPC port from the load balancers",
+                "Load balancers forward gRPC to the model service",
+            )
         if self._env.config.compute.mode == "eks" and self._env.config.monitoring.grafana_exposure == "ingress":
             targets["grafana"] = (
                 GRAFANA_TARGET_PORT,

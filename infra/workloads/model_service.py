@@ -11,6 +11,13 @@ The program declares the release policy; the Rollout controller carries it out a
 - The Rollout is not awaited (`pulumi.com/skipAwait`): a release in progress may hold at a pause for as long as a
   human takes to promote it, and `mlstack release status` shows it. Its Services are awaited until they have ready
   endpoints, and the pods load the model the stack published before them (infra/storage/bundled_model.py).
+- TLS (a certificate in the stack's `ingress` config): the ALB listens on 443 with it, HTTP on 80 only redirects,
+  and a second Ingress in the same ALB group sends gRPC (`/inference.GRPCInferenceService/*`) to the Service's
+  `grpc` port, in target groups of protocol version GRPC. Argo Rollouts' ALB routing writes one weighted action per
+  Ingress for a single `servicePort` (argo-rollouts v1.9.0 pkg/apis/rollouts/v1alpha1/types.go ALBTrafficRouting),
+  so it cannot also split gRPC: gRPC goes to the stable (canary) or active (blue-green) Service, whose selector
+  Rollouts moves to the new pods when it promotes them. Without a certificate gRPC stays in the cluster (an ALB
+  carries gRPC on HTTPS listeners only).
 """
 
 import json
@@ -33,6 +40,7 @@ from infra.security.security_groups import SecurityGroups
 from infra.storage.bundled_model import model_sha256_pin
 from infra.storage.label_prefixes import service_env, serving_statements
 from infra.storage.model_bucket import ModelBucket
+from infra.versions import ALB_SSL_POLICY
 from infra.workloads.alb_ingress import PREFIX as ALB_PREFIX
 from infra.workloads.alb_ingress import alb_annotations, load_balancer_hostname
 from infra.workloads.analysis_template import TEMPLATE_NAME, analysis_template_spec
@@ -40,6 +48,7 @@ from infra.workloads.objects import create
 from infra.workloads.pod_template import (
     API_KEYS_FILE,
     FEEDBACK_KEYS_FILE,
+    GRPC_PORT_NAME,
     INTERNAL_PORT_NAME,
     PREDICTION_ID_KEY_FILE,
     READY_PATH,
@@ -59,6 +68,19 @@ NAMESPACE = "mlstack"
 SERVICE_ACCOUNT = "model-service"
 ROLLOUT = APP
 INGRESS = APP
+GRPC_INGRESS = f"{APP}-grpc"
+# The Services' gRPC port, for in-cluster clients (model-service.mlstack:8081) and the gRPC Ingress.
+GRPC_SERVICE_PORT = 8081
+# The OIP v2 gRPC service's methods are /inference.GRPCInferenceService/<Method> (HTTP/2 paths).
+GRPC_PATH = "/inference.GRPCInferenceService"
+GRPC_HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
+# gRPC status OK; what the ALB's gRPC health check expects (annotation `success-codes`).
+GRPC_OK = "0"
+# Both Ingresses share one ALB through this IngressGroup; gRPC's rules come first (lower order), because the REST
+# Ingress ends in a catch-all `/`. An explicit group from the start, so that turning TLS on (which adds the gRPC
+# Ingress) never moves the REST Ingress to another group, which would replace its ALB and its DNS name.
+GROUP_ORDER_GRPC = 10
+GROUP_ORDER_REST = 20
 LABELS = {"app.kubernetes.io/name": APP}
 PREDICTION_ID_KEY_SECRET = f"{APP}-prediction-id-key"
 # Served by Prometheus Adapter (infra/monitoring/kube_prometheus_stack.py) from the service's request counter.
@@ -100,6 +122,8 @@ class ModelService(pulumi.ComponentResource):
     service_account: str
     rollout_name: str
     service_url: pulumi.Output[str]
+    load_balancer_hostname: pulumi.Output[str]
+    grpc_endpoint: pulumi.Output[str]
     role: aws.iam.Role
     provider: pulumi.ProviderResource
     generated_api_keys: dict[str, pulumi.Output[str]]
@@ -120,6 +144,7 @@ class ModelService(pulumi.ComponentResource):
         model_package: list[pulumi.Resource],
         web_acl_arn: pulumi.Output[str] | None,
         access_logs_bucket: pulumi.Output[str] | None,
+        certificate_arn: pulumi.Output[str] | None,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -156,7 +181,9 @@ class ModelService(pulumi.ComponentResource):
         self._create_internal_service()
         for role_name, service_name in track_services(self._release).items():
             self._create_service(role_name, service_name)
-        ingress = self._create_ingress(security_groups, web_acl_arn, access_logs_bucket)
+        ingress = self._create_ingress(security_groups, web_acl_arn, access_logs_bucket, certificate_arn)
+        if certificate_arn is not None:
+            self._create_grpc_ingress(security_groups, web_acl_arn, access_logs_bucket, certificate_arn)
         template = create(
             k8s.apiextensions.CustomResource,
             f"{name}-analysis-template",
@@ -169,10 +196,18 @@ class ModelService(pulumi.ComponentResource):
         keys_secret = [self._client_keys_secret, prediction_id_key] if self._client_keys_secret else [prediction_id_key]
         rollout = self._create_rollout(registry, bucket, pools, after=[template, ingress, *keys_secret, *model_package])
         self._create_autoscaling(rollout)
-        hostname = ingress.status.apply(load_balancer_hostname)
-        scheme = "https" if env.config.ingress.certificate_arn else "http"
-        self.service_url = hostname.apply(lambda host: f"{scheme}://{host}" if host else "")
-        self.register_outputs({"serviceUrl": self.service_url})
+        self.load_balancer_hostname = ingress.status.apply(lambda status: load_balancer_hostname(status) or "")
+        domain = env.config.ingress.domain
+        scheme = "https" if certificate_arn is not None else "http"
+        self.service_url = self.load_balancer_hostname.apply(
+            lambda host: f"{scheme}://{domain or host}" if host else ""
+        )
+        self.grpc_endpoint = (
+            self.load_balancer_hostname.apply(lambda host: f"{domain or host}:443" if host else "")
+            if certificate_arn is not None
+            else pulumi.Output.from_input(f"{INGRESS_SERVICE}.{NAMESPACE}.svc:{GRPC_SERVICE_PORT}")
+        )
+        self.register_outputs({"serviceUrl": self.service_url, "grpcEndpoint": self.grpc_endpoint})
 
     def _create_identity(self, cluster: EksCluster, bucket: ModelBucket, keys: EncryptionKeys) -> None:
         """A service account whose IAM role (Pod Identity) reads the model prefix, and writes the prediction log and
@@ -284,7 +319,16 @@ class ModelService(pulumi.ComponentResource):
             spec={
                 "type": "ClusterIP",
                 "selector": dict(LABELS),
-                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+                "ports": [
+                    {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
+                    {
+                        "name": GRPC_PORT_NAME,
+                        "port": GRPC_SERVICE_PORT,
+                        "targetPort": GRPC_PORT_NAME,
+                        "protocol": "TCP",
+                        "appProtocol": "grpc",
+                    },
+                ],
             },
             opts=self._after_lb_controller,
         )
@@ -316,6 +360,7 @@ class ModelService(pulumi.ComponentResource):
                         gpu,
                         self._env.region,
                         internal_port=service.internal_port,
+                        grpc_port=service.grpc_port,
                         model_sha256=model_sha256_pin(self._env),
                         api_keys=service.authentication == "api-keys",
                         feedback_keys=bool(service.feedback_clients),
@@ -326,6 +371,7 @@ class ModelService(pulumi.ComponentResource):
                 ],
                 port=service.port,
                 internal_port=service.internal_port,
+                grpc_port=service.grpc_port,
                 client_keys_secret=CLIENT_KEYS_SECRET if self._client_keys_secret else None,
                 resources=resources,
                 service_account=SERVICE_ACCOUNT,
@@ -395,44 +441,71 @@ class ModelService(pulumi.ComponentResource):
             opts=self._in_namespace,
         )
 
+    def _shared_alb_annotations(
+        self,
+        security_groups: SecurityGroups,
+        web_acl_arn: pulumi.Output[str] | None,
+        access_logs_bucket: pulumi.Output[str] | None,
+        certificate_arn: pulumi.Output[str] | None,
+        *,
+        health_path: str,
+    ) -> pulumi.Output[dict[str, str]]:
+        """What every Ingress of the service's ALB group says alike: the load balancer's own settings, which the
+        controller requires identical across the group (`Exclusive` in v3.5.0 docs/guide/ingress/annotations.md),
+        and the certificate with its TLS policy and the HTTP -> HTTPS redirect."""
+        settings = self._env.config.ingress
+        return pulumi.Output.all(
+            security_groups.load_balancer_group_id,
+            web_acl_arn if web_acl_arn is not None else "",
+            access_logs_bucket if access_logs_bucket is not None else "",
+            certificate_arn if certificate_arn is not None else "",
+        ).apply(
+            lambda values: {
+                **alb_annotations(
+                    scheme=settings.scheme,
+                    health_path=health_path,
+                    security_group_id=values[0],
+                    deletion_protection=self._env.config.protect,
+                    access_logs_bucket=values[2] or None,
+                ),
+                f"{ALB_PREFIX}/group.name": f"{self._env.prefix}-{APP}",
+                **({f"{ALB_PREFIX}/wafv2-acl-arn": values[1]} if values[1] else {}),
+                **(
+                    {
+                        f"{ALB_PREFIX}/certificate-arn": values[3],
+                        f"{ALB_PREFIX}/ssl-policy": ALB_SSL_POLICY.value,
+                        # Every HTTP listener of the group answers with a redirect to 443 and nothing else.
+                        f"{ALB_PREFIX}/ssl-redirect": "443",
+                    }
+                    if values[3]
+                    else {}
+                ),
+            }
+        )
+
     def _create_ingress(
         self,
         security_groups: SecurityGroups,
         web_acl_arn: pulumi.Output[str] | None,
         access_logs_bucket: pulumi.Output[str] | None,
+        certificate_arn: pulumi.Output[str] | None,
     ) -> k8s.networking.v1.Ingress:
         """An ALB through the Load Balancer Controller: the stack's LB security group, health checks on ready, 404
-        for the internal routes, the stack's WAF web ACL and access logs where the stack has them.
+        for the internal routes, the stack's WAF web ACL and access logs where the stack has them; with a
+        certificate, HTTPS on 443 and HTTP on 80 redirected to it.
 
         Canary: the rule's backend is the action Rollouts writes (`use-annotation`); the program leaves it alone.
         """
-        settings = self._env.config.ingress
-        listen = [{"HTTP": 80}] + ([{"HTTPS": 443}] if settings.certificate_arn else [])
+        listen = [{"HTTP": 80}] + ([{"HTTPS": 443}] if certificate_arn is not None else [])
         port = {"name": "use-annotation"} if self._release.strategy == "canary" else {"number": SERVICE_PORT}
-        annotations = pulumi.Output.all(
-            security_groups.load_balancer_group_id,
-            web_acl_arn if web_acl_arn is not None else "",
-            access_logs_bucket if access_logs_bucket is not None else "",
+        annotations = self._shared_alb_annotations(
+            security_groups, web_acl_arn, access_logs_bucket, certificate_arn, health_path=READY_PATH
         ).apply(
-            lambda values: {
-                **alb_annotations(
-                    scheme=settings.scheme,
-                    health_path=READY_PATH,
-                    security_group_id=values[0],
-                    deletion_protection=self._env.config.protect,
-                    access_logs_bucket=values[2] or None,
-                ),
-                **({f"{ALB_PREFIX}/wafv2-acl-arn": values[1]} if values[1] else {}),
+            lambda shared: {
+                **shared,
+                f"{ALB_PREFIX}/group.order": str(GROUP_ORDER_REST),
                 f"{ALB_PREFIX}/actions.{INTERNAL_ROUTES_ACTION}": json.dumps(NOT_FOUND_ACTION),
-                "alb.ingress.kubernetes.io/listen-ports": json.dumps(listen),
-                **(
-                    {
-                        "alb.ingress.kubernetes.io/certificate-arn": settings.certificate_arn,
-                        "alb.ingress.kubernetes.io/ssl-redirect": "443",
-                    }
-                    if settings.certificate_arn
-                    else {}
-                ),
+                f"{ALB_PREFIX}/listen-ports": json.dumps(listen),
             }
         )
         backend = {"service": {"name": INGRESS_SERVICE, "port": port}}
@@ -448,6 +521,39 @@ class ModelService(pulumi.ComponentResource):
             spec={
                 "ingressClassName": "alb",
                 "rules": [{"http": {"paths": paths}}],
+            },
+            opts=self._after_lb_controller,
+        )
+
+    def _create_grpc_ingress(
+        self,
+        security_groups: SecurityGroups,
+        web_acl_arn: pulumi.Output[str] | None,
+        access_logs_bucket: pulumi.Output[str] | None,
+        certificate_arn: pulumi.Output[str],
+    ) -> k8s.networking.v1.Ingress:
+        """gRPC on the same ALB's 443: target groups of protocol version GRPC on the pods' gRPC port, health-checked
+        with grpc.health.v1 (gRPC status 0), reached through the stable or active Service (module docstring)."""
+        annotations = self._shared_alb_annotations(
+            security_groups, web_acl_arn, access_logs_bucket, certificate_arn, health_path=GRPC_HEALTH_CHECK_PATH
+        ).apply(
+            lambda shared: {
+                **shared,
+                f"{ALB_PREFIX}/group.order": str(GROUP_ORDER_GRPC),
+                f"{ALB_PREFIX}/listen-ports": json.dumps([{"HTTPS": 443}]),
+                f"{ALB_PREFIX}/backend-protocol-version": "GRPC",
+                f"{ALB_PREFIX}/success-codes": GRPC_OK,
+            }
+        )
+        backend = {"service": {"name": INGRESS_SERVICE, "port": {"name": GRPC_PORT_NAME}}}
+        return create(
+            k8s.networking.v1.Ingress,
+            # Named to sort after the REST Ingress: the cost estimate names the group's ALB after its first Ingress.
+            f"{self._name}-ingress-grpc",
+            metadata={"name": GRPC_INGRESS, "namespace": NAMESPACE, "annotations": annotations, "labels": LABELS},
+            spec={
+                "ingressClassName": "alb",
+                "rules": [{"http": {"paths": [{"path": GRPC_PATH, "pathType": "Prefix", "backend": backend}]}}],
             },
             opts=self._after_lb_controller,
         )

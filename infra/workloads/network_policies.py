@@ -6,7 +6,9 @@ pkg/fwruleprocessor/fw_rule_processor.go at c8619c05: "Traffic from the local no
 so kubelet probes need no rule.
 
 Ingress, in the service namespace: default deny; the public service port from the ALB's subnets only (target type
-ip: the ALB's nodes connect to pod IPs from their addresses in those subnets); the internal port (/metrics and
+ip: the ALB's nodes connect to pod IPs from their addresses in those subnets); the gRPC port from the ALB's subnets
+only where the ALB carries gRPC (the stack has a certificate), and from the namespaces in `service.grpcNamespaces`
+(in-cluster clients); the internal port (/metrics and
 feedback) from the monitoring namespace (Prometheus) and the stack's `service.feedbackNamespaces` only. The retrain
 relay in the monitoring namespace admits only that namespace (Alertmanager; its pod labels differ between operator
 versions, so the namespace is the stable selector).
@@ -109,6 +111,7 @@ class NetworkPolicies(pulumi.ComponentResource):
                         "from": [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs(env, network)],
                         "ports": [_tcp(port)],
                     },
+                    *self._grpc_ingress(env, network),
                     # The internal port (/metrics, feedback): Prometheus, and the namespaces the stack names as
                     # feedback senders; never the ALB.
                     {
@@ -143,6 +146,19 @@ class NetworkPolicies(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[monitoring_namespace]),
             )
         self.register_outputs({})
+
+    @staticmethod
+    def _grpc_ingress(env: Environment, network: Network) -> list[dict[str, Any]]:
+        """Who may open the gRPC port: the ALB (only when it listens for gRPC), and the stack's gRPC namespaces."""
+        peers = [
+            *(
+                [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs(env, network)]
+                if env.config.ingress.tls
+                else []
+            ),
+            *(_namespace_peer(namespace) for namespace in env.config.service.grpc_namespaces),
+        ]
+        return [{"from": peers, "ports": [_tcp(env.config.service.grpc_port)]}] if peers else []
 
     @staticmethod
     def _policy(

@@ -1,4 +1,15 @@
-"""The model service's pod, hardened: non-root, read-only root, no capabilities, probes on the v2 health routes."""
+"""The model service's pod, hardened: non-root, read-only root, no capabilities, probes on both protocols.
+
+Probes, one per protocol, because Kubernetes allows one handler per probe:
+- startup: REST `/v2/health/ready`, which answers only once the model is loaded (both protocols serve that model).
+- readiness: the native gRPC probe (grpc.health.v1.Health/Check, service ""), which the service answers SERVING once
+  the model is ready and NOT_SERVING while it drains (contract 1 of the gRPC work): the same meaning as the REST
+  ready route, and a pod whose gRPC server is down leaves every Service's endpoints.
+- liveness: REST `/v2/health/live`: a REST server that stops answering restarts the pod. Not gRPC health: it turns
+  NOT_SERVING while draining, and a liveness failure then would kill the pod in the middle of its drain.
+The ALB checks each protocol on its own as well: the REST target group on the ready route, the gRPC one on
+grpc.health.v1 (infra/workloads/model_service.py).
+"""
 
 from typing import Any
 
@@ -6,6 +17,8 @@ from infra.compute.taints import Taint, tolerations_for
 from infra.config.models import DriftConfig
 
 CONTAINER_PORT_NAME = "http"
+# OIP v2 over gRPC (inference.GRPCInferenceService) and grpc.health.v1, on the service's own port.
+GRPC_PORT_NAME = "grpc"
 # /metrics and feedback: reachable in the cluster only (no Service the ALB routes to names it; NetworkPolicies).
 INTERNAL_PORT_NAME = "internal"
 # The client keys files (digests) from the Secret CLIENT_KEYS_SECRET, read by the service at start.
@@ -49,14 +62,15 @@ def container_env(
     region: str,
     *,
     internal_port: int,
+    grpc_port: int,
     model_sha256: str | None,
     api_keys: bool,
     feedback_keys: bool,
     drift: DriftConfig | None = None,
 ) -> list[dict[str, str]]:
     """The service's settings (service/mlstack_service/settings.py, MLSTACK_*): the package and its sha256 pin, the
-    public and internal ports, the keys files when the stack asks for keys, and the stack's drift budget (the same
-    `monitoring.drift` the fleet's rules are rendered from, so a replica's verdicts and the fleet's agree)."""
+    public REST, gRPC and internal ports, the keys files when the stack asks for keys, and the stack's drift budget
+    (the same `monitoring.drift` the fleet's rules are rendered from, so a replica's verdicts and the fleet's agree)."""
     drift = drift or DriftConfig()
     optional = [
         *([{"name": "MLSTACK_MODEL_SHA256", "value": model_sha256}] if model_sha256 else []),
@@ -72,6 +86,7 @@ def container_env(
         *optional,
         {"name": "MLSTACK_PORT", "value": str(port)},
         {"name": "MLSTACK_INTERNAL_PORT", "value": str(internal_port)},
+        {"name": "MLSTACK_GRPC_PORT", "value": str(grpc_port)},
         {"name": "MLSTACK_DEVICE", "value": "cuda" if gpu else "cpu"},
         {"name": "MLSTACK_MODEL_CACHE_DIR", "value": MODEL_CACHE_DIR},
         {"name": "MLSTACK_GRACE_PERIOD_SECONDS", "value": str(SERVICE_GRACE_SECONDS)},
@@ -95,6 +110,7 @@ def pod_template(
     env: list[dict[str, str]],
     port: int,
     internal_port: int,
+    grpc_port: int,
     client_keys_secret: str | None,
     resources: dict[str, dict[str, str]],
     service_account: str,
@@ -131,6 +147,7 @@ def pod_template(
                 "ports": [
                     {"name": CONTAINER_PORT_NAME, "containerPort": port, "protocol": "TCP"},
                     {"name": INTERNAL_PORT_NAME, "containerPort": internal_port, "protocol": "TCP"},
+                    {"name": GRPC_PORT_NAME, "containerPort": grpc_port, "protocol": "TCP"},
                 ],
                 "env": env,
                 "resources": {"requests": dict(resources["requests"]), "limits": limits},
@@ -141,7 +158,8 @@ def pod_template(
                     "failureThreshold": 60,
                 },
                 "readinessProbe": {
-                    "httpGet": {"path": READY_PATH, "port": CONTAINER_PORT_NAME},
+                    # A gRPC probe takes a port number only (core/v1 GRPCAction), not a name.
+                    "grpc": {"port": grpc_port, "service": ""},
                     "periodSeconds": 5,
                     "failureThreshold": 2,
                 },

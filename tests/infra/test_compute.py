@@ -284,7 +284,7 @@ def test_prometheus_keeps_its_data_in_a_named_volume(committed_runs: dict[str, S
 
 def test_the_dev_hosts_port_follows_service_port(run_stack: RunStack) -> None:
     config = stack_config("dev")
-    config["mlstack:service"] = {**config.get("mlstack:service", {}), "port": 9100}
+    config["mlstack:service"] = {**config.get("mlstack:service", {}), "port": 9100, "grpcPort": 9101}
     run = run_stack("dev", config)
     assert _one(run, "aws:lb/targetGroup:TargetGroup").inputs["port"] == 9100
     workload_ingress = [
@@ -295,7 +295,9 @@ def test_the_dev_hosts_port_follows_service_port(run_stack: RunStack) -> None:
     assert workload_ingress, "the workload group must admit the load balancer on the service port"
     script = _user_data(run)
     assert "readonly SERVICE_PORT='9100'" in script
-    assert _host_compose(script)["services"]["model-service"]["ports"] == ["9100:8080"]
+    # gRPC is published on the stack's grpcPort too (reached through SSM port forwarding: no rule admits it).
+    assert _host_compose(script)["services"]["model-service"]["ports"] == ["9100:8080", "9101:8081"]
+    assert not [rule for rule in workload_ingress if rule.inputs.get("fromPort") == 9101]
 
 
 def _boot_functions(tmp_path: Path, script: str) -> tuple[str, dict[str, str]]:
@@ -328,6 +330,7 @@ def test_the_compose_plugin_download_is_retried_and_checked(tmp_path: Path) -> N
         log_group="/mlstack-dev/host",
         monitoring=MonitoringConfig(),
         host_port=8080,
+        grpc_host_port=8081,
     )
     definitions, env = _boot_functions(tmp_path, script)
     download = re.search(r"retry 5 download_verified \\\n\s+\"(\S+)\" \\\n\s+'(\w+)' (\S+)\n", script)

@@ -73,13 +73,14 @@ def test_the_alb_reaches_the_service_port_from_the_public_subnets_only(
     labels, port = _service_pods(run)
     rules = _ingress_rules_for(run, "mlstack", labels)
     public = {subnet.inputs["cidrBlock"] for subnet in public_subnets(run)}
-    admitted = {
-        peer["ipBlock"]["cidr"]: {p["port"] for p in rule["ports"]}
-        for rule in rules
-        for peer in rule["from"]
-        if "ipBlock" in peer
-    }
-    assert admitted == {cidr: {port} for cidr in public}
+    admitted: dict[str, set[int]] = {}
+    for rule in rules:
+        for peer in rule["from"]:
+            if "ipBlock" in peer:
+                admitted.setdefault(peer["ipBlock"]["cidr"], set()).update(p["port"] for p in rule["ports"])
+    # gRPC too where the ALB carries it (prod has a certificate; staging has none, so gRPC stays in the cluster).
+    grpc = {8081} if stack == "prod" else set()
+    assert admitted == {cidr: {port} | grpc for cidr in public}
 
 
 def test_an_internal_alb_is_admitted_from_the_private_subnets(run_stack: RunStack) -> None:

@@ -109,7 +109,7 @@ def test_plan_json_has_the_contracted_shape(tmp_path: Path) -> None:
     assert plan["policy"]["rules_run"] == len(prod_rules)
     # Prod passes every mandatory rule; its advisory findings are the ones tests/policy/test_stacks.py acknowledges.
     assert {v["level"] for v in plan["policy"]["violations"]} <= {"advisory"}
-    assert {v["policy"] for v in plan["policy"]["violations"]} == {"tls-in-prod", "account-pinned"}
+    assert {v["policy"] for v in plan["policy"]["violations"]} == {"account-pinned"}
     assert plan["readiness"] == {"violations": [], "rules_run": len(READINESS_RULES)}
     (vpc,) = _of_type(plan, "aws:ec2/vpc:Vpc")
     assert vpc["inputs"]["cidrBlock"] == "10.30.0.0/16"

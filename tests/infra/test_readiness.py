@@ -33,6 +33,7 @@ FAILING: dict[str, set[str]] = {
     "storage-class": {"monitoring-release"},
     "hpa-field-ownership": {"web-deployment"},
     "await-timeout": {"scale-down", "gpu-worker", "web-ingress"},
+    "certificate-issued": {"web-ingress"},
 }
 
 
@@ -91,7 +92,7 @@ def test_the_preview_prints_readiness_findings_beside_the_policy_ones(
     preview("staging", tmp_path, debug=False, program_dir=_fixture("hpa-field-ownership", "failing"))
     out = capsys.readouterr().out
     assert re.search(
-        r"Policy: \d+ rules ran, no violations\nReadiness: 7 rules ran, 1 violation\(s\)\n"
+        r"Policy: \d+ rules ran, no violations\nReadiness: 8 rules ran, 1 violation\(s\)\n"
         r"  \[mandatory\] hpa-field-ownership: web-deployment:",
         out,
     ), out

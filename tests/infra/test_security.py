@@ -2,6 +2,7 @@
 
 import pytest
 
+from infra.config import Environment, parse_stack_config
 from infra.preview.engine import RecordedResource, StackRun
 from infra.security.security_groups import GRAFANA_TARGET_PORT
 from tests.conftest import RunStack, stack_config
@@ -47,27 +48,38 @@ def test_no_rule_opens_port_22_to_anything_outside_its_own_group(stack_run: Stac
         assert 22 not in port_range(rule), f"{rule.name} opens port 22"
 
 
+def _load_balancer_ports(stack: str) -> list[int]:
+    """The service port, and its gRPC port where the ALB carries gRPC (an EKS stack with a certificate: prod)."""
+    service = environment_of_stack(stack).config.service
+    return [service.port, service.grpc_port] if stack == "prod" else [service.port]
+
+
+def environment_of_stack(stack: str) -> Environment:
+    return parse_stack_config(stack, stack_config(stack))
+
+
 def test_workload_admits_only_the_service_port_from_the_load_balancer(stack_run: StackRun) -> None:
-    env = environment_of(stack_run, stack_config(stack_run.stack))
     workload, load_balancer = _group(stack_run, "workload"), _group(stack_run, "lb")
     from_outside = [
         rule
         for rule in _ingress_into(stack_run, workload)
         if rule.inputs.get("referencedSecurityGroupId") != workload.id
     ]
-    assert len(from_outside) == 1
-    (rule,) = from_outside
-    assert rule.inputs["referencedSecurityGroupId"] == load_balancer.id
-    assert list(port_range(rule)) == [env.config.service.port]
-    assert "cidrIpv4" not in rule.inputs
-    assert "cidrIpv6" not in rule.inputs
+    assert sorted(port for rule in from_outside for port in port_range(rule)) == _load_balancer_ports(stack_run.stack)
+    for rule in from_outside:
+        assert rule.inputs["referencedSecurityGroupId"] == load_balancer.id
+        assert len(port_range(rule)) == 1
+        assert "cidrIpv4" not in rule.inputs
+        assert "cidrIpv6" not in rule.inputs
 
 
 def test_load_balancer_reaches_only_the_workload_service_port(stack_run: StackRun) -> None:
     load_balancer, workload = _group(stack_run, "lb"), _group(stack_run, "workload")
-    (egress,) = [rule for rule in stack_run.of_type(EGRESS_RULE) if rule.inputs["securityGroupId"] == load_balancer.id]
-    assert group_name(stack_run, egress.inputs["referencedSecurityGroupId"]) == workload.name
-    assert list(port_range(egress)) == [8080]
+    egress = [rule for rule in stack_run.of_type(EGRESS_RULE) if rule.inputs["securityGroupId"] == load_balancer.id]
+    for rule in egress:
+        assert group_name(stack_run, rule.inputs["referencedSecurityGroupId"]) == workload.name
+    assert sorted(port for rule in egress for port in port_range(rule)) == _load_balancer_ports(stack_run.stack)
+    assert _load_balancer_ports("staging") == [8080]
 
 
 @pytest.mark.parametrize(("stack", "node_to_node"), [("dev", False), ("staging", True), ("prod", True)])
@@ -110,11 +122,14 @@ def test_grafana_behind_its_alb_is_reachable_on_its_pod_port(run_stack: RunStack
     # Pod-IP targets behind the stack's load-balancer group: the ALB connects to Grafana's container port.
     assert annotations["alb.ingress.kubernetes.io/target-type"] == "ip"
     assert annotations["alb.ingress.kubernetes.io/security-groups"] == _group(run, "lb").id
-    assert _ports_from_load_balancer(run) == ({8080, GRAFANA_TARGET_PORT}, {8080, GRAFANA_TARGET_PORT})
+    # 8081: prod's ALB carries gRPC too (it has a certificate).
+    both = {8080, 8081, GRAFANA_TARGET_PORT}
+    assert _ports_from_load_balancer(run) == (both, both)
     assert GRAFANA_TARGET_PORT == 3000
 
 
 def test_without_a_grafana_alb_the_load_balancers_reach_the_service_port_only(
     committed_runs: dict[str, StackRun],
 ) -> None:
-    assert _ports_from_load_balancer(committed_runs["prod"]) == ({8080}, {8080})
+    assert _ports_from_load_balancer(committed_runs["prod"]) == ({8080, 8081}, {8080, 8081})
+    assert _ports_from_load_balancer(committed_runs["staging"]) == ({8080}, {8080})

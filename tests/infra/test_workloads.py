@@ -307,11 +307,15 @@ def test_probes_are_routes_the_real_service_answers(committed_runs: dict[str, St
     server = start_server(tmp_path)
     try:
         assert int(env_of(rollout(committed_runs["prod"]))["MLSTACK_PORT"]) == ports["http"]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "livenessProbe"):
             get = service[probe]["httpGet"]
             assert get["port"] in ports, f"{probe} names no container port"
             response = server.client.get(get["path"])
             assert response.status_code == 200, f"{probe} {get['path']} answered {response.status_code}"
+        # Readiness is the native gRPC probe (grpc.health.v1, service ""), on the port the service's gRPC server
+        # listens on: a number, as core/v1 GRPCAction takes no port name.
+        assert service["readinessProbe"]["grpc"] == {"port": ports["grpc"], "service": ""}
+        assert int(env_of(rollout(committed_runs["prod"]))["MLSTACK_GRPC_PORT"]) == ports["grpc"]
     finally:
         server.stop()
 
@@ -378,7 +382,9 @@ def test_alb_deletion_protection_is_always_stated_so_unprotecting_a_stack_frees_
     config["mlstack:monitoring"] = {"grafanaExposure": "ingress"}
     run = run_stack(stack, config)
     ingresses = [m for m in manifests(run) if m["kind"] == "Ingress"]
-    assert {i["metadata"]["name"] for i in ingresses} == {"model-service", "grafana"}
+    # prod has a certificate, so its ALB carries gRPC through a second Ingress of the service's ALB group.
+    grpc = {"model-service-grpc"} if stack == "prod" else set()
+    assert {i["metadata"]["name"] for i in ingresses} == {"model-service", "grafana"} | grpc
     for ingress in ingresses:
         assert _load_balancer_attributes(ingress)["deletion_protection.enabled"] == protected
         assert _load_balancer_attributes(ingress)["routing.http.drop_invalid_header_fields.enabled"] == "true"

@@ -53,6 +53,7 @@ def test_a_stack_renders_its_window_hold_and_minimum_into_the_rules_and_the_pods
             False,
             "us-east-1",
             internal_port=9090,
+            grpc_port=8081,
             model_sha256=None,
             api_keys=False,
             feedback_keys=False,

@@ -1094,3 +1094,11 @@ def test_write_actions_are_all_but_reads(action: str, write: bool) -> None:
 )
 def test_world_ingress_depends_on_port_and_group(port: int, cidr: str, role: str, expected: list[str]) -> None:
     assert [v["policy"] for v in _offline(_stack("dev", _ingress(port, cidr, role)))] == expected
+
+
+def test_tls_in_prod_is_mandatory_in_both_engines_and_only_in_prod() -> None:
+    plain_http = _edge(OIDC)
+    offline = _offline(_stack("prod", plain_http))
+    assert [(v["policy"], v["level"]) for v in offline] == [("tls-in-prod", MANDATORY)]
+    assert _crossguard([_stack("prod", plain_http)])[0] == offline
+    assert _offline(_stack("staging", plain_http)) == []

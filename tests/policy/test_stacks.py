@@ -17,7 +17,6 @@ from tests.conftest import COMMITTED_STACKS, REPO_ROOT
 # Advisory findings the committed stacks carry, each with what clears it; any other finding fails the test, and a
 # committed stack never carries a mandatory violation.
 ACKNOWLEDGED: dict[tuple[str, str, str], str] = {
-    ("prod", "tls-in-prod", "model-service-ingress"): "prod's owner sets ingress.certificateArn (README)",
     ("prod", "account-pinned", "aws"): 'prod\'s owner sets mlstack:accountId (README "Security model")',
 }
 
