@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.preview.cost.serving import format_money
+
 MAX_LISTED = 50  # resources listed per section; a comment stays readable (`--all` lists every one)
 MAX_FIELDS = 8  # changed inputs shown per resource, likewise
 MAX_VALUE_WIDTH = 80  # longer values are folded to their start and their length
@@ -266,6 +268,54 @@ def _listing(title: str, rows: list[str], everything: bool, count: int | None = 
     return ["", f"**{title} ({len(rows) if count is None else count})**", "", *shown, *more]
 
 
+# The price-per-prediction figures a reviewer compares, as (key in plan.json, column title, format).
+PER_PREDICTION_COLUMNS = (
+    ("capacity_at_floor", "predictions/s at floor", "{:,.0f}"),
+    ("capacity_at_ceiling", "predictions/s at ceiling", "{:,.0f}"),
+    ("cost_per_million_at_cpu_target", "$ per 1M at CPU target", "$"),
+)
+
+
+def _per_prediction(plan: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    figures = ((plan.get("cost") or {}).get("per_prediction") or {}).get("figures") or []
+    return {(figure["protocol"], figure["rows_per_request"]): figure for figure in figures}
+
+
+def _change(before: float | None, after: float | None, form: str) -> str:
+    """`old → new (+x%)`, or the one value when it did not change."""
+    shown = [
+        "n/a" if value is None else f"${format_money(value)}" if form == "$" else form.format(value)
+        for value in (before, after)
+    ]
+    if before == after:
+        return shown[1]
+    percent = f" ({(after - before) / before:+.1%})" if before and after is not None else ""
+    return f"{shown[0]} → {shown[1]}{percent}"
+
+
+def _per_prediction_lines(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Capacity and cost per million predictions, old → new with the percentage, where any of them changed."""
+    before, after = _per_prediction(base), _per_prediction(new)
+    rows = []
+    for key in sorted(set(before) | set(after)):
+        old, now = before.get(key, {}), after.get(key, {})
+        if all(old.get(column) == now.get(column) for column, _, _ in PER_PREDICTION_COLUMNS):
+            continue
+        cells = [_change(old.get(column), now.get(column), form) for column, _, form in PER_PREDICTION_COLUMNS]
+        rows.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    titles = " | ".join(title for _, title, _ in PER_PREDICTION_COLUMNS)
+    return [
+        "",
+        "**Capacity and price per prediction** (one row is one prediction)",
+        "",
+        f"| protocol | rows/request | {titles} |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *rows,
+    ]
+
+
 def render_markdown(base: dict[str, Any], new: dict[str, Any], *, everything: bool = False) -> str:
     """The Markdown comment; `everything` lists every resource and input instead of the first ones."""
     diff = compare(base, new)
@@ -318,6 +368,7 @@ def render_markdown(base: dict[str, Any], new: dict[str, Any], *, everything: bo
             f"| {name} | {_money(before.get(name))} | {_money(after.get(name))} | {_delta(amount)} |"
             for name, amount in (moved if everything else moved[:MAX_LISTED])
         ]
+    lines += _per_prediction_lines(base, new)
     problems = new.get("cost", {}).get("unpriced") or []
     lines += _listing("Unpriced in the new plan", [f"- {problem}" for problem in problems], everything)
     violations = new.get("policy", {}).get("violations") or []
