@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.preview.cost.serving import format_money
+from infra.preview.cost.money import format_money
 
 MAX_LISTED = 50  # resources listed per section; a comment stays readable (`--all` lists every one)
 MAX_FIELDS = 8  # changed inputs shown per resource, likewise

@@ -8,6 +8,7 @@ from typing import Any
 from infra.policy.rules import Violation
 from infra.preview.cost import serving as serving_cost
 from infra.preview.cost.estimate import ASSUMPTIONS, CostEstimate, LineItem
+from infra.preview.cost.money import format_money
 from infra.preview.engine import RecordedResource, StackRun
 from infra.preview.plan import PlanRenderer
 
@@ -239,7 +240,7 @@ def render_serving(serving: serving_cost.ServingEstimate) -> str:
 
 
 def _per_million(amount: float | None) -> str:
-    return serving_cost.format_money(amount)
+    return format_money(amount)
 
 
 def render_violations(violations: list[Violation], title: str = "Policy", rules_run: int | None = None) -> str:

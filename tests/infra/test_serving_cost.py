@@ -13,6 +13,7 @@ import pytest
 from infra.cli import EXIT_PROGRAM_FAILED, preview
 from infra.preview.cost.bench import BENCH_RESULTS, BenchResults, BenchResultsError, load_bench_results
 from infra.preview.cost.estimate import SPOT_DISCOUNT
+from infra.preview.cost.money import format_money
 from infra.preview.cost.prices import load_snapshot
 from infra.preview.cost.serving import (
     INSTANCE_VCPUS,
@@ -21,7 +22,6 @@ from infra.preview.cost.serving import (
     ServingEstimate,
     ServingFigure,
     estimate_serving,
-    format_money,
 )
 from infra.preview.diff import render_markdown
 from infra.preview.engine import StackRun
@@ -29,7 +29,7 @@ from tests.conftest import REPO_ROOT, stack_config
 
 SNAPSHOT = load_snapshot()
 BENCH = load_bench_results(REPO_ROOT)
-GOOD_RESULTS = {
+GOOD_RESULTS: dict[str, Any] = {
     "measured_on": "2026-11-28",
     "machine": "Example CPU",
     "cores": 1,
@@ -196,7 +196,7 @@ def test_doubling_the_cpu_request_buys_cpu_in_proportion_until_one_process_canno
         assert _figure(one, rows).capacity_at_floor == pytest.approx(2 * _figure(half, rows).capacity_at_floor)
         # 1 -> 2: one server process keeps one core busy, so the second core is paid for and serves nothing.
         assert _figure(two, rows).cost_per_million_at_cpu_target == pytest.approx(
-            2 * _figure(one, rows).cost_per_million_at_cpu_target * 0.7 / SERVER_PROCESS_CORES, rel=1e-3
+            2 * (_figure(one, rows).cost_per_million_at_cpu_target or 0) * 0.7 / SERVER_PROCESS_CORES, rel=1e-3
         )
         assert _figure(two, rows).capacity_at_floor == _figure(one, rows).capacity_at_floor
 

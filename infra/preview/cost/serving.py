@@ -8,7 +8,6 @@ scheduler: its single service container is charged the whole host. Only the serv
 control plane, NAT gateways, load balancers and monitoring are the monthly estimate's, not a prediction's.
 """
 
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -323,16 +322,6 @@ def _per_million(replica_hourly: float | None, predictions_per_second: float) ->
 def _significant(value: float, digits: int = 4) -> float:
     """Rounded to `digits` significant digits: a cent's fraction keeps its precision, and plans stay identical."""
     return float(f"{value:.{digits}g}")
-
-
-def format_money(amount: float | None) -> str:
-    """Dollars with three significant digits and no exponent: 0.0333, 0.00275, 0.0000586."""
-    if amount is None:
-        return "unpriced"
-    if amount == 0:
-        return "0"
-    decimals = max(2, 2 - math.floor(math.log10(abs(amount))))
-    return f"{amount:.{decimals}f}"
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
