@@ -120,7 +120,7 @@ def preview(
         return EXIT_PROGRAM_FAILED
 
     try:
-        cost, serving = _priced(run, str(config.get("aws:region", "")), root)
+        cost, serving = _priced(run, str(config.get("aws:region", "")))
     except (PriceSnapshotError, BenchResultsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_PROGRAM_FAILED
@@ -157,10 +157,10 @@ def preview(
     return _exit_code(violations, readiness)
 
 
-def _priced(run: StackRun, region: str, root: Path) -> tuple[CostEstimate, ServingEstimate]:
+def _priced(run: StackRun, region: str) -> tuple[CostEstimate, ServingEstimate]:
     """The monthly estimate and the price per prediction, from the committed price snapshot and bench results."""
     snapshot = load_snapshot()
-    return estimate_cost(run, region, snapshot), estimate_serving(run, region, snapshot, load_bench_results(root))
+    return estimate_cost(run, region, snapshot), estimate_serving(run, region, snapshot, load_bench_results())
 
 
 def _checked_plan(

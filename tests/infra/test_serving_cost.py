@@ -4,13 +4,13 @@ range, the HPA's CPU target and the node prices, combined as infra/preview/cost/
 import copy
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra.cli import EXIT_PROGRAM_FAILED, preview
+from infra.preview.cost import bench
 from infra.preview.cost.bench import BENCH_RESULTS, BenchResults, BenchResultsError, load_bench_results
 from infra.preview.cost.estimate import SPOT_DISCOUNT
 from infra.preview.cost.money import format_money
@@ -145,10 +145,9 @@ def test_malformed_results_are_refused_with_what_is_wrong(tmp_path: Path, docume
 def test_the_preview_stops_with_one_line_when_the_results_are_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A checkout with the project and its stack files but no bench results.
-    shutil.copy(REPO_ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
-    shutil.copytree(REPO_ROOT / "stacks", tmp_path / "stacks")
-    monkeypatch.chdir(tmp_path)
+    # A checkout whose service/bench/ has no results file.
+    monkeypatch.setattr(bench, "REPOSITORY_ROOT", tmp_path)
+    monkeypatch.chdir(REPO_ROOT)
     assert preview("dev", tmp_path / "out", debug=False) == EXIT_PROGRAM_FAILED
     errors = capsys.readouterr().err.strip().splitlines()
     assert errors == [

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 BENCH_RESULTS = Path("service") / "bench" / "results.json"  # relative to the repository root
+# The checkout this program comes from: the results describe its service, as prices.json sits beside this module
+# (a copied project with only Pulumi.yaml and stacks/ still uses them).
+REPOSITORY_ROOT = Path(__file__).resolve().parents[3]
 PROTOCOLS = ("rest-json", "rest-binary", "grpc")
 ROWS_PER_REQUEST = (1, 64)
 # Every results file has these figures: what the stack serves today over its public REST port.
@@ -49,9 +52,10 @@ class BenchResults:
         }
 
 
-def load_bench_results(root: Path) -> BenchResults:
-    """The results file under the repository root `root`; BenchResultsError names what is wrong in one line."""
-    path = root / BENCH_RESULTS
+def load_bench_results(root: Path | None = None) -> BenchResults:
+    """The results file under the repository root (this checkout's unless `root` is given); BenchResultsError names
+    what is wrong in one line."""
+    path = (root or REPOSITORY_ROOT) / BENCH_RESULTS
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
