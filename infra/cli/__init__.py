@@ -26,9 +26,11 @@ from infra.cli.verify import verify_account
 from infra.config import StackConfigError
 from infra.config.load import STACK_CONFIG_DIR, parse_stack_config
 from infra.policy.rules import MANDATORY, Violation
+from infra.preview.cost.bench import BenchResultsError, load_bench_results
 from infra.preview.cost.estimate import CostEstimate, estimate_cost
 from infra.preview.cost.prices import SNAPSHOT_PATH, PriceSnapshotError, load_snapshot
 from infra.preview.cost.refresh import PRICING_REGION, PriceRefreshError, refresh_snapshot
+from infra.preview.cost.serving import ServingEstimate, estimate_serving
 from infra.preview.diff import MAX_FIELDS, MAX_LISTED, PlanError, load_plan, render_markdown
 from infra.preview.engine import PROGRAM_DIR, StackRun, run_program
 from infra.preview.graph import write_graph
@@ -36,7 +38,14 @@ from infra.preview.plan import build_plan, write_plan
 from infra.preview.policy import check_policies, policy_rules_run
 from infra.preview.readiness import READINESS_RULES, check_readiness
 from infra.preview.stack_file import available_stacks, cidr_overlaps, read_stack_file
-from infra.preview.tree import render_cost, render_outputs, render_summary, render_tree, render_violations
+from infra.preview.tree import (
+    render_cost,
+    render_outputs,
+    render_serving,
+    render_summary,
+    render_tree,
+    render_violations,
+)
 
 EXIT_OK = 0
 EXIT_POLICY_VIOLATION = 1
@@ -111,11 +120,11 @@ def preview(
         return EXIT_PROGRAM_FAILED
 
     try:
-        cost = estimate_cost(run, str(config.get("aws:region", "")), load_snapshot())
-    except PriceSnapshotError as error:
+        cost, serving = _priced(run, str(config.get("aws:region", "")))
+    except (PriceSnapshotError, BenchResultsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_PROGRAM_FAILED
-    violations, readiness, plan = _checked_plan(run, cost)
+    violations, readiness, plan = _checked_plan(run, cost, serving)
     rules_run = plan["policy"]["rules_run"]
     try:
         plan_path = write_plan(run, plan, out_dir)
@@ -132,7 +141,7 @@ def preview(
     print("\nOutputs:")
     print(render_outputs(plan["outputs"]))
     print()
-    print(render_cost(cost))
+    print(render_cost(cost), render_serving(serving), sep="\n\n")
     print()
     print(render_violations(violations, rules_run=rules_run))
     print(render_violations(readiness, title="Readiness", rules_run=len(READINESS_RULES)))
@@ -148,14 +157,23 @@ def preview(
     return _exit_code(violations, readiness)
 
 
-def _checked_plan(run: StackRun, cost: CostEstimate) -> tuple[list[Violation], list[Violation], dict[str, Any]]:
-    """The policy and readiness findings and the plan that records them with how many rules ran."""
+def _priced(run: StackRun, region: str) -> tuple[CostEstimate, ServingEstimate]:
+    """The monthly estimate and the price per prediction, from the committed price snapshot and bench results."""
+    snapshot = load_snapshot()
+    return estimate_cost(run, region, snapshot), estimate_serving(run, region, snapshot, load_bench_results())
+
+
+def _checked_plan(
+    run: StackRun, cost: CostEstimate, serving: ServingEstimate
+) -> tuple[list[Violation], list[Violation], dict[str, Any]]:
+    """The policy and readiness findings and the plan that records them with how many rules ran; the plan's cost
+    carries the price per prediction under `per_prediction`."""
     violations = check_policies(run)
     # Sorted: the rules walk resources in the order the engine registered them, which varies from run to run.
     readiness = sorted(check_readiness(run), key=lambda found: (found.policy, found.urn, found.message))
     plan = build_plan(
         run,
-        cost.to_plan(),
+        cost.to_plan() | {"per_prediction": serving.to_plan()},
         [asdict(violation) for violation in violations],
         [asdict(violation) for violation in readiness],
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.preview.cost.money import format_money
+
 MAX_LISTED = 50  # resources listed per section; a comment stays readable (`--all` lists every one)
 MAX_FIELDS = 8  # changed inputs shown per resource, likewise
 MAX_VALUE_WIDTH = 80  # longer values are folded to their start and their length
@@ -16,42 +18,217 @@ SECRET = "[secret]"
 # Keys whose values are credentials whatever the plan recorded; shown masked even if a plan left them plain.
 SECRET_KEY = re.compile(r"(password|secret|token|private_?key|webhook|routing_?key)", re.IGNORECASE)
 
-# Inputs whose change makes the provider delete and recreate the resource (plus every Kubernetes object's
-# metadata.name and metadata.namespace). The pulumi-aws Python package does not ship the provider's schema (it is
-# inside the plugin binary), so this is our own table for the types the stacks use, from terraform-provider-aws's
-# resource schemas (`ForceNew: true` / RequiresReplace), which pulumi-aws bridges unchanged. A field missing here
-# is shown as an update in place: the table errs on the side of naming fewer replacements, and says so in the diff.
-REPLACED_BY: dict[str, frozenset[str]] = {
-    "aws:ec2/vpc:Vpc": frozenset({"cidrBlock", "instanceTenancy"}),
-    "aws:ec2/subnet:Subnet": frozenset({"vpcId", "cidrBlock", "availabilityZone", "availabilityZoneId"}),
-    "aws:ec2/natGateway:NatGateway": frozenset({"subnetId", "allocationId", "connectivityType"}),
-    "aws:ec2/securityGroup:SecurityGroup": frozenset({"name", "namePrefix", "description", "vpcId"}),
-    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": frozenset({"securityGroupId"}),
-    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": frozenset({"securityGroupId"}),
-    "aws:eks/cluster:Cluster": frozenset({"name", "roleArn"}),
-    "aws:eks/nodeGroup:NodeGroup": frozenset(
-        {
+
+@dataclass(frozen=True)
+class ForcesReplacement:
+    """Inputs (the engine's camelCase paths, nested with dots, list indices left out) whose change makes the provider
+    delete and recreate the resource, and where upstream says so: `repository@commit:path`."""
+
+    fields: tuple[str, ...]
+    source: str
+
+
+# pulumi-aws bridges terraform-provider-aws's schemas unchanged (its Python package ships no schema: it is inside the
+# plugin binary), so each AWS entry is the `ForceNew: true` fields (RequiresReplace for framework resources) of the
+# resource's schema file. Checked against hashicorp/terraform-provider-aws at the commit named in each entry: the
+# exact upstream tag that pulumi-aws 7.51.1 (requirements/dev.txt) bridges could not be resolved from here (the
+# pulumi-aws snapshot is too large to fetch, the Go module proxy refuses the module, the stored history of its
+# provider/go.mod ends before v7), so each file was read at the version the code index returned; most are from
+# 2025-2026 (v6 of the provider), the older ones are noted. Inputs not listed update in place; a resource type not
+# listed shows every change as an update in place, and the diff says the table is the source.
+TF_AWS = "hashicorp/terraform-provider-aws"
+REPLACED_BY: dict[str, ForcesReplacement] = {
+    # instanceTenancy is updated in place (ModifyVpcTenancy in resourceVPCUpdate), not replaced.
+    "aws:ec2/vpc:Vpc": ForcesReplacement(
+        ("cidrBlock", "ipv4IpamPoolId", "ipv4NetmaskLength"),
+        f"{TF_AWS}@00081ce41cc691433ac19bf42227cdabffd0454d:internal/service/ec2/vpc_.go",
+    ),
+    "aws:ec2/subnet:Subnet": ForcesReplacement(
+        (
+            "vpcId",
+            "cidrBlock",
+            "availabilityZone",
+            "availabilityZoneId",
+            "ipv4IpamPoolId",
+            "ipv4NetmaskLength",
+            "ipv6IpamPoolId",
+            "ipv6Native",
+            "ipv6NetmaskLength",
+            "outpostArn",
+        ),
+        f"{TF_AWS}@00cda125a19d31754cb0d073cf551264c57955cb:internal/service/ec2/vpc_subnet.go",
+    ),
+    "aws:ec2/natGateway:NatGateway": ForcesReplacement(
+        ("subnetId", "allocationId", "connectivityType", "privateIp", "secondaryPrivateIpAddressCount"),
+        f"{TF_AWS}@04088eaa54948421bf1ef7494ae2b2c01d9243e3:internal/service/ec2/vpc_nat_gateway.go",
+    ),
+    "aws:ec2/securityGroup:SecurityGroup": ForcesReplacement(
+        ("name", "namePrefix", "description", "vpcId"),
+        f"{TF_AWS}@01606926a0c0ab9174aec440f976a48b0baee722:internal/service/ec2/vpc_security_group.go",
+    ),
+    # Also replaced when the rule's source kind changes (cidrIpv4 to referencedSecurityGroupId, ...): ModifyPlan in
+    # the same file; see SOURCE_KIND_FIELDS. A new CIDR or port of the same kind is ModifySecurityGroupRules.
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": ForcesReplacement(
+        ("securityGroupId",),
+        f"{TF_AWS}@00a322094b4b9ade8a81b244345dbcf4b52ee8d6:internal/service/ec2/vpc_security_group_ingress_rule.go",
+    ),
+    # The egress rule embeds the ingress rule's resourceSecurityGroupRule (vpc_security_group_egress_rule.go at
+    # 050ac11163cab8cdae5936a7f40b0e528ff780df), schema and plan modifier included.
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": ForcesReplacement(
+        ("securityGroupId",),
+        f"{TF_AWS}@00a322094b4b9ade8a81b244345dbcf4b52ee8d6:internal/service/ec2/vpc_security_group_ingress_rule.go",
+    ),
+    # version and vpcConfig (subnets, endpoint access) update in place; encryptionConfig is replaced only when it is
+    # removed (ForceNewIfChange), which this table does not tell apart.
+    "aws:eks/cluster:Cluster": ForcesReplacement(
+        (
+            "name",
+            "roleArn",
+            "bootstrapSelfManagedAddons",
+            "accessConfig.bootstrapClusterCreatorAdminPermissions",
+            "kubernetesNetworkConfig.ipFamily",
+            "kubernetesNetworkConfig.serviceIpv4Cidr",
+            "outpostConfig",
+            "remoteNetworkConfig",
+        ),
+        f"{TF_AWS}@00555dc5b38f92abbfa230badea0ed0754cea81e:internal/service/eks/cluster.go",
+    ),
+    # scalingConfig, labels, taints, version and the launch template's version update in place.
+    "aws:eks/nodeGroup:NodeGroup": ForcesReplacement(
+        (
             "clusterName",
             "nodeGroupName",
+            "nodeGroupNamePrefix",
             "nodeRoleArn",
             "subnetIds",
             "instanceTypes",
             "amiType",
             "capacityType",
             "diskSize",
-        }
+            "launchTemplate.id",
+            "launchTemplate.name",
+            "remoteAccess",
+        ),
+        f"{TF_AWS}@012e0a32f0686212f447447fd3d81c3d0ce256ad:internal/service/eks/node_group.go",
     ),
-    "aws:ecr/repository:Repository": frozenset({"name"}),
-    "aws:s3/bucket:Bucket": frozenset({"bucket", "bucketPrefix"}),
-    "aws:s3/bucketV2:BucketV2": frozenset({"bucket", "bucketPrefix"}),
-    "aws:kms/key:Key": frozenset({"customerMasterKeySpec", "keyUsage", "multiRegion"}),
-    "aws:lb/loadBalancer:LoadBalancer": frozenset({"name", "namePrefix", "internal", "loadBalancerType"}),
-    "aws:lb/targetGroup:TargetGroup": frozenset({"name", "port", "protocol", "vpcId", "targetType"}),
-    "aws:iam/role:Role": frozenset({"name", "namePrefix", "path"}),
-    "aws:cloudwatch/logGroup:LogGroup": frozenset({"name", "namePrefix"}),
-    "aws:autoscaling/group:Group": frozenset({"name", "namePrefix"}),
+    "aws:eks/addon:Addon": ForcesReplacement(
+        ("addonName", "clusterName"),
+        f"{TF_AWS}@00a35305dc1b297a6fcdecdfbba33f1e63c3da39:internal/service/eks/addon.go",
+    ),
+    "aws:eks/accessEntry:AccessEntry": ForcesReplacement(
+        ("clusterName", "principalArn", "type"),
+        f"{TF_AWS}@01f431114674c27cf790fafb67ac274bf8f765e1:internal/service/eks/access_entry.go",
+    ),
+    "aws:eks/podIdentityAssociation:PodIdentityAssociation": ForcesReplacement(
+        ("clusterName", "namespace", "serviceAccount"),
+        f"{TF_AWS}@00a35305dc1b297a6fcdecdfbba33f1e63c3da39:internal/service/eks/pod_identity_association.go",
+    ),
+    # An older version of the file (aws-sdk-go v1); imageTagMutability and scanning update in place.
+    "aws:ecr/repository:Repository": ForcesReplacement(
+        ("name", "encryptionConfigurations"),
+        f"{TF_AWS}@0072eea2d6046230a1fb7717741c17fd2122175e:internal/service/ecr/repository.go",
+    ),
+    # pulumi-aws 7 names aws_s3_bucket `aws:s3/bucket:Bucket` (BucketV2 is its deprecated alias). An older version.
+    "aws:s3/bucket:Bucket": ForcesReplacement(
+        ("bucket", "bucketPrefix"),
+        f"{TF_AWS}@0070bcd12c952f14c5434a6f351ef7b6fa791226:internal/service/s3/bucket.go",
+    ),
+    "aws:s3/bucketV2:BucketV2": ForcesReplacement(
+        ("bucket", "bucketPrefix"),
+        f"{TF_AWS}@0070bcd12c952f14c5434a6f351ef7b6fa791226:internal/service/s3/bucket.go",
+    ),
+    # description, policy, rotation and enabled update in place.
+    "aws:kms/key:Key": ForcesReplacement(
+        ("customerMasterKeySpec", "keyUsage", "multiRegion", "customKeyStoreId", "xksKeyId"),
+        f"{TF_AWS}@00a35305dc1b297a6fcdecdfbba33f1e63c3da39:internal/service/kms/key.go",
+    ),
+    # targetKeyId updates in place (UpdateAlias). An older version of the file.
+    "aws:kms/alias:Alias": ForcesReplacement(
+        ("name", "namePrefix"),
+        f"{TF_AWS}@01c08000ddb14181b5bd19201d8fca311dc570e4:internal/service/kms/alias.go",
+    ),
+    "aws:lb/loadBalancer:LoadBalancer": ForcesReplacement(
+        ("name", "namePrefix", "internal", "loadBalancerType", "customerOwnedIpv4Pool"),
+        f"{TF_AWS}@00edc94be7a89c4c485415cdec27094875f61bfc:internal/service/elbv2/load_balancer.go",
+    ),
+    # protocolVersion too: moving a target group to GRPC replaces it.
+    "aws:lb/targetGroup:TargetGroup": ForcesReplacement(
+        ("name", "namePrefix", "port", "protocol", "protocolVersion", "vpcId", "targetType", "ipAddressType"),
+        f"{TF_AWS}@013cfb4cddc9c44a28f34abad0c11768bcdb9b85:internal/service/elbv2/target_group.go",
+    ),
+    # An older version of the file; the assume-role policy, description and boundary update in place.
+    "aws:iam/role:Role": ForcesReplacement(
+        ("name", "namePrefix", "path"),
+        f"{TF_AWS}@0040ea6911af00bea2cca6dbb14e86829826ad8e:internal/service/iam/role.go",
+    ),
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ForcesReplacement(
+        ("role", "policyArn"),
+        f"{TF_AWS}@04c79849dbe7fbe76c3054b364357bcdaade9ac5:internal/service/iam/role_policy_attachment.go",
+    ),
+    # retentionInDays and kmsKeyId update in place.
+    "aws:cloudwatch/logGroup:LogGroup": ForcesReplacement(
+        ("name", "namePrefix", "logGroupClass"),
+        f"{TF_AWS}@0073593e7d6993ba482409f4dc35438daaa79bb3:internal/service/logs/group.go",
+    ),
+    # Sizes, subnets and the launch template update in place (UpdateAutoScalingGroup, then an instance refresh);
+    # name and namePrefix are not in resourceGroupUpdate, and initial_lifecycle_hook is ForceNew.
+    "aws:autoscaling/group:Group": ForcesReplacement(
+        ("name", "namePrefix", "initialLifecycleHooks"),
+        f"{TF_AWS}@00a919d1548eb437816d4838f320502ad34183ff:internal/service/autoscaling/group.go",
+    ),
+    # instanceType, imageId, userData and the rest make a new template version in place (the updateKeys of
+    # resourceLaunchTemplateUpdate); only the name is fixed. An older version of the file.
+    "aws:ec2/launchTemplate:LaunchTemplate": ForcesReplacement(
+        ("name", "namePrefix"),
+        f"{TF_AWS}@025e4f81cab8553cb052aebfcc5987e2aa8c702a:internal/service/ec2/ec2_launch_template.go",
+    ),
 }
-KUBERNETES_REPLACED_BY = ("metadata.name", "metadata.namespace")
+# A security group rule's source: switching from one to another replaces the rule (ModifyPlan's sourceAttributeName).
+SOURCE_KIND_FIELDS = ("cidrIpv4", "cidrIpv6", "prefixListId", "referencedSecurityGroupId")
+SECURITY_GROUP_RULES = (
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+)
+
+# pulumi-kubernetes decides replacement itself (forceNewProperties in provider/pkg/provider/diff.go; a Helm release's
+# in helm_release.go). Read at the snapshot's head, 27 commits past v4.32.0 (July 2026); the pinned 4.34.2 is newer
+# than the snapshot. Every object is replaced when its name or namespace changes; a Secret's data and a ConfigMap's
+# data too, because the provider's enableSecretMutable and enableConfigMapMutable default to false (provider.go) and
+# the stacks leave them so.
+PULUMI_KUBERNETES = "pulumi/pulumi-kubernetes@94977969d64112b04e19945818a7d5d5f38f631d"
+KUBERNETES_DIFF = f"{PULUMI_KUBERNETES}:provider/pkg/provider/diff.go"
+KUBERNETES_REPLACED_BY = ForcesReplacement(("metadata.name", "metadata.namespace"), KUBERNETES_DIFF)
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+KUBERNETES_KIND_REPLACED_BY: dict[str, ForcesReplacement] = {
+    "kubernetes:apps/v1:Deployment": ForcesReplacement(("spec.selector",), KUBERNETES_DIFF),
+    "kubernetes:apps/v1:DaemonSet": ForcesReplacement(("spec.selector",), KUBERNETES_DIFF),
+    "kubernetes:apps/v1:StatefulSet": ForcesReplacement(
+        (
+            "spec.podManagementPolicy",
+            "spec.revisionHistoryLimit",
+            "spec.selector",
+            "spec.serviceName",
+            "spec.volumeClaimTemplates",
+        ),
+        KUBERNETES_DIFF,
+    ),
+    "kubernetes:batch/v1:Job": ForcesReplacement(
+        ("spec.completions", "spec.parallelism", "spec.selector", "spec.template"), KUBERNETES_DIFF
+    ),
+    "kubernetes:core/v1:Service": ForcesReplacement(("spec.clusterIP",), KUBERNETES_DIFF),
+    "kubernetes:core/v1:Secret": ForcesReplacement(("type", "data", "stringData"), KUBERNETES_DIFF),
+    "kubernetes:core/v1:ConfigMap": ForcesReplacement(("data", "binaryData"), KUBERNETES_DIFF),
+    "kubernetes:core/v1:PersistentVolumeClaim": ForcesReplacement(
+        ("spec.accessModes", "spec.selector", "spec.storageClassName", "spec.volumeName"), KUBERNETES_DIFF
+    ),
+    "kubernetes:storage.k8s.io/v1:StorageClass": ForcesReplacement(("parameters", "provisioner"), KUBERNETES_DIFF),
+    "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding": ForcesReplacement(("roleRef",), KUBERNETES_DIFF),
+    "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding": ForcesReplacement(("roleRef",), KUBERNETES_DIFF),
+    # A Helm release is not an object with metadata: its own name and namespace are replaced; values update.
+    HELM_RELEASE: ForcesReplacement(
+        ("name", "namespace"), f"{PULUMI_KUBERNETES}:provider/pkg/provider/helm_release.go"
+    ),
+}
 
 
 class PlanError(Exception):
@@ -119,16 +296,52 @@ def _json_text(value: Any) -> dict[str, Any] | list[Any] | None:
     return parsed if isinstance(parsed, dict | list) else None
 
 
-def _forces_replacement(resource_type: str, path: str) -> bool:
-    top = re.split(r"[.\[]", path, maxsplit=1)[0]
+def _replacement_fields(resource_type: str) -> tuple[str, ...]:
+    if resource_type == HELM_RELEASE:
+        return KUBERNETES_KIND_REPLACED_BY[resource_type].fields
     if resource_type.startswith("kubernetes:"):
-        return any(path == field or path.startswith(f"{field}.") for field in KUBERNETES_REPLACED_BY)
-    return top in REPLACED_BY.get(resource_type, frozenset())
+        kind = KUBERNETES_KIND_REPLACED_BY.get(resource_type)
+        return KUBERNETES_REPLACED_BY.fields + (kind.fields if kind else ())
+    rule = REPLACED_BY.get(resource_type)
+    return rule.fields if rule else ()
+
+
+def _at(value: Any, path: list[str]) -> Any:
+    """The value under a dotted path, looking into every element of a list on the way."""
+    for index, key in enumerate(path):
+        if isinstance(value, list):
+            return [_at(item, path[index:]) for item in value]
+        value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
+    return value
+
+
+def _forces_replacement(resource_type: str, path: str, before: Any, after: Any) -> bool:
+    """Whether a change at `path` (from `before` to `after`, the values there) replaces the resource: it is at or
+    under a field that forces replacement, or it holds one whose value differs (a block added or removed whole)."""
+    plain = re.sub(r"\[\d+\]", "", path)
+    for field in _replacement_fields(resource_type):
+        if plain == field or plain.startswith(f"{field}."):
+            return True
+        if not plain or field.startswith(f"{plain}."):
+            rest = field[len(plain) + 1 :].split(".") if plain else field.split(".")
+            if _at(before, rest) != _at(after, rest):
+                return True
+    return False
+
+
+def _source_kind(inputs: dict[str, Any]) -> set[str]:
+    return {field for field in SOURCE_KIND_FIELDS if inputs.get(field) is not None}
 
 
 def field_changes(resource_type: str, before: dict[str, Any], after: dict[str, Any]) -> list[FieldChange]:
+    source_kind_changed = resource_type in SECURITY_GROUP_RULES and _source_kind(before) != _source_kind(after)
     return [
-        FieldChange(path, old, new, _forces_replacement(resource_type, path))
+        FieldChange(
+            path,
+            old,
+            new,
+            _forces_replacement(resource_type, path, old, new) or (source_kind_changed and path in SOURCE_KIND_FIELDS),
+        )
         for path, old, new in _leaves("", before, after)
     ]
 
@@ -266,6 +479,54 @@ def _listing(title: str, rows: list[str], everything: bool, count: int | None = 
     return ["", f"**{title} ({len(rows) if count is None else count})**", "", *shown, *more]
 
 
+# The price-per-prediction figures a reviewer compares, as (key in plan.json, column title, format).
+PER_PREDICTION_COLUMNS = (
+    ("capacity_at_floor", "predictions/s at floor", "{:,.0f}"),
+    ("capacity_at_ceiling", "predictions/s at ceiling", "{:,.0f}"),
+    ("cost_per_million_at_cpu_target", "$ per 1M at CPU target", "$"),
+)
+
+
+def _per_prediction(plan: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    figures = ((plan.get("cost") or {}).get("per_prediction") or {}).get("figures") or []
+    return {(figure["protocol"], figure["rows_per_request"]): figure for figure in figures}
+
+
+def _change(before: float | None, after: float | None, form: str) -> str:
+    """`old → new (+x%)`, or the one value when it did not change."""
+    shown = [
+        "n/a" if value is None else f"${format_money(value)}" if form == "$" else form.format(value)
+        for value in (before, after)
+    ]
+    if before == after:
+        return shown[1]
+    percent = f" ({(after - before) / before:+.1%})" if before and after is not None else ""
+    return f"{shown[0]} → {shown[1]}{percent}"
+
+
+def _per_prediction_lines(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Capacity and cost per million predictions, old → new with the percentage, where any of them changed."""
+    before, after = _per_prediction(base), _per_prediction(new)
+    rows = []
+    for key in sorted(set(before) | set(after)):
+        old, now = before.get(key, {}), after.get(key, {})
+        if all(old.get(column) == now.get(column) for column, _, _ in PER_PREDICTION_COLUMNS):
+            continue
+        cells = [_change(old.get(column), now.get(column), form) for column, _, form in PER_PREDICTION_COLUMNS]
+        rows.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    titles = " | ".join(title for _, title, _ in PER_PREDICTION_COLUMNS)
+    return [
+        "",
+        "**Capacity and price per prediction** (one row is one prediction)",
+        "",
+        f"| protocol | rows/request | {titles} |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *rows,
+    ]
+
+
 def render_markdown(base: dict[str, Any], new: dict[str, Any], *, everything: bool = False) -> str:
     """The Markdown comment; `everything` lists every resource and input instead of the first ones."""
     diff = compare(base, new)
@@ -290,7 +551,8 @@ def render_markdown(base: dict[str, Any], new: dict[str, Any], *, everything: bo
             lines.append(f"- … and {len(diff.changed) - MAX_LISTED} more (`mlstack diff --all`)")
         lines += [
             "",
-            "<sub>Replacement is read from mlstack's table of fields that force it (infra/preview/diff.py); "
+            "<sub>Replacement is read from mlstack's table of fields that force it (infra/preview/diff.py, each "
+            "entry checked against terraform-provider-aws's or pulumi-kubernetes's source at the commit it names); "
             "anything else is shown as an update in place.</sub>",
         ]
     lines += _listing("Removed", [f"- `{r['type']}` {r['name']}" for r in diff.removed], everything)
@@ -318,6 +580,7 @@ def render_markdown(base: dict[str, Any], new: dict[str, Any], *, everything: bo
             f"| {name} | {_money(before.get(name))} | {_money(after.get(name))} | {_delta(amount)} |"
             for name, amount in (moved if everything else moved[:MAX_LISTED])
         ]
+    lines += _per_prediction_lines(base, new)
     problems = new.get("cost", {}).get("unpriced") or []
     lines += _listing("Unpriced in the new plan", [f"- {problem}" for problem in problems], everything)
     violations = new.get("policy", {}).get("violations") or []

@@ -6,7 +6,9 @@ from collections import Counter
 from typing import Any
 
 from infra.policy.rules import Violation
+from infra.preview.cost import serving as serving_cost
 from infra.preview.cost.estimate import ASSUMPTIONS, CostEstimate, LineItem
+from infra.preview.cost.money import format_money
 from infra.preview.engine import RecordedResource, StackRun
 from infra.preview.plan import PlanRenderer
 
@@ -177,6 +179,68 @@ def _rate(item: LineItem) -> str:
     """How the monthly amount was reached, e.g. 2,190 instance-hours x 0.192."""
     price = "?" if item.unit_price is None else f"{item.unit_price:,.5g}"
     return f"{item.quantity:,.6g} {item.unit} x {price}"
+
+
+def render_serving(serving: serving_cost.ServingEstimate) -> str:
+    """Capacity at the replica floor and ceiling and the cost of a million predictions, per protocol and request
+    size, with how a replica's cost was reached and the assumptions."""
+    bench = serving.bench
+    lines = [
+        f"Serving capacity and price per prediction ({serving.currency}; bench of {bench.measured_on} on "
+        f"{bench.machine}, {bench.cores} core{'s' if bench.cores > 1 else ''}):"
+    ]
+    workload = serving.workload
+    if workload is not None:
+        target = (
+            f", HPA CPU target {workload.cpu_target_utilization}%"
+            if workload.cpu_target_utilization is not None
+            else ""
+        )
+        rate = (
+            f", request-rate target {workload.requests_per_second_target:g}/s per replica"
+            if workload.requests_per_second_target is not None
+            else ""
+        )
+        hourly = "unpriced" if workload.replica_hourly is None else f"{workload.replica_hourly:.5f}/h"
+        lines.append(
+            f"  {workload.name}: replicas {workload.replicas_floor}..{workload.replicas_ceiling}{target}{rate}; "
+            f"a replica costs {hourly} ({workload.attribution})"
+        )
+        header = ("protocol", "rows/request", "predictions/s at floor", "at ceiling", "per 1M, floor at CPU target")
+        rows = [
+            (
+                figure.protocol,
+                str(figure.rows_per_request),
+                f"{figure.capacity_at_floor:,.0f}",
+                f"{figure.capacity_at_ceiling:,.0f}",
+                _per_million(figure.cost_per_million_at_cpu_target),
+            )
+            for figure in serving.figures
+        ]
+        widths = [max(len(row[index]) for row in (header, *rows)) for index in range(len(header))]
+        lines += [
+            "  "
+            + "  ".join(
+                cell.rjust(width) if i else cell.ljust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in (header, *rows)
+        ]
+        for figure in serving.figures:
+            if figure.scales_out_at_per_replica is not None:
+                lines.append(
+                    f"  ! {figure.protocol}, {figure.rows_per_request} row(s): the HPA's request-rate target adds a "
+                    f"replica at {figure.scales_out_at_per_replica:,.0f} predictions/s per replica, before the CPU "
+                    f"target: {_per_million(figure.cost_per_million_at_scale_out)} per 1M there"
+                )
+    lines += [f"  ! {problem}" for problem in serving.unpriced]
+    lines.append("  Assumptions:")
+    lines += [f"    - {assumption}" for assumption in serving_cost.ASSUMPTIONS]
+    return "\n".join(lines)
+
+
+def _per_million(amount: float | None) -> str:
+    return format_money(amount)
 
 
 def render_violations(violations: list[Violation], title: str = "Policy", rules_run: int | None = None) -> str:

@@ -102,7 +102,7 @@ def test_plan_json_has_the_contracted_shape(tmp_path: Path) -> None:
     # The contracted keys, plus what a reviewer needs to trust the figure: region, assumptions, what went unpriced.
     assert set(plan["cost"]) == {
         "currency", "monthly_total", "items", "prices_as_of", "region", "assumptions", "unpriced", "priced_subtotal",
-        "monthly_total_at_max",
+        "monthly_total_at_max", "per_prediction",
     }  # fmt: skip
     assert plan["cost"]["monthly_total"] == round(sum(item["monthly"] for item in plan["cost"]["items"]), 2)
     prod_rules = [rule for rule in RULES if rule.runs_for("prod")]
