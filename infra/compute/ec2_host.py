@@ -39,6 +39,7 @@ from infra.versions import (
     GRAFANA_IMAGE,
     PROMETHEUS_IMAGE,
 )
+from infra.workloads.pod_template import drift_env
 
 USER_DATA_TEMPLATE = Path(__file__).with_name("host_user_data.sh")
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "compose.yaml"
@@ -150,6 +151,7 @@ def render_user_data(
         region=region,
         label_setup=setup_script(log),
         label_env=compose_env(log, model_name),
+        drift_env="\n".join(f"{item['name']}={item['value']}" for item in drift_env(monitoring.drift)),
         label_join=timer_script(log, bucket=bucket, image=image, region=region, model_name=model_name),
     )
 

@@ -107,6 +107,7 @@ YAML
 
 cat > /opt/mlstack/.env <<'ENV'
 @@{label_env}
+@@{drift_env}
 MLSTACK_IMAGE=@@{image}
 MLSTACK_PROMETHEUS_IMAGE=@@{prometheus_image}
 MLSTACK_GRAFANA_IMAGE=@@{grafana_image}

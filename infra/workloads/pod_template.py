@@ -90,10 +90,7 @@ def container_env(
         {"name": "MLSTACK_DEVICE", "value": "cuda" if gpu else "cpu"},
         {"name": "MLSTACK_MODEL_CACHE_DIR", "value": MODEL_CACHE_DIR},
         {"name": "MLSTACK_GRACE_PERIOD_SECONDS", "value": str(SERVICE_GRACE_SECONDS)},
-        {"name": "MLSTACK_DRIFT_MIN_SAMPLES", "value": str(drift.min_samples)},
-        {"name": "MLSTACK_DRIFT_FALSE_ALARM_DAYS", "value": str(drift.false_alarm_days)},
-        {"name": "MLSTACK_DRIFT_HOLD_MINUTES", "value": str(drift.hold_minutes)},
-        {"name": "MLSTACK_DRIFT_MAX_ACCURACY_DROP", "value": str(drift.max_accuracy_drop)},
+        *drift_env(drift),
         {"name": "AWS_REGION", "value": region},
     ]
 
@@ -206,3 +203,13 @@ def pod_template(
     if gpu:
         spec["tolerations"] = tolerations_for(gpu_taints or [])
     return {"metadata": {"labels": labels}, "spec": spec}
+
+
+def drift_env(drift: DriftConfig) -> list[dict[str, str]]:
+    """The stack's drift budget as the service's settings: the pods' env here, the dev host's .env (ec2_host.py)."""
+    return [
+        {"name": "MLSTACK_DRIFT_MIN_SAMPLES", "value": str(drift.min_samples)},
+        {"name": "MLSTACK_DRIFT_FALSE_ALARM_DAYS", "value": str(drift.false_alarm_days)},
+        {"name": "MLSTACK_DRIFT_HOLD_MINUTES", "value": str(drift.hold_minutes)},
+        {"name": "MLSTACK_DRIFT_MAX_ACCURACY_DROP", "value": str(drift.max_accuracy_drop)},
+    ]

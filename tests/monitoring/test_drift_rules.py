@@ -1,6 +1,8 @@
 """The fleet's drift rules: rendered from the stack config, and, run by promtool over counters that real drift monitors
 exported (one replica restarting half-way), the same statistics and verdicts as the service's own tests on all rows."""
 
+import base64
+import gzip
 import math
 import shutil
 import subprocess
@@ -22,7 +24,7 @@ from mlstack_service.metrics import ServiceMetrics
 from mlstack_service.package import ReferenceProfile, load_package
 from mlstack_service.settings import Settings
 from mlstack_service.synthetic import FEATURE_NAMES, generate_applications
-from tests.conftest import RunStack, stack_config
+from tests.conftest import REPO_ROOT, RunStack, stack_config
 from tests.infra.test_workloads import env_of, rollout
 from tests.service.conftest import predictions_in_process
 from tests.service.models import EXAMPLE_PACKAGE
@@ -295,3 +297,33 @@ def test_a_stacks_drift_settings_reach_its_pods_and_its_prometheus_rules(run_sta
     assert any("[14d]" in rule["expr"] for rule in rules)
     assert any(">= bool 400" in rule["expr"] for rule in rules)
     assert {rule["alert"] for rule in rules if "alert" in rule} == {"ModelDecisionDrift", "ModelFeatureDrift"}
+
+
+def test_the_dev_hosts_service_gets_the_stacks_drift_budget_and_compose_defaults_to_the_services(
+    run_stack: RunStack,
+) -> None:
+    """On the dev host the budget travels in compose's .env; without it (compose locally) the service's defaults."""
+    config = stack_config("dev")
+    config["mlstack:monitoring"] = {
+        **config.get("mlstack:monitoring", {}),
+        "drift": {"minSamples": 400, "falseAlarmDays": 30, "holdMinutes": 30, "maxAccuracyDrop": 0.05},
+    }
+    run = run_stack("dev", config)
+    (template,) = run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    script = gzip.decompress(base64.b64decode(template.inputs["userData"])).decode()
+    env_file = script[script.index("cat > /opt/mlstack/.env <<'ENV'") :].split("\nENV\n", 1)[0]
+    env = dict(line.split("=", 1) for line in env_file.splitlines()[1:] if "=" in line)
+    assert {key: env[key] for key in env if key.startswith("MLSTACK_DRIFT_")} == {
+        "MLSTACK_DRIFT_MIN_SAMPLES": "400",
+        "MLSTACK_DRIFT_FALSE_ALARM_DAYS": "30.0",
+        "MLSTACK_DRIFT_HOLD_MINUTES": "30",
+        "MLSTACK_DRIFT_MAX_ACCURACY_DROP": "0.05",
+    }
+    compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+    passed = compose["services"]["model-service"]["environment"]
+    defaults = Settings.model_fields
+    for key in env:
+        if key.startswith("MLSTACK_DRIFT_"):
+            variable, _, default = passed[key].removeprefix("${").removesuffix("}").partition(":-")
+            assert variable == key
+            assert float(default) == defaults[key.removeprefix("MLSTACK_").lower()].default, key
