@@ -14,6 +14,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_STACKS = ("dev", "staging", "prod")
 
 RunStack = Callable[..., StackRun]
+# Fixture scopes wider than a test but narrower than a worker's session.
+SHARED_WITHIN_A_FILE = {"class", "module", "package"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the tests that share a module-scoped fixture (a server, a daemon, a run) on one xdist worker.
+
+    `make unit` distributes tests one by one (`--dist loadgroup`); a test in no group can go to any worker. A
+    module-scoped fixture is computed once per worker that runs a test using it, so its users are grouped by file:
+    a server or Prometheus starts once, not once per worker. Session-scoped fixtures are once per worker anyway.
+    Without xdist the mark does nothing. Runs before xdist's own hook, which reads the mark.
+    """
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        definitions = item._fixtureinfo.name2fixturedefs.values()
+        if any(definition.scope in SHARED_WITHIN_A_FILE for chain in definitions for definition in chain):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def stack_config(stack: str) -> dict[str, Any]:
