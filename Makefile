@@ -80,8 +80,13 @@ typecheck: bootstrap $(POLICY_VENV)/.bootstrapped
 	cd infra/policy && ../../$(POLICY_VENV)/bin/mypy --config-file /dev/null --strict --no-namespace-packages \
 		pack.py __main__.py rules.py ../../tests/policy/crossguard_probe.py
 
+# One pytest worker per logical core (pytest-xdist). Tests are handed out one at a time, except those sharing a
+# module-scoped fixture: tests/conftest.py groups them onto one worker (--dist loadgroup). Bytecode is written even
+# where the environment says not to (PYTHONDONTWRITEBYTECODE): the suite starts dozens of processes (mlstack, the
+# service, the policy pack) that would otherwise each compile pulumi_aws, the Kubernetes client and more anew.
+TEST_WORKERS ?= logical
 unit: system-deps bootstrap $(POLICY_VENV)/.bootstrapped
-	$(BIN)/pytest
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadgroup
 
 test: system-deps lint typecheck unit
 

@@ -14,7 +14,7 @@ from infra.preview.cost.estimate import EKS_EXTENDED_SUPPORT_CLUSTER_HOUR, CostE
 from infra.preview.cost.prices import SNAPSHOT_PATH, PriceSnapshotError, load_snapshot
 from infra.preview.engine import StackRun
 from infra.versions import DEFAULT_KUBERNETES_VERSION, KUBERNETES_RELEASES
-from tests.conftest import REPO_ROOT, RunStack, stack_config
+from tests.conftest import REPO_ROOT, CommittedPreview, RunStack, stack_config
 
 SNAPSHOT = load_snapshot()
 
@@ -119,12 +119,15 @@ def _mlstack(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_diff_between_the_dev_and_prod_plans_shows_the_cost_delta(tmp_path: Path) -> None:
+def test_diff_between_the_dev_and_prod_plans_shows_the_cost_delta(
+    tmp_path: Path, committed_preview: CommittedPreview
+) -> None:
     for stack in ("dev", "prod"):
-        assert _mlstack("preview", stack, "--out", str(tmp_path / stack)).returncode == 0
-    dev = json.loads((tmp_path / "dev" / "plan.json").read_text())
-    prod = json.loads((tmp_path / "prod" / "plan.json").read_text())
-    result = _mlstack("diff", str(tmp_path / "dev" / "plan.json"), str(tmp_path / "prod" / "plan.json"))
+        assert committed_preview(stack).returncode == 0
+    dev_plan, prod_plan = committed_preview("dev").out / "plan.json", committed_preview("prod").out / "plan.json"
+    dev = json.loads(dev_plan.read_text())
+    prod = json.loads(prod_plan.read_text())
+    result = _mlstack("diff", str(dev_plan), str(prod_plan))
     assert result.returncode == 0, result.stderr
     delta = prod["cost"]["monthly_total"] - dev["cost"]["monthly_total"]
     assert (
@@ -135,12 +138,12 @@ def test_diff_between_the_dev_and_prod_plans_shows_the_cost_delta(tmp_path: Path
     assert "- `aws:eks/cluster:Cluster` eks-cluster" in result.stdout
     assert "- `aws:lb/loadBalancer:LoadBalancer` host-alb" in result.stdout  # removed: dev's ALB
 
-    same = _mlstack("diff", str(tmp_path / "prod" / "plan.json"), str(tmp_path / "prod" / "plan.json"))
+    same = _mlstack("diff", str(prod_plan), str(prod_plan))
     assert "0 to add, 0 to change, 0 to remove" in same.stdout
     assert "(**±$0.00**)" in same.stdout
 
     (tmp_path / "broken.json").write_text("{")
-    broken = _mlstack("diff", str(tmp_path / "broken.json"), str(tmp_path / "prod" / "plan.json"))
+    broken = _mlstack("diff", str(tmp_path / "broken.json"), str(prod_plan))
     assert broken.returncode == 2
     assert broken.stderr.startswith(f"error: {tmp_path / 'broken.json'}: not JSON")
 

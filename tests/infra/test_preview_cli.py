@@ -14,7 +14,7 @@ import yaml
 from infra.cli import EXIT_PROGRAM_FAILED, preview
 from infra.policy.rules import RULES
 from infra.preview.readiness import READINESS_RULES
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, CommittedPreview
 
 MLSTACK = [sys.executable, "-m", "infra.cli"]
 
@@ -81,17 +81,20 @@ def test_make_preview_prod_prints_the_tree_and_writes_the_plan() -> None:
 
 
 @pytest.mark.parametrize(("stack", "nat_count", "zones"), [("staging", 1, 2), ("dev", 0, 2)])
-def test_preview_shows_what_each_stack_file_says(tmp_path: Path, stack: str, nat_count: int, zones: int) -> None:
-    result = _mlstack(REPO_ROOT, "preview", stack, "--out", str(tmp_path))
+def test_preview_shows_what_each_stack_file_says(
+    committed_preview: CommittedPreview, stack: str, nat_count: int, zones: int
+) -> None:
+    result = committed_preview(stack)
     assert result.returncode == 0, result.stderr
-    plan = _plan(tmp_path)
+    plan = result.plan()
     assert len(_of_type(plan, "aws:ec2/natGateway:NatGateway")) == nat_count
     assert len(_private_subnet_zones(plan)) == zones
 
 
-def test_plan_json_has_the_contracted_shape(tmp_path: Path) -> None:
-    assert _mlstack(REPO_ROOT, "preview", "prod", "--out", str(tmp_path)).returncode == 0
-    plan = _plan(tmp_path)
+def test_plan_json_has_the_contracted_shape(tmp_path: Path, committed_preview: CommittedPreview) -> None:
+    first = committed_preview("prod")
+    assert first.returncode == 0, first.stderr
+    plan = first.plan()
     assert list(plan) == ["version", "project", "stack", "resources", "outputs", "cost", "policy", "readiness"]
     assert (plan["version"], plan["project"]) == (1, "mlstack")
     urns = {resource["urn"] for resource in plan["resources"]}
@@ -120,15 +123,15 @@ def test_plan_json_has_the_contracted_shape(tmp_path: Path) -> None:
     assert plan["outputs"]["availabilityZones"] == ["us-east-1b", "us-east-1c", "us-east-1d"]
     rule = _of_type(plan, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")[0]
     assert isinstance(rule["inputs"]["fromPort"], int)
-    assert (tmp_path / "manifests").is_dir()
+    assert (first.out / "manifests").is_dir()
     # Two previews of the same stack are byte-identical (the engine registers resources in a varying order).
     again = tmp_path / "again"
     assert _mlstack(REPO_ROOT, "preview", "prod", "--out", str(again)).returncode == 0
-    assert (again / "plan.json").read_bytes() == (tmp_path / "plan.json").read_bytes()
-    manifests = sorted(path.name for path in (tmp_path / "manifests").iterdir())
+    assert (again / "plan.json").read_bytes() == (first.out / "plan.json").read_bytes()
+    manifests = sorted(path.name for path in (first.out / "manifests").iterdir())
     assert manifests == sorted(path.name for path in (again / "manifests").iterdir())
     for name in manifests:
-        assert (again / "manifests" / name).read_bytes() == (tmp_path / "manifests" / name).read_bytes(), name
+        assert (again / "manifests" / name).read_bytes() == (first.out / "manifests" / name).read_bytes(), name
 
 
 def test_a_new_environment_is_a_new_file(tmp_path: Path) -> None:
