@@ -62,8 +62,10 @@ def test_the_retrain_relays_objects_depend_on_the_monitoring_namespace(relay_run
 def test_the_batch_cronjob_depends_on_the_service_namespace(committed_runs: dict[str, StackRun]) -> None:
     run = committed_runs["prod"]
     (namespace,) = [r for r in run.of_type(NAMESPACE) if r.inputs["metadata"]["name"] == "mlstack"]
-    (cronjob,) = run.of_type("kubernetes:batch/v1:CronJob")
-    assert namespace.urn in cronjob.dependencies
+    cronjobs = run.of_type("kubernetes:batch/v1:CronJob")
+    assert {cronjob.name for cronjob in cronjobs} == {"batch-cronjob", "label-join-cronjob"}
+    for cronjob in cronjobs:
+        assert namespace.urn in cronjob.dependencies, cronjob.name
 
 
 def _pod_specs(run: StackRun) -> list[tuple[str, dict[str, Any]]]:
@@ -121,7 +123,9 @@ def test_a_pod_identity_pod_still_gets_credentials_without_the_api_token(committ
     associations = {
         a.inputs["serviceAccount"] for a in run.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
     }
-    (cronjob,) = run.of_type("kubernetes:batch/v1:CronJob")
-    pod = cronjob.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is False
-    assert pod["serviceAccountName"] in associations
+    cronjobs = run.of_type("kubernetes:batch/v1:CronJob")
+    assert len(cronjobs) == 2, "the batch job and the label join"
+    for cronjob in cronjobs:
+        pod = cronjob.inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, cronjob.name
+        assert pod["serviceAccountName"] in associations, cronjob.name

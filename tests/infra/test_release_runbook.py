@@ -69,19 +69,23 @@ def test_first_deploy(run_stack: RunStack, monkeypatch: pytest.MonkeyPatch) -> N
     kinds = sorted(m["kind"] for m in manifests(run) if m["metadata"].get("namespace") == "mlstack")
     assert kinds == [
         "AnalysisTemplate",
+        "CronJob",  # batch scoring and the label join
         "CronJob",
         "HorizontalPodAutoscaler",
+        "Ingress",  # REST and, with prod's certificate, gRPC on the same ALB
         "Ingress",
         "NetworkPolicy",  # default deny, the service's ingress allows, essential egress (DNS, 443)
         "NetworkPolicy",
         "NetworkPolicy",
         "PodDisruptionBudget",
         "Rollout",
-        "Secret",  # the API clients' key digests
+        "Secret",  # the API clients' key digests, and the prediction-id key the replicas share
+        "Secret",
         "Service",  # stable, canary, internal (metrics and feedback)
         "Service",
         "Service",
-        "ServiceAccount",  # the service's and the batch job's
+        "ServiceAccount",  # the service's, the batch job's and the label join's
+        "ServiceAccount",
         "ServiceAccount",
     ]
     assert container(rollout(run))["image"].endswith(f":{COMMIT_A}")
@@ -101,8 +105,13 @@ def test_a_new_image_is_canaried_at_5_percent_and_promoted(
 ) -> None:
     before = at_commit(run_stack, monkeypatch, "prod", COMMIT_A)
     after = at_commit(run_stack, monkeypatch, "prod", COMMIT_B)
-    # One changed pod template (and the batch job, same image); Services, Ingress and weights stay the controller's.
-    assert changed(before, after) == {"model-service-rollout": "changed", "batch-cronjob": "changed"}
+    # One changed pod template (and the two jobs on the same image); Services, Ingress and weights stay the
+    # controller's.
+    assert changed(before, after) == {
+        "model-service-rollout": "changed",
+        "batch-cronjob": "changed",
+        "label-join-cronjob": "changed",
+    }
     old, new = rollout(before), rollout(after)
     assert {**new, "spec": {**new["spec"], "template": old["spec"]["template"]}} == old
     assert container(new)["image"].endswith(f":{COMMIT_B}")
@@ -171,7 +180,11 @@ def test_a_blue_green_switch_and_switch_back(run_stack: RunStack, monkeypatch: p
     green = at_commit(run_stack, monkeypatch, "staging", COMMIT_B)
     # Switch: the new version starts behind the preview Service; the controller switches the active Service's
     # selector once the analysis passes. The program's Services are the same objects throughout.
-    assert changed(blue, green) == {"model-service-rollout": "changed", "batch-cronjob": "changed"}
+    assert changed(blue, green) == {
+        "model-service-rollout": "changed",
+        "batch-cronjob": "changed",
+        "label-join-cronjob": "changed",
+    }
     strategy = rollout(green)["spec"]["strategy"]["blueGreen"]
     assert strategy["prePromotionAnalysis"]["templates"] == [{"templateName": "model-service-slo"}]
     assert strategy["scaleDownDelaySeconds"] == 600
@@ -179,7 +192,11 @@ def test_a_blue_green_switch_and_switch_back(run_stack: RunStack, monkeypatch: p
     # previous ReplicaSet, still up for scaleDownDelaySeconds, and within the rollback window it skips analysis.
     back = at_commit(run_stack, monkeypatch, "staging", COMMIT_A)
     assert rollout(back) == rollout(blue)
-    assert changed(green, back) == {"model-service-rollout": "changed", "batch-cronjob": "changed"}
+    assert changed(green, back) == {
+        "model-service-rollout": "changed",
+        "batch-cronjob": "changed",
+        "label-join-cronjob": "changed",
+    }
     assert rollout(back)["spec"]["rollbackWindow"] == {"revisions": 1}
     no_replicas_anywhere(back)
 
