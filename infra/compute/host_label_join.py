@@ -64,15 +64,23 @@ def timer_script(config: PredictionLogConfig, *, bucket: str, image: str, region
     summary = summary_key(config, model_name)
     return f"""cat > /opt/mlstack/label-join.sh <<'SCRIPT'
 #!/bin/bash
-# Copy the host's prediction log and labels to the model bucket, join them there, bring the summary back.
+# Copy the host's prediction log and labels to the model bucket; copy the bucket's (this model's log within its
+# retention, every label) into a folder; join there in a container with no network, so no container on the host
+# reaches the instance role (IMDS hop limit 1); copy the dataset and summary back to the bucket.
 set -euo pipefail
 aws s3 sync --only-show-errors --region {region} {HOST_FOLDER}/{config.prefix} {s3}{config.prefix}
 aws s3 sync --only-show-errors --region {region} {HOST_FOLDER}/{config.feedback_prefix} {s3}{config.feedback_prefix}
-docker run --rm --network host --read-only --tmpfs /tmp -e AWS_REGION={region} '{image}' \\
-  python -m mlstack_service.label_join --model-name {model_name} --predictions {s3}{config.prefix} \\
-  --feedback {s3}{config.feedback_prefix} --output {s3}{config.labelled_prefix}
+work=$(mktemp -d /var/tmp/mlstack-label-join.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+aws s3 sync --only-show-errors --region {region} {s3}{config.prefix}{model_name}/ "$work/{config.prefix}{model_name}/"
+aws s3 sync --only-show-errors --region {region} {s3}{config.feedback_prefix} "$work/{config.feedback_prefix}"
+chown -R {SERVICE_USER}:{SERVICE_USER} "$work"
+docker run --rm --network none --read-only --tmpfs /tmp -v "$work:/join" '{image}' \\
+  python -m mlstack_service.label_join --model-name {model_name} --predictions file:///join/{config.prefix} \\
+  --feedback file:///join/{config.feedback_prefix} --output file:///join/{config.labelled_prefix}
+aws s3 sync --only-show-errors --region {region} "$work/{config.labelled_prefix}" {s3}{config.labelled_prefix}
 mkdir -p {HOST_FOLDER}/{summary.rsplit("/", 1)[0]}
-aws s3 cp --only-show-errors --region {region} {s3}{summary} {HOST_FOLDER}/{summary}
+cp "$work/{summary}" {HOST_FOLDER}/{summary}
 chown -R {SERVICE_USER}:{SERVICE_USER} {HOST_FOLDER}
 find {HOST_FOLDER}/{config.prefix} -type f -mmin +1440 -delete
 find {HOST_FOLDER}/{config.feedback_prefix} -type f -mtime +{config.feedback_retention_days} -delete

@@ -37,6 +37,7 @@ import boto3
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mlstack_service.local_objects import LocalObjects
 from mlstack_service.package import split_s3_uri
 
 DATASET_FOLDER = "dataset/"
@@ -97,6 +98,11 @@ class JoinResult:
         }
 
 
+def _split(uri: str) -> tuple[str, str]:
+    """s3://bucket/prefix/ or file:///folder/prefix/ -> (bucket or folder, prefix), as LocalObjects reads it."""
+    return split_s3_uri("s3://" + uri.removeprefix("file:///").removeprefix("s3://"))
+
+
 def _keys(client: Any, bucket: str, prefix: str) -> Iterator[str]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for entry in page.get("Contents", []):
@@ -110,7 +116,7 @@ def _read(client: Any, bucket: str, key: str) -> bytes:
 
 def read_labels(client: Any, feedback_uri: str) -> dict[str, list[int]]:
     """Every stored label, by prediction id."""
-    bucket, prefix = split_s3_uri(feedback_uri)
+    bucket, prefix = _split(feedback_uri)
     keys = [key for key in _keys(client, bucket, prefix) if key.endswith(".json")]
     labels: dict[str, list[int]] = {}
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
@@ -123,7 +129,7 @@ def read_labels(client: Any, feedback_uri: str) -> dict[str, list[int]]:
 
 def logged_predictions(client: Any, predictions_uri: str, model_name: str) -> Iterator[dict[str, Any]]:
     """Every logged prediction of the model, object by object (one object in memory at a time)."""
-    bucket, prefix = split_s3_uri(predictions_uri)
+    bucket, prefix = _split(predictions_uri)
     for key in sorted(_keys(client, bucket, f"{prefix}{model_name}/")):
         if not key.endswith(".jsonl.gz"):
             continue
@@ -152,7 +158,7 @@ def join(client: Any, *, model_name: str, predictions_uri: str, feedback_uri: st
     result = JoinResult()
     labels = read_labels(client, feedback_uri)
     result.labels = len(labels)
-    out_bucket, out_prefix = split_s3_uri(output_uri)
+    out_bucket, out_prefix = _split(output_uri)
     target = f"{out_prefix}{model_name}/"
     with tempfile.TemporaryDirectory() as scratch:
         dataset_path = Path(scratch) / DATASET_FILE
@@ -190,7 +196,7 @@ def join(client: Any, *, model_name: str, predictions_uri: str, feedback_uri: st
         if result.dataset_rows:
             key = f"{target}{DATASET_FOLDER}{DATASET_FILE}"
             client.upload_file(str(dataset_path), out_bucket, key, ExtraArgs={"ContentType": "text/csv"})
-            result.dataset_uri = f"s3://{out_bucket}/{key}"
+            result.dataset_uri = f"{output_uri.partition('://')[0]}://{out_bucket}/{key}"
     client.put_object(
         Bucket=out_bucket,
         Key=f"{target}{SUMMARY_FILE}",
@@ -207,13 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feedback", required=True, help="s3://bucket/prefix/ of the stored labels")
     parser.add_argument("--output", required=True, help="s3://bucket/prefix/: <model>/dataset/ and <model>/summary")
     args = parser.parse_args(argv)
-    for flag, uri in (("--predictions", args.predictions), ("--feedback", args.feedback), ("--output", args.output)):
-        if not uri.startswith("s3://") or not uri.endswith("/"):
-            print(f"error: {flag} {uri!r} must be an s3://bucket/prefix/ ending in /", file=sys.stderr)  # noqa: T201
+    uris = (("--predictions", args.predictions), ("--feedback", args.feedback), ("--output", args.output))
+    # file:///folder/prefix/ (all three): the dev host's join, on files the host copied from the bucket, offline.
+    local = all(uri.startswith("file:///") for _, uri in uris)
+    for flag, uri in uris:
+        if not (uri.startswith("file:///") if local else uri.startswith("s3://")) or not uri.endswith("/"):
+            print(  # noqa: T201
+                f"error: {flag} {uri!r} must be an s3://bucket/prefix/ ending in / (or all three file:///folder/prefix/)",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
     try:
         result = join(
-            boto3.client("s3"),
+            LocalObjects(Path("/")) if local else boto3.client("s3"),
             model_name=args.model_name,
             predictions_uri=args.predictions,
             feedback_uri=args.feedback,

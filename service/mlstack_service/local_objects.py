@@ -2,12 +2,14 @@
 
 For `file://` URIs: on the dev host no container can reach the instance role (IMDS hop limit 1), so the service
 writes its log and labels into a host folder, and the host's timer (host_user_data.sh) copies them to the model
-bucket with the host's role before the label join. `If-None-Match: *` keeps its meaning: the file is created
-exclusively, so the first label for an id wins here too.
+bucket with the host's role; it then copies the bucket's log and labels into a folder for the label join, which runs
+in a container without a network, and copies its output back. `If-None-Match: *` keeps its meaning: the file is
+created exclusively, so the first label for an id wins here too.
 """
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ def _error(code: str, operation: str) -> ClientError:
 
 
 class LocalObjects:
-    """`put_object` and `get_object` on `<root>/<bucket>/<key>`: file:///a/b/c/ is bucket "a", prefix "b/c/"."""
+    """`put_object`, `get_object`, `upload_file` and the `list_objects_v2` paginator on `<root>/<bucket>/<key>`:
+    file:///a/b/c/ is bucket "a", prefix "b/c/"."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -48,6 +51,30 @@ class LocalObjects:
             return {"Body": _Body(self._path(Bucket, Key).read_bytes())}
         except FileNotFoundError:
             raise _error("NoSuchKey", "GetObject") from None
+
+    def upload_file(self, filename: str, bucket: str, key: str, ExtraArgs: Any = None) -> None:  # noqa: N803
+        self.put_object(Bucket=bucket, Key=key, Body=Path(filename).read_bytes())
+
+    def get_paginator(self, operation: str) -> "_KeyPages":
+        if operation != "list_objects_v2":
+            raise NotImplementedError(f"{operation}: a folder lists objects only")
+        return _KeyPages(self.root)
+
+
+class _KeyPages:
+    """One page holding every file under the prefix, as S3 names them (keys relative to the bucket)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def paginate(self, *, Bucket: str, Prefix: str = "") -> Iterator[dict[str, Any]]:  # noqa: N803 (boto3's names)
+        bucket = self.root / Bucket
+        keys = (
+            sorted(path.relative_to(bucket).as_posix() for path in bucket.rglob("*") if path.is_file())
+            if bucket.is_dir()
+            else []
+        )
+        yield {"Contents": [{"Key": key} for key in keys if key.startswith(Prefix)]}
 
 
 class _Body:

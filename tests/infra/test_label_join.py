@@ -192,6 +192,10 @@ def test_the_dev_host_logs_to_a_folder_and_joins_on_a_timer(committed_runs: dict
     assert f"OnCalendar=*-*-* {int(hour):02d}:{int(minute):02d}:00 UTC" in script
     assert "systemctl enable --now mlstack-label-join.timer" in script
     assert "python -m mlstack_service.label_join --model-name loan-approval" in script
+    # The join container has no network: no container on the host reaches the instance role (IMDS hop limit 1).
+    assert "--network none" in script
+    assert "--network host" not in script
+    assert "--predictions file:///join/predictions/" in script
     assert subprocess.run(["bash", "-n", "-c", script], capture_output=True, check=False).returncode == 0
     compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
     service = compose["services"]["model-service"]

@@ -13,6 +13,7 @@ import pytest
 
 from mlstack_service.feedback_store import FeedbackStore, FeedbackStoreUnavailableError
 from mlstack_service.label_join import join
+from mlstack_service.label_join import main as label_join_main
 from mlstack_service.local_objects import LocalObjects
 from mlstack_service.prediction_ids import PredictionIdKeyError, PredictionIds, load_key
 from mlstack_service.prediction_log import PredictionLog
@@ -294,3 +295,34 @@ def test_a_host_folder_keeps_the_first_label_and_the_log(tmp_path: Path) -> None
     realized = RealizedPerformance(folder, "labels", "labelled/summary.json", "1.0.0")
     realized.refresh()  # no summary yet: nothing exported, nothing counted as a failure
     assert realized.read_failures == 0
+
+
+def test_the_join_runs_offline_on_folders_as_the_dev_host_runs_it(tmp_path: Path) -> None:
+    """The dev host copies the bucket's log and labels into a folder and joins there with no network (file://)."""
+    folder = LocalObjects(tmp_path)
+    log = _log(folder, "join")
+    rows, probabilities = _prediction(3)  # predicted classes 0, 1, 1
+    log.offer("a", rows, probabilities)
+    log.flush()
+    FeedbackStore(folder, "join", "feedback/").record("a", [0, 1, 0])
+    root = f"file://{tmp_path}/join/"
+    code = label_join_main(
+        [
+            "--model-name",
+            "loan-approval",
+            "--predictions",
+            f"{root}predictions/",
+            "--feedback",
+            f"{root}feedback/",
+            "--output",
+            f"{root}labelled/",
+        ]
+    )
+    assert code == 0
+    dataset = (tmp_path / "join/labelled/loan-approval/dataset/labelled.csv").read_text().splitlines()
+    assert [line.split(",")[-1] for line in dataset[1:]] == ["0", "1", "0"]
+    summary = orjson.loads((tmp_path / "join/labelled/loan-approval/summary.json").read_bytes())
+    assert summary["versions"]["1.0.0"]["accuracy"] == pytest.approx(2 / 3)
+    # Mixed schemes are refused: the join reads and writes one kind of store.
+    mixed = ["--model-name", "m", "--predictions", f"{root}p/", "--feedback", "s3://b/f/", "--output", f"{root}o/"]
+    assert label_join_main(mixed) != 0
