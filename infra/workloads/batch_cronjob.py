@@ -10,7 +10,6 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.compute.eks_cluster import EksCluster
-from infra.compute.node_pools import POOL_LABEL
 from infra.config import Environment
 from infra.registry.ecr import ContainerRegistry
 from infra.release_state import deployed_image_tag
@@ -20,8 +19,9 @@ from infra.security.pod_identity import pod_identity_role
 from infra.storage.model_bucket import ModelBucket
 from infra.workloads.model_service import ModelService
 from infra.workloads.objects import create
-from infra.workloads.pod_template import MODEL_CACHE_DIR, container_security_context, pod_security_context
+from infra.workloads.pod_template import MODEL_CACHE_DIR
 from infra.workloads.release_tracks import APP
+from infra.workloads.s3_cronjob import s3_cronjob_spec
 
 SERVICE_ACCOUNT = f"{APP}-batch"
 
@@ -101,57 +101,34 @@ class BatchScoring(pulumi.ComponentResource):
                 "namespace": service.namespace,
                 "labels": labels,
             },
-            spec={
-                "schedule": settings.schedule,
-                "concurrencyPolicy": "Forbid",
-                "startingDeadlineSeconds": 3600,
-                "successfulJobsHistoryLimit": 3,
-                "failedJobsHistoryLimit": 3,
-                "jobTemplate": {
-                    "spec": {
-                        "backoffLimit": 2,
-                        "activeDeadlineSeconds": 6 * 3600,
-                        "template": {
-                            "metadata": {"labels": labels},
-                            "spec": {
-                                "serviceAccountName": SERVICE_ACCOUNT,
-                                # The scorer calls S3 only; Pod Identity brings its own projected token.
-                                "automountServiceAccountToken": False,
-                                "restartPolicy": "Never",
-                                "nodeSelector": {POOL_LABEL: "cpu"},
-                                "securityContext": pod_security_context(),
-                                "containers": [
-                                    {
-                                        "name": "batch",
-                                        "image": image,
-                                        "command": ["python", "-m", "mlstack_service.batch"],
-                                        "args": [
-                                            "--model",
-                                            model_uri,
-                                            "--input",
-                                            pulumi.Output.concat(prefix, settings.input_prefix),
-                                            "--output",
-                                            pulumi.Output.concat(prefix, settings.output_prefix),
-                                        ],
-                                        "env": [
-                                            {"name": "AWS_REGION", "value": env.region},
-                                            {"name": "TMPDIR", "value": "/tmp"},
-                                            {"name": "MLSTACK_MODEL_CACHE_DIR", "value": MODEL_CACHE_DIR},
-                                        ],
-                                        "resources": {
-                                            "requests": {"cpu": "1", "memory": "1Gi"},
-                                            "limits": {"cpu": "2", "memory": "2Gi"},
-                                        },
-                                        "securityContext": container_security_context(),
-                                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                                    }
-                                ],
-                                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}],
-                            },
-                        },
-                    }
+            spec=s3_cronjob_spec(
+                schedule=settings.schedule,
+                labels=labels,
+                service_account=SERVICE_ACCOUNT,
+                active_deadline_seconds=6 * 3600,
+                container={
+                    "name": "batch",
+                    "image": image,
+                    "command": ["python", "-m", "mlstack_service.batch"],
+                    "args": [
+                        "--model",
+                        model_uri,
+                        "--input",
+                        pulumi.Output.concat(prefix, settings.input_prefix),
+                        "--output",
+                        pulumi.Output.concat(prefix, settings.output_prefix),
+                    ],
+                    "env": [
+                        {"name": "AWS_REGION", "value": env.region},
+                        {"name": "TMPDIR", "value": "/tmp"},
+                        {"name": "MLSTACK_MODEL_CACHE_DIR", "value": MODEL_CACHE_DIR},
+                    ],
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "1Gi"},
+                        "limits": {"cpu": "2", "memory": "2Gi"},
+                    },
                 },
-            },
+            ),
             # A create into a namespace that does not exist yet is retried for seconds only, then fails.
             opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[service_account])),
         )

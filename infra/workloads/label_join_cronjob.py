@@ -10,7 +10,6 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.compute.eks_cluster import EksCluster
-from infra.compute.node_pools import POOL_LABEL
 from infra.config import Environment
 from infra.registry.ecr import ContainerRegistry
 from infra.release_state import deployed_image_tag
@@ -21,8 +20,8 @@ from infra.storage.label_prefixes import label_join_statements
 from infra.storage.model_bucket import ModelBucket
 from infra.workloads.model_service import ModelService
 from infra.workloads.objects import create
-from infra.workloads.pod_template import container_security_context, pod_security_context
 from infra.workloads.release_tracks import APP
+from infra.workloads.s3_cronjob import s3_cronjob_spec
 
 SERVICE_ACCOUNT = f"{APP}-label-join"
 
@@ -72,59 +71,35 @@ class LabelJoin(pulumi.ComponentResource):
             k8s.batch.v1.CronJob,
             f"{name}-cronjob",
             metadata={"name": SERVICE_ACCOUNT, "namespace": service.namespace, "labels": labels},
-            spec={
-                "schedule": settings.join_schedule,
-                "concurrencyPolicy": "Forbid",
-                "startingDeadlineSeconds": 3600,
-                "successfulJobsHistoryLimit": 3,
-                "failedJobsHistoryLimit": 3,
-                "jobTemplate": {
-                    "spec": {
-                        "backoffLimit": 2,
-                        "activeDeadlineSeconds": 4 * 3600,
-                        "template": {
-                            "metadata": {"labels": labels},
-                            "spec": {
-                                "serviceAccountName": SERVICE_ACCOUNT,
-                                # The join calls S3 only; Pod Identity brings its own projected token.
-                                "automountServiceAccountToken": False,
-                                "restartPolicy": "Never",
-                                "nodeSelector": {POOL_LABEL: "cpu"},
-                                "securityContext": pod_security_context(),
-                                "containers": [
-                                    {
-                                        "name": "label-join",
-                                        "image": image,
-                                        "command": ["python", "-m", "mlstack_service.label_join"],
-                                        "args": [
-                                            "--model-name",
-                                            env.config.service.model_name,
-                                            "--predictions",
-                                            pulumi.Output.concat(root, settings.prefix),
-                                            "--feedback",
-                                            pulumi.Output.concat(root, settings.feedback_prefix),
-                                            "--output",
-                                            pulumi.Output.concat(root, settings.labelled_prefix),
-                                        ],
-                                        "env": [
-                                            {"name": "AWS_REGION", "value": env.region},
-                                            {"name": "TMPDIR", "value": "/tmp"},
-                                        ],
-                                        "resources": {
-                                            "requests": {"cpu": "500m", "memory": "1Gi"},
-                                            "limits": {"cpu": "1", "memory": "2Gi"},
-                                        },
-                                        "securityContext": container_security_context(),
-                                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                                    }
-                                ],
-                                # The labelled dataset is written here before its upload.
-                                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}],
-                            },
-                        },
-                    }
+            spec=s3_cronjob_spec(
+                schedule=settings.join_schedule,
+                labels=labels,
+                service_account=SERVICE_ACCOUNT,
+                active_deadline_seconds=4 * 3600,
+                container={
+                    "name": "label-join",
+                    "image": image,
+                    "command": ["python", "-m", "mlstack_service.label_join"],
+                    "args": [
+                        "--model-name",
+                        env.config.service.model_name,
+                        "--predictions",
+                        pulumi.Output.concat(root, settings.prefix),
+                        "--feedback",
+                        pulumi.Output.concat(root, settings.feedback_prefix),
+                        "--output",
+                        pulumi.Output.concat(root, settings.labelled_prefix),
+                    ],
+                    "env": [
+                        {"name": "AWS_REGION", "value": env.region},
+                        {"name": "TMPDIR", "value": "/tmp"},
+                    ],
+                    "resources": {
+                        "requests": {"cpu": "500m", "memory": "1Gi"},
+                        "limits": {"cpu": "1", "memory": "2Gi"},
+                    },
                 },
-            },
+            ),
             # A create into a namespace that does not exist yet is retried for seconds only, then fails.
             opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[service_account])),
         )

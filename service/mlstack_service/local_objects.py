@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
@@ -55,9 +55,8 @@ class LocalObjects:
     def upload_file(self, filename: str, bucket: str, key: str, ExtraArgs: Any = None) -> None:  # noqa: N803
         self.put_object(Bucket=bucket, Key=key, Body=Path(filename).read_bytes())
 
-    def get_paginator(self, operation: str) -> "_KeyPages":
-        if operation != "list_objects_v2":
-            raise NotImplementedError(f"{operation}: a folder lists objects only")
+    def get_paginator(self, operation: Literal["list_objects_v2"]) -> "_KeyPages":
+        """The one listing the label join makes; the type admits no other operation."""
         return _KeyPages(self.root)
 
 
